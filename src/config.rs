@@ -1,0 +1,465 @@
+//! config.json: where it is found, how it is read, and what makes it valid.
+//!
+//! The format is the original tool's (`servers`, `devices`), readable by the original scripts;
+//! the optional fields added by stm-remote are documented on [`Server`]. Unknown fields are
+//! ignored. A malformed file is an error naming the path (and line), never replaced by
+//! defaults. This module does not touch the network.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::Error;
+
+/// The file name looked for in the current directory and the user config dir.
+pub const CONFIG_FILE_NAME: &str = "config.json";
+
+/// The whole inventory.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    /// Flash servers by name.
+    #[serde(default)]
+    pub servers: BTreeMap<String, Server>,
+    /// Boards by alias.
+    #[serde(default)]
+    pub devices: BTreeMap<String, Device>,
+    /// Where the config was read from (for error messages).
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// A flash server: a Linux machine with the boards attached and STM32CubeProgrammer installed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Server {
+    /// Addresses tried in order; the first that answers is used for the whole run.
+    pub hostnames: Vec<String>,
+    /// ssh user; ssh's own default (ssh_config, then the local user name) when absent.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Private key file (`~/` is expanded); passed with `IdentitiesOnly=yes`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Path of STM32_Programmer_CLI on the server.
+    #[serde(default = "default_stm32cli")]
+    pub stm32cli: String,
+    /// Path of the hub control script on the server (run as a command).
+    #[serde(default)]
+    pub hub_cli: Option<String>,
+    /// How many boards of this server are flashed at once.
+    #[serde(default = "default_max_parallel")]
+    pub max_parallel: usize,
+    /// Whether the hub can switch port power.
+    #[serde(default)]
+    pub power_control: bool,
+    /// ssh port (stm-remote extension).
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// Extra `Key=Value` options passed as `-o` to ssh and scp (stm-remote extension).
+    #[serde(default)]
+    pub ssh_options: Vec<String>,
+    /// An ssh client config file passed as `-F` to ssh and scp, instead of ~/.ssh/config
+    /// (stm-remote extension).
+    #[serde(default)]
+    pub ssh_config: Option<String>,
+    /// Absolute directory on the server under which each run makes its own work dir
+    /// (stm-remote extension).
+    #[serde(default = "default_remote_tmp")]
+    pub remote_tmp: String,
+    /// Seconds after which one programmer run is considered hung (stm-remote extension).
+    #[serde(default = "default_programmer_timeout")]
+    pub programmer_timeout: f64,
+    /// Seconds ssh may take to connect to one hostname (stm-remote extension).
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: u32,
+}
+
+fn default_stm32cli() -> String {
+    "STM32_Programmer_CLI".into()
+}
+fn default_max_parallel() -> usize {
+    1
+}
+fn default_port() -> u16 {
+    22
+}
+fn default_remote_tmp() -> String {
+    "/tmp".into()
+}
+fn default_programmer_timeout() -> f64 {
+    300.0
+}
+fn default_connect_timeout() -> u32 {
+    10
+}
+
+/// How a board is reached by the programmer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interface {
+    /// USB DFU (the ROM bootloader); the serial is the MCU's.
+    Usb,
+    /// SWD through an ST-LINK; the serial is the probe's.
+    Swd,
+}
+
+impl fmt::Display for Interface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Interface::Usb => "USB",
+            Interface::Swd => "SWD",
+        })
+    }
+}
+
+/// Which control lines of the hub reach the board.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct Signals {
+    /// BOOT0 can be driven through the hub.
+    #[serde(default)]
+    pub boot: bool,
+    /// NRST can be driven through the hub.
+    #[serde(default)]
+    pub nrst: bool,
+}
+
+/// A board, as written in config.json.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Device {
+    /// DFU serial (USB) or ST-LINK probe serial (SWD).
+    pub serial: String,
+    /// Name of the server the board is attached to.
+    pub server: String,
+    /// Hub port name, `USB1`..`USB16`.
+    #[serde(default)]
+    pub hub_port: Option<String>,
+    /// `USB` or `SWD`.
+    #[serde(default = "default_interface")]
+    pub default_interface: String,
+    /// Hub control lines wired to the board.
+    #[serde(default)]
+    pub signals: Signals,
+}
+
+fn default_interface() -> String {
+    "USB".into()
+}
+
+impl Device {
+    /// The validated interface (validation happens at load time, so this cannot fail after it).
+    pub fn interface(&self) -> Interface {
+        parse_interface(&self.default_interface).unwrap_or(Interface::Usb)
+    }
+
+    /// The hub port mask (validated at load time).
+    pub fn hub_mask(&self) -> Option<u16> {
+        self.hub_port.as_deref().and_then(hub_port_mask)
+    }
+}
+
+/// `USB` / `SWD` (any case) to an [`Interface`].
+pub fn parse_interface(s: &str) -> Option<Interface> {
+    match s.to_ascii_uppercase().as_str() {
+        "USB" | "DFU" => Some(Interface::Usb),
+        "SWD" => Some(Interface::Swd),
+        _ => None,
+    }
+}
+
+/// `USB1`..`USB16` to the hub mask `0x0001`..`0x8000`; anything else is `None`.
+pub fn hub_port_mask(name: &str) -> Option<u16> {
+    let digits = name
+        .strip_prefix("USB")
+        .or_else(|| name.strip_prefix("usb"))?;
+    if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    match digits.parse::<u8>() {
+        Ok(n @ 1..=16) => Some(1u16 << (n - 1)),
+        _ => None,
+    }
+}
+
+/// Where to look for config.json when no path is given, in order.
+pub fn default_locations() -> Vec<PathBuf> {
+    let mut v = vec![PathBuf::from(CONFIG_FILE_NAME)];
+    if let Some(dir) = dirs::config_dir() {
+        v.push(dir.join("stm-remote").join(CONFIG_FILE_NAME));
+    }
+    v
+}
+
+/// Finds and loads the config: the explicit path (from `--config` or STM_REMOTE_CONFIG) if
+/// given, else the first of [`default_locations`] that exists.
+pub fn load(explicit: Option<&Path>) -> Result<Config, Error> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let candidates = default_locations();
+            match candidates.iter().find(|p| p.is_file()) {
+                Some(p) => p.clone(),
+                None => {
+                    return Err(Error::NoConfig {
+                        tried: candidates
+                            .iter()
+                            .map(|p| format!("`{}`", p.display()))
+                            .collect::<Vec<_>>()
+                            .join(" and "),
+                    });
+                }
+            }
+        }
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::Config {
+        path: path.clone(),
+        message: format!("cannot read it: {e}"),
+        hint: Some("pass `--config PATH` or set STM_REMOTE_CONFIG to an existing file".into()),
+    })?;
+    parse(&text, &path)
+}
+
+/// Parses and validates config text (pure; `path` is only used in messages).
+pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
+    let mut config: Config = serde_json::from_str(text).map_err(|e| Error::Config {
+        path: path.to_path_buf(),
+        message: format!("invalid JSON: {e}"),
+        hint: Some("see the documented example config.json in the stm-remote repository".into()),
+    })?;
+    config.path = path.to_path_buf();
+    validate(&config).map_err(|message| Error::Config {
+        path: path.to_path_buf(),
+        message,
+        hint: None,
+    })?;
+    Ok(config)
+}
+
+/// Every semantic check of the whole file; the first problem found is returned.
+fn validate(config: &Config) -> Result<(), String> {
+    for (name, server) in &config.servers {
+        validate_server(name, server).map_err(|m| format!("server `{name}`: {m}"))?;
+    }
+    for (alias, device) in &config.devices {
+        validate_device(alias, device, config).map_err(|m| format!("device `{alias}`: {m}"))?;
+    }
+    Ok(())
+}
+
+fn validate_server(name: &str, s: &Server) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the server name is empty".into());
+    }
+    if s.hostnames.is_empty() {
+        return Err("`hostnames` is empty; list at least one address".into());
+    }
+    for h in &s.hostnames {
+        crate::remote::validate_host(h).map_err(|m| format!("hostname {h:?}: {m}"))?;
+    }
+    if let Some(user) = &s.user {
+        crate::remote::validate_user(user).map_err(|m| format!("user {user:?}: {m}"))?;
+    }
+    if s.max_parallel == 0 {
+        return Err("`max_parallel` is 0; it must be at least 1".into());
+    }
+    if s.port == 0 {
+        return Err("`port` is 0".into());
+    }
+    for o in &s.ssh_options {
+        crate::remote::validate_ssh_option(o)
+            .map_err(|m| format!("ssh_options entry {o:?}: {m}"))?;
+    }
+    if s.stm32cli.trim().is_empty() {
+        return Err("`stm32cli` is empty".into());
+    }
+    if !s.remote_tmp.starts_with('/')
+        || !s
+            .remote_tmp
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-'))
+    {
+        return Err(format!(
+            "`remote_tmp` {:?} must be an absolute path of letters, digits, `/`, `.`, `_`, `-`",
+            s.remote_tmp
+        ));
+    }
+    if !(s.programmer_timeout > 0.0 && s.programmer_timeout.is_finite()) {
+        return Err("`programmer_timeout` must be a positive number of seconds".into());
+    }
+    if s.connect_timeout == 0 {
+        return Err("`connect_timeout` must be at least 1 second".into());
+    }
+    for (what, v) in [
+        ("stm32cli", Some(&s.stm32cli)),
+        ("hub_cli", s.hub_cli.as_ref()),
+    ] {
+        if v.is_some_and(|v| v.contains('\0') || v.contains('\n')) {
+            return Err(format!("`{what}` contains a NUL or newline"));
+        }
+    }
+    Ok(())
+}
+
+fn validate_device(alias: &str, d: &Device, config: &Config) -> Result<(), String> {
+    validate_alias(alias)?;
+    if !config.servers.contains_key(&d.server) {
+        return Err(format!(
+            "its server `{}` is not defined under `servers`{}",
+            d.server,
+            suggestion(&d.server, config.servers.keys())
+        ));
+    }
+    if parse_interface(&d.default_interface).is_none() {
+        return Err(format!(
+            "`default_interface` is {:?}; it must be \"USB\" or \"SWD\"",
+            d.default_interface
+        ));
+    }
+    if let Some(port) = &d.hub_port
+        && hub_port_mask(port).is_none()
+    {
+        return Err(format!(
+            "`hub_port` is {port:?}; it must be one of USB1..USB16 (or null for none)"
+        ));
+    }
+    if d.serial.is_empty() || !d.serial.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(format!(
+            "`serial` {:?} is not a serial number (letters and digits only)",
+            d.serial
+        ));
+    }
+    Ok(())
+}
+
+/// An alias is a short name used on the command line and in log prefixes.
+pub fn validate_alias(alias: &str) -> Result<(), String> {
+    let ok = !alias.is_empty()
+        && !alias.starts_with('-')
+        && alias
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "the alias {alias:?} may only use letters, digits, `_`, `-`, `.` and must not start with `-`"
+        ))
+    }
+}
+
+/// ", did you mean `x`?" for the closest candidate, or "".
+pub fn suggestion<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a String>) -> String {
+    let best = candidates
+        .into_iter()
+        .map(|c| (strsim::normalized_damerau_levenshtein(wrong, c), c))
+        .filter(|(score, _)| *score >= 0.5)
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    match best {
+        Some((_, c)) => format!("; did you mean `{c}`?"),
+        None => String::new(),
+    }
+}
+
+/// Expands a leading `~/` with the local home directory.
+pub fn expand_tilde(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), dirs::home_dir()) {
+        (Some(rest), Some(home)) => home.join(rest),
+        _ => PathBuf::from(p),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{
+      "servers": {"pi1": {"hostnames": ["192.0.2.1", "pi1.local"], "user": "pi",
+                  "key": "~/.ssh/id_rsa", "stm32cli": "/usr/bin/STM32_Programmer_CLI",
+                  "hub_cli": "/home/pi/stm_hub/hub_cli.py", "max_parallel": 4,
+                  "power_control": true, "future_field": {"x": 1}}},
+      "devices": {"dfu1": {"serial": "208230913036", "server": "pi1", "hub_port": "USB3",
+                  "default_interface": "USB", "signals": {"boot": false, "nrst": false}},
+                  "g0": {"serial": "066DFF515754888367131638", "server": "pi1",
+                  "default_interface": "SWD"}}
+    }"#;
+
+    fn err(text: &str) -> String {
+        parse(text, Path::new("c.json")).unwrap_err().to_string()
+    }
+
+    fn with_device(field: &str) -> String {
+        format!(
+            r#"{{"servers": {{"pi1": {{"hostnames": ["h"]}}}},
+                "devices": {{"d": {{"serial": "ABC", "server": "pi1", {field}}}}}}}"#
+        )
+    }
+
+    #[test]
+    fn the_seed_format_loads_and_unknown_fields_are_ignored() {
+        let c = parse(GOOD, Path::new("c.json")).unwrap();
+        let s = &c.servers["pi1"];
+        assert_eq!(s.max_parallel, 4);
+        assert_eq!(s.port, 22);
+        assert_eq!(c.devices["dfu1"].hub_mask(), Some(0x0004));
+        assert_eq!(c.devices["g0"].interface(), Interface::Swd);
+        assert_eq!(c.devices["g0"].hub_mask(), None);
+    }
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let c = parse(include_str!("../config.json"), Path::new("config.json")).unwrap();
+        assert_eq!(c.devices["dfu1"].hub_mask(), Some(0x0004));
+        assert_eq!(c.servers["pi1"].hostnames.len(), 2);
+    }
+
+    #[test]
+    fn hub_port_names() {
+        assert_eq!(hub_port_mask("USB1"), Some(0x0001));
+        assert_eq!(hub_port_mask("USB3"), Some(0x0004));
+        assert_eq!(hub_port_mask("USB16"), Some(0x8000));
+        for bad in [
+            "USB0", "USB17", "USB", "USB01", "usb-1", "PORT3", "3", "USB1 ",
+        ] {
+            assert_eq!(hub_port_mask(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn config_errors_name_file_and_problem() {
+        let e = err(&with_device(r#""hub_port": "USB17""#));
+        assert!(e.starts_with("config file `c.json`: device `d`:"), "{e}");
+        assert!(e.contains("USB1..USB16"), "{e}");
+        let e = err(&with_device(r#""default_interface": "JTAG""#));
+        assert!(e.contains("must be \"USB\" or \"SWD\""), "{e}");
+        let e = err(r#"{"servers": {"pi1": {"hostnames": ["h"], "max_parallel": 0}}}"#);
+        assert!(e.contains("server `pi1`: `max_parallel` is 0"), "{e}");
+        let e = err(r#"{"servers": {"pi1": {"hostnames": ["-oProxyCommand=x"]}}}"#);
+        assert!(e.contains("hostname"), "{e}");
+        let e = err(
+            r#"{"servers": {"pi1": {"hostnames": ["h"]}}, "devices": {"d": {"serial": "A", "server": "pi2"}}}"#,
+        );
+        assert!(
+            e.contains("server `pi2` is not defined") && e.contains("did you mean `pi1`"),
+            "{e}"
+        );
+        let e = err(r#"{"servers": {"pi1": {"hostnames": "h"}}}"#);
+        assert!(e.contains("invalid JSON") && e.contains("line 1"), "{e}");
+        let e = err("{\"servers\": ");
+        assert!(e.contains("invalid JSON"), "{e}");
+    }
+
+    #[test]
+    fn aliases() {
+        assert!(validate_alias("dfu1").is_ok());
+        assert!(validate_alias("nucleo-g0.b_1").is_ok());
+        for bad in ["", "-x", "a b", "a;b", "a$(x)", "é"] {
+            assert!(validate_alias(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn suggestions() {
+        let names = ["dfu1".to_string(), "g0".to_string()];
+        assert_eq!(suggestion("dfu2", &names), "; did you mean `dfu1`?");
+        assert_eq!(suggestion("zzzzzz", &names), "");
+    }
+}

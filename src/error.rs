@@ -1,0 +1,158 @@
+//! Errors a user can act on, with their exit codes and hints, kept in one place.
+//!
+//! Exit codes (also documented in README.md):
+//!
+//! | code | meaning                                                                  |
+//! |------|--------------------------------------------------------------------------|
+//! | 0    | every board was flashed (or the command succeeded)                       |
+//! | 1    | at least one board failed; the others were still flashed                 |
+//! | 2    | usage, config or setup error: nothing was flashed                        |
+//! | 130  | interrupted                                                              |
+//!
+//! Messages are lowercase fragments that chain under `{:#}`; the next step for the user lives
+//! in [`Error::hint`], not in the message.
+
+use std::path::PathBuf;
+
+use crate::remote::ProcessError;
+
+/// Exit code: every board flashed.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: at least one board failed.
+pub const EXIT_DEVICE_FAILED: u8 = 1;
+/// Exit code: usage, config or setup error; nothing was flashed.
+pub const EXIT_SETUP: u8 = 2;
+/// Exit code: interrupted by the user.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// A failure the user can act on. Everything that is not a per-board failure ends up here.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The command line was well-formed for clap but makes no sense for us.
+    #[error("{message}")]
+    Usage {
+        message: String,
+        hint: Option<String>,
+    },
+
+    /// No config file could be found in any of the usual places.
+    #[error("no config file found (looked for {tried})")]
+    NoConfig { tried: String },
+
+    /// The config file could not be read or parsed, or a value in it is invalid.
+    #[error("config file `{}`: {message}", path.display())]
+    Config {
+        path: PathBuf,
+        message: String,
+        hint: Option<String>,
+    },
+
+    /// A firmware argument is unusable (missing file, empty, unknown extension).
+    #[error("firmware for `{alias}`: {message}")]
+    Firmware { alias: String, message: String },
+
+    /// None of the server's hostnames answered.
+    #[error("cannot reach server `{server}`: {details}")]
+    Unreachable { server: String, details: String },
+
+    /// A setup step on the server (work dir, upload) failed before any board was touched.
+    #[error("server `{server}`: {step} failed: {details}")]
+    Remote {
+        server: String,
+        step: String,
+        details: String,
+    },
+
+    /// A local process could not be run at all.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+
+    /// Writing to stdout failed (other than a closed pipe).
+    #[error("cannot write output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// The process exit code this error maps to.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Usage { .. }
+            | Error::NoConfig { .. }
+            | Error::Config { .. }
+            | Error::Firmware { .. }
+            | Error::Unreachable { .. }
+            | Error::Remote { .. }
+            | Error::Process(_)
+            | Error::Io(_) => EXIT_SETUP,
+        }
+    }
+
+    /// The next step for the user, if we know one.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Usage { hint, .. } | Error::Config { hint, .. } => hint.clone(),
+            Error::NoConfig { .. } => Some(
+                "pass `--config PATH`, set STM_REMOTE_CONFIG, or copy the example config.json \
+                 from the stm-remote repository into the current directory"
+                    .into(),
+            ),
+            Error::Firmware { .. } => {
+                Some("check the path; arguments have the form `<alias>=<firmware file>`".into())
+            }
+            Error::Unreachable { .. } => Some(
+                "check that the flash server is on, that `hostnames`, `user`, `port` and `key` in \
+                 config.json are right, and that `ssh` with the same settings works by hand"
+                    .into(),
+            ),
+            Error::Remote { .. } => Some(
+                "check free space and permissions of the server's temp dir (`remote_tmp` in \
+                 config.json, default /tmp)"
+                    .into(),
+            ),
+            Error::Process(ProcessError::Spawn { program, .. })
+                if program == "ssh" || program == "scp" =>
+            {
+                Some("install the OpenSSH client (ssh and scp must be on PATH)".into())
+            }
+            Error::Process(_) | Error::Io(_) => None,
+        }
+    }
+
+    /// Shorthand for a usage error without a hint.
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Error::Usage {
+            message: message.into(),
+            hint: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn setup_errors_exit_2() {
+        let e = Error::usage("x");
+        assert_eq!(e.exit_code(), EXIT_SETUP);
+        let e = Error::Unreachable {
+            server: "pi1".into(),
+            details: "no".into(),
+        };
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.hint().unwrap().contains("hostnames"));
+    }
+
+    #[test]
+    fn config_error_names_the_file() {
+        let e = Error::Config {
+            path: "/x/config.json".into(),
+            message: "unknown server `pi9`".into(),
+            hint: None,
+        };
+        assert_eq!(
+            e.to_string(),
+            "config file `/x/config.json`: unknown server `pi9`"
+        );
+    }
+}

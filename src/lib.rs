@@ -1,0 +1,74 @@
+//! stm-remote: flash, recover and manage STM32 boards attached to a remote Linux flash server,
+//! over the system `ssh`/`scp`.
+//!
+//! `main_impl` parses the command line, runs the command and turns the outcome into an exit
+//! code (table in [`error`]). Modules: `cli` (clap types), `config` (config.json), `remote`
+//! (quoting, ssh/scp, the process runner), `programmer` (STM32_Programmer_CLI argv and output
+//! parsing), `jobs` (the flash-auto run), `report` (the terminal).
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod jobs;
+pub mod programmer;
+pub mod remote;
+pub mod report;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::error::{EXIT_DEVICE_FAILED, EXIT_OK, Error};
+use crate::report::Reporter;
+
+/// Entry point of the binary.
+pub fn main_impl() -> ExitCode {
+    let cli = Cli::parse();
+    let mut reporter = Reporter::new(cli.verbosity());
+    let code = match run(&cli, &mut reporter) {
+        Ok(code) => code,
+        Err(e) => {
+            reporter.fatal(&e);
+            e.exit_code()
+        }
+    };
+    ExitCode::from(code)
+}
+
+fn run(cli: &Cli, reporter: &mut Reporter) -> Result<u8, Error> {
+    match &cli.command {
+        Command::FlashAuto(args) => {
+            let config = config::load(cli.config.as_deref())?;
+            let started = Instant::now();
+            let (results, setup_error) =
+                match jobs::flash_auto(&config, &args.server, &args.assignments, reporter) {
+                    Ok(r) => (r, None),
+                    Err((e, r)) => (r, Some(e)),
+                };
+            if args.json && (setup_error.is_none() || !results.is_empty()) {
+                print_stdout(&report::render_results(&results))?;
+            }
+            if let Some(e) = setup_error {
+                return Err(e);
+            }
+            reporter.summary(&results, started.elapsed());
+            Ok(if results.iter().all(|r| r.ok) {
+                EXIT_OK
+            } else {
+                EXIT_DEVICE_FAILED
+            })
+        }
+    }
+}
+
+/// Writes results to stdout; a closed pipe (`| head`) is not an error.
+fn print_stdout(s: &str) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,192 @@
+//! Pure builders of `STM32_Programmer_CLI` argument vectors (flash, list, version).
+//! Each element is one argv item, unquoted; quoting for the remote shell is done
+//! by the caller. The interface type is shared with the run parser
+//! ([`Interface`] from `parse`).
+
+use super::parse::Interface;
+
+/// Which part of `-l` to ask for.
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "no caller yet; remove this once `-l`/`--version` are wired up"
+    )
+)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListWhich {
+    /// `-l`: every interface.
+    All,
+    /// `-l usb`: DFU devices only.
+    Usb,
+    /// `-l st-link`: ST-LINK probes only.
+    StLink,
+}
+
+fn hex_address(address: u32) -> String {
+    format!("0x{address:08X}")
+}
+
+/// `-c port=USB1|SWD sn=<serial> -w <file> [addr] [-v] [-s [addr]]`.
+///
+/// The start address is the write address when one is given (needed for `.bin`);
+/// without one the tool takes the address from the file and starts at its default.
+pub(crate) fn flash_args(
+    interface: Interface,
+    serial: &str,
+    file: &str,
+    address: Option<u32>,
+    verify: bool,
+    start: bool,
+) -> Vec<String> {
+    let port = match interface {
+        Interface::Usb => "port=USB1",
+        Interface::Swd => "port=SWD",
+    };
+    let address = address.map(hex_address);
+    let mut args = vec![
+        "-c".to_string(),
+        port.to_string(),
+        format!("sn={serial}"),
+        "-w".to_string(),
+        file.to_string(),
+    ];
+    args.extend(address.clone());
+    if verify {
+        args.push("-v".to_string());
+    }
+    if start {
+        args.push("-s".to_string());
+        args.extend(address);
+    }
+    args
+}
+
+/// `-l`, `-l usb` or `-l st-link`.
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "no caller yet; remove this once `-l`/`--version` are wired up"
+    )
+)]
+pub(crate) fn list_args(which: ListWhich) -> Vec<String> {
+    let mut args = vec!["-l".to_string()];
+    match which {
+        ListWhich::All => {}
+        ListWhich::Usb => args.push("usb".to_string()),
+        ListWhich::StLink => args.push("st-link".to_string()),
+    }
+    args
+}
+
+/// `--version`.
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "no caller yet; remove this once `-l`/`--version` are wired up"
+    )
+)]
+pub(crate) fn version_args() -> Vec<String> {
+    vec!["--version".to_string()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dfu_flash_with_address_verify_start() {
+        assert_eq!(
+            flash_args(
+                Interface::Usb,
+                "207036B25853",
+                "/tmp/fw.bin",
+                Some(0x0800_0000),
+                true,
+                true
+            ),
+            [
+                "-c",
+                "port=USB1",
+                "sn=207036B25853",
+                "-w",
+                "/tmp/fw.bin",
+                "0x08000000",
+                "-v",
+                "-s",
+                "0x08000000"
+            ]
+        );
+    }
+
+    #[test]
+    fn dfu_flash_hex_without_address() {
+        assert_eq!(
+            flash_args(Interface::Usb, "207036B25853", "app.hex", None, true, false),
+            ["-c", "port=USB1", "sn=207036B25853", "-w", "app.hex", "-v"]
+        );
+        assert_eq!(
+            flash_args(Interface::Usb, "207036B25853", "app.hex", None, false, true),
+            ["-c", "port=USB1", "sn=207036B25853", "-w", "app.hex", "-s"]
+        );
+    }
+
+    #[test]
+    fn swd_flash_variants() {
+        assert_eq!(
+            flash_args(
+                Interface::Swd,
+                "066AFF333837424757174644",
+                "a b.elf",
+                None,
+                false,
+                false
+            ),
+            [
+                "-c",
+                "port=SWD",
+                "sn=066AFF333837424757174644",
+                "-w",
+                "a b.elf"
+            ]
+        );
+        assert_eq!(
+            flash_args(
+                Interface::Swd,
+                "066AFF333837424757174644",
+                "fw.bin",
+                Some(0x0801_F800),
+                false,
+                true
+            ),
+            [
+                "-c",
+                "port=SWD",
+                "sn=066AFF333837424757174644",
+                "-w",
+                "fw.bin",
+                "0x0801F800",
+                "-s",
+                "0x0801F800"
+            ]
+        );
+        assert_eq!(
+            flash_args(Interface::Swd, "9", "fw.bin", Some(0xabc), true, false),
+            ["-c", "port=SWD", "sn=9", "-w", "fw.bin", "0x00000ABC", "-v"]
+        );
+    }
+
+    #[test]
+    fn list_variants() {
+        assert_eq!(list_args(ListWhich::All), ["-l"]);
+        assert_eq!(list_args(ListWhich::Usb), ["-l", "usb"]);
+        assert_eq!(list_args(ListWhich::StLink), ["-l", "st-link"]);
+    }
+
+    #[test]
+    fn version() {
+        assert_eq!(version_args(), ["--version"]);
+    }
+}

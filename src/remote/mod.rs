@@ -1,0 +1,12 @@
+//! Everything that crosses to the flash server: quoting for the remote shell, validation of
+//! hostnames/users/options, building ssh/scp command lines, and the one process runner.
+
+mod process;
+mod quote;
+mod ssh;
+mod target;
+
+pub use process::{Captured, LineSink, ProcessError, run};
+pub use quote::{QuoteError, quote, quote_command, quote_remote_path};
+pub use ssh::{SSH_EXIT_CONNECTION, SshTarget, display};
+pub use target::{validate_host, validate_ssh_option, validate_user};

@@ -1,0 +1,219 @@
+//! THE process runner: the only place in the crate that starts a child process.
+//!
+//! stdin is null (nothing can ever wait for a password), stdout and stderr are drained on
+//! their own threads (a full pipe would otherwise deadlock the child), every run has an
+//! optional deadline after which the child is killed and reaped, and each line can be handed
+//! to a sink as it arrives (for live `-v 3` output). A non-zero exit is data, not an error:
+//! callers decide what a code means (ssh's 255 is not the programmer's 1).
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use wait_timeout::ChildExt;
+
+/// Receives each output line (without the newline) as it arrives; `true` for stderr.
+pub type LineSink = Arc<dyn Fn(&str, bool) + Send + Sync>;
+
+/// What a finished child left behind.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    /// Exit code; `None` when killed by a signal.
+    pub code: Option<i32>,
+    /// Everything written to stdout (lossily decoded).
+    pub stdout: String,
+    /// Everything written to stderr (lossily decoded).
+    pub stderr: String,
+    /// Wall time from spawn to exit.
+    pub elapsed: Duration,
+}
+
+impl Captured {
+    /// The last few non-empty lines of stderr, for error messages.
+    pub fn stderr_tail(&self) -> String {
+        tail(&self.stderr, 5)
+    }
+}
+
+/// A child that could not be run, or did not finish in time.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The program could not be started.
+    #[error("cannot run `{program}`: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The deadline passed; the child was killed.
+    #[error("`{program}` did not finish within {:.0} s and was stopped{}", after.as_secs_f64(), fmt_tail(stderr_tail))]
+    Timeout {
+        program: String,
+        after: Duration,
+        stderr_tail: String,
+        stdout: String,
+    },
+}
+
+fn fmt_tail(t: &str) -> String {
+    if t.is_empty() {
+        String::new()
+    } else {
+        format!(": {t}")
+    }
+}
+
+/// The last `n` non-empty lines of `text`, joined with ` | `.
+pub(crate) fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+/// Runs `cmd` to completion (or until `deadline`), draining its output.
+pub fn run(
+    cmd: &mut Command,
+    deadline: Option<Duration>,
+    sink: Option<LineSink>,
+) -> Result<Captured, ProcessError> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    let out = drain(child.stdout.take(), sink.clone(), false);
+    let err = drain(child.stderr.take(), sink, true);
+
+    let status = match deadline {
+        None => Some(child.wait()),
+        Some(d) => child.wait_timeout(d).transpose(),
+    };
+    let status = match status {
+        Some(Ok(status)) => status,
+        Some(Err(source)) => return Err(ProcessError::Spawn { program, source }),
+        None => {
+            // Deadline passed: kill, reap, and report what it had said so far.
+            let _ = child.kill();
+            let _ = child.wait();
+            let stdout = out.join().unwrap_or_default();
+            let stderr = err.join().unwrap_or_default();
+            return Err(ProcessError::Timeout {
+                program,
+                after: start.elapsed(),
+                stderr_tail: tail(&stderr, 3),
+                stdout,
+            });
+        }
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    Ok(Captured {
+        code: status.code(),
+        stdout,
+        stderr,
+        elapsed: start.elapsed(),
+    })
+}
+
+fn drain<R: Read + Send + 'static>(
+    pipe: Option<R>,
+    sink: Option<LineSink>,
+    is_err: bool,
+) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut all = String::new();
+        let Some(pipe) = pipe else { return all };
+        let mut reader = BufReader::new(pipe);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = String::from_utf8_lossy(&buf);
+                    if let Some(sink) = &sink {
+                        sink(line.trim_end_matches(['\n', '\r']), is_err);
+                    }
+                    all.push_str(&line);
+                }
+            }
+        }
+        all
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[test]
+    fn captures_both_streams_and_the_code() {
+        let c = run(
+            Command::new("sh").args(["-c", "echo out; echo err >&2; exit 3"]),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.code, Some(3));
+        assert_eq!(c.stdout, "out\n");
+        assert_eq!(c.stderr_tail(), "err");
+    }
+
+    #[test]
+    fn a_missing_program_is_a_spawn_error() {
+        let e = run(&mut Command::new("/nonexistent/prog"), None, None).unwrap_err();
+        assert!(matches!(e, ProcessError::Spawn { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_deadline_kills_the_child() {
+        let t = Instant::now();
+        let e = run(
+            Command::new("sh").args(["-c", "echo started >&2; exec sleep 30"]),
+            Some(Duration::from_millis(300)),
+            None,
+        )
+        .unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(10));
+        match e {
+            ProcessError::Timeout { stderr_tail, .. } => assert_eq!(stderr_tail, "started"),
+            other => panic!("expected timeout, got {other}"),
+        }
+    }
+
+    #[test]
+    fn lines_reach_the_sink_as_they_arrive() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let sink: LineSink = Arc::new(move |l, e| s2.lock().unwrap().push((l.to_string(), e)));
+        run(
+            Command::new("sh").args(["-c", "printf 'a\\r\\nb'; echo c >&2"]),
+            None,
+            Some(sink),
+        )
+        .unwrap();
+        let mut got = seen.lock().unwrap().clone();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![("a".into(), false), ("b".into(), false), ("c".into(), true)]
+        );
+    }
+
+    #[test]
+    fn a_large_output_does_not_deadlock() {
+        let c = run(Command::new("sh").args(["-c", "head -c 1000000 /dev/zero | tr '\\0' x; head -c 1000000 /dev/zero | tr '\\0' y >&2"]), Some(Duration::from_secs(20)), None).unwrap();
+        assert_eq!(c.stdout.len(), 1_000_000);
+        assert_eq!(c.stderr.len(), 1_000_000);
+    }
+}

@@ -1,0 +1,216 @@
+//! Builds `ssh` and `scp` command lines for one flash server address. Nothing here spawns:
+//! the [`Command`]s go to [`super::run`].
+//!
+//! ssh gets a short fixed option set (never prompt, bounded connect time, keepalives, only the
+//! configured key), then the user's `ssh_options`, then `--` and the destination, then ONE
+//! remote command string built by [`super::quote_command`]. Host key checking is left as the
+//! user's ssh config has it (on by default).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::quote::{QuoteError, quote_command};
+use crate::config::{Server, expand_tilde};
+
+/// The exit code ssh itself uses for connection and authentication failures. A remote
+/// program that exits 255 is indistinguishable by code alone, so callers also look at stderr.
+pub const SSH_EXIT_CONNECTION: i32 = 255;
+
+/// One reachable address of a server, with everything needed to talk to it.
+#[derive(Debug, Clone)]
+pub struct SshTarget {
+    /// Validated hostname or address.
+    pub host: String,
+    /// ssh port.
+    pub port: u16,
+    /// Validated user name, if configured.
+    pub user: Option<String>,
+    /// Private key file.
+    pub key: Option<PathBuf>,
+    /// Validated `Key=Value` options.
+    pub options: Vec<String>,
+    /// `-F` client config.
+    pub config_file: Option<PathBuf>,
+    /// Seconds for ssh's ConnectTimeout.
+    pub connect_timeout: u32,
+}
+
+impl SshTarget {
+    /// The target for `host` (one of `server.hostnames`, already validated at config load).
+    pub fn new(server: &Server, host: &str) -> Self {
+        SshTarget {
+            host: host.to_string(),
+            port: server.port,
+            user: server.user.clone(),
+            key: server.key.as_deref().map(expand_tilde),
+            options: server.ssh_options.clone(),
+            config_file: server.ssh_config.as_deref().map(expand_tilde),
+            connect_timeout: server.connect_timeout,
+        }
+    }
+
+    fn common_options(&self) -> Vec<OsString> {
+        let mut v: Vec<OsString> = Vec::new();
+        if let Some(f) = &self.config_file {
+            v.push("-F".into());
+            v.push(f.into());
+        }
+        let mut opt = |s: String| {
+            v.push("-o".into());
+            v.push(s.into());
+        };
+        opt("BatchMode=yes".into());
+        opt(format!("ConnectTimeout={}", self.connect_timeout));
+        opt("ServerAliveInterval=5".into());
+        opt("ServerAliveCountMax=3".into());
+        if self.key.is_some() {
+            opt("IdentitiesOnly=yes".into());
+        }
+        for o in &self.options {
+            opt(o.clone());
+        }
+        if let Some(k) = &self.key {
+            v.push("-i".into());
+            v.push(k.into());
+        }
+        v
+    }
+
+    fn destination(&self) -> String {
+        match &self.user {
+            Some(u) => format!("{u}@{}", self.host),
+            None => self.host.clone(),
+        }
+    }
+
+    /// `ssh ... -- dest '<quoted remote argv>'`.
+    pub fn ssh<S: AsRef<str>>(&self, remote_argv: &[S]) -> Result<Command, QuoteError> {
+        let remote = quote_command(remote_argv)?;
+        let mut cmd = Command::new("ssh");
+        cmd.args(self.common_options())
+            .arg("-T")
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("--")
+            .arg(self.destination())
+            .arg(remote);
+        Ok(cmd)
+    }
+
+    /// `scp ... -- <local files> dest:<remote_dir>/`: uploads keeping the local base names.
+    /// `remote_dir` must be a path the tool generated (it is not shell-expanded by modern
+    /// scp, and contains only safe characters anyway).
+    pub fn scp_upload(&self, local: &[&Path], remote_dir: &str) -> Command {
+        let host = if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        let dest = match &self.user {
+            Some(u) => format!("{u}@{host}:{remote_dir}/"),
+            None => format!("{host}:{remote_dir}/"),
+        };
+        let mut cmd = Command::new("scp");
+        cmd.args(self.common_options())
+            .arg("-q")
+            .arg("-P")
+            .arg(self.port.to_string())
+            .arg("--");
+        for p in local {
+            cmd.arg(p);
+        }
+        cmd.arg(dest);
+        cmd
+    }
+}
+
+/// A copy-pasteable rendering of a local command line, for `-v 2`.
+pub fn display(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| {
+            let s = a.to_string_lossy();
+            super::quote::quote(&s)
+                .map(|q| q.into_owned())
+                .unwrap_or_else(|_| s.into_owned())
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> SshTarget {
+        SshTarget {
+            host: "127.0.0.1".into(),
+            port: 2222,
+            user: Some("pi".into()),
+            key: Some("/k/id".into()),
+            options: vec!["StrictHostKeyChecking=no".into()],
+            config_file: Some("/c/ssh_config".into()),
+            connect_timeout: 5,
+        }
+    }
+
+    fn args(cmd: &Command) -> Vec<String> {
+        cmd.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn ssh_puts_the_destination_after_double_dash_and_one_quoted_command() {
+        let cmd = target()
+            .ssh(&["/opt/STM32_Programmer_CLI", "-w", "/tmp/w/a b.hex"])
+            .unwrap();
+        let a = args(&cmd);
+        let dd = a.iter().position(|x| x == "--").unwrap();
+        assert_eq!(
+            &a[dd + 1..],
+            [
+                "pi@127.0.0.1",
+                "/opt/STM32_Programmer_CLI -w '/tmp/w/a b.hex'"
+            ]
+        );
+        let joined = a.join(" ");
+        for needle in [
+            "-F /c/ssh_config",
+            "-o BatchMode=yes",
+            "-o ConnectTimeout=5",
+            "-o IdentitiesOnly=yes",
+            "-i /k/id",
+            "-p 2222",
+            "-o StrictHostKeyChecking=no",
+        ] {
+            assert!(joined.contains(needle), "{needle} missing in {joined}");
+        }
+    }
+
+    #[test]
+    fn scp_targets_the_remote_dir_and_brackets_ipv6() {
+        let mut t = target();
+        let cmd = t.scp_upload(&[Path::new("/l/fw1.hex")], "/tmp/stm-remote.x");
+        assert_eq!(
+            args(&cmd).last().unwrap(),
+            "pi@127.0.0.1:/tmp/stm-remote.x/"
+        );
+        assert!(args(&cmd).contains(&"-P".to_string()));
+        t.host = "::1".into();
+        t.user = None;
+        let cmd = t.scp_upload(&[Path::new("/l/fw1.hex")], "/d");
+        assert_eq!(args(&cmd).last().unwrap(), "[::1]:/d/");
+    }
+
+    #[test]
+    fn display_is_shell_quoted() {
+        let cmd = target().ssh(&["echo", "a b"]).unwrap();
+        let d = display(&cmd);
+        assert!(d.starts_with("ssh -F /c/ssh_config"), "{d}");
+        let mut expected = vec!["ssh".to_string()];
+        expected.extend(args(&cmd));
+        assert_eq!(shlex::split(&d).unwrap(), expected, "{d}");
+    }
+}

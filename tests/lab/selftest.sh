@@ -1,0 +1,461 @@
+#!/usr/bin/env bash
+# Self-test of the simulated lab (fake STM32_Programmer_CLI + fake hub_cli.py).
+# Builds a throw-away lab dir with symlinks to the fakes, runs the main
+# scenarios and checks output lines, exit codes, state.json and calls.log.
+# Usage: bash tests/lab/selftest.sh        (prints "N passed, M failed")
+set -u
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+LAB=$(mktemp -d "${TMPDIR:-/tmp}/stm-lab-selftest.XXXXXX")
+trap 'rm -rf "$LAB"' EXIT
+ln -s "$HERE/STM32_Programmer_CLI" "$LAB/STM32_Programmer_CLI"
+ln -s "$HERE/hub_cli.py" "$LAB/hub_cli.py"
+PROG="$LAB/STM32_Programmer_CLI"
+HUB="$LAB/hub_cli.py"
+OUT="$LAB/out.txt"
+ERR="$LAB/err.txt"
+RC=0
+PASS=0
+FAIL=0
+
+DFU_SN=207036B25853
+DFU2_SN=316D386B3436
+SWD_SN=066CFF383333554157243011
+
+# ---------------------------------------------------------------- helpers
+
+check() {   # check "description" command...
+    local what=$1
+    shift
+    if "$@"; then
+        PASS=$((PASS + 1))
+    else
+        FAIL=$((FAIL + 1))
+        echo "FAIL: $what"
+        echo "----- stdout:"; cat -A "$OUT" 2>/dev/null | head -60
+        echo "----- stderr:"; head -20 "$ERR" 2>/dev/null
+        echo "-----"
+    fi
+}
+
+prog() { "$PROG" "$@" >"$OUT" 2>"$ERR"; RC=$?; }
+hub() { "$HUB" "$@" >"$OUT" 2>"$ERR"; RC=$?; }
+rc_is() { [ "$RC" -eq "$1" ]; }
+line() { grep -Fxq -- "$1" "$OUT"; }          # exact whole line, trailing spaces included
+no_line() { ! grep -Fxq -- "$1" "$OUT"; }
+has() { grep -Fq -- "$1" "$OUT"; }
+hasnt() { ! grep -Fq -- "$1" "$OUT"; }
+out_is() { [ "$(cat "$OUT")" = "$1" ]; }
+err_has() { grep -Fq -- "$1" "$ERR"; }
+# line A comes before line B in the output
+before() {
+    local a b
+    a=$(grep -Fxn -- "$1" "$OUT" | head -1 | cut -d: -f1)
+    b=$(grep -Fxn -- "$2" "$OUT" | head -1 | cut -d: -f1)
+    [ -n "$a" ] && [ -n "$b" ] && [ "$a" -lt "$b" ]
+}
+
+# state QUERY: evaluate a Python expression with `s` = state.json, `b` = boards by serial
+state() {
+    python3 - "$LAB/state.json" "$1" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+b = {x["serial"]: x for x in s.get("boards", [])}
+print(eval(sys.argv[2]))
+EOF
+}
+state_is() { [ "$(state "$1")" = "$2" ]; }
+
+# set_state 'python statements editing s' : edit state.json in place
+set_state() {
+    python3 - "$LAB/state.json" "$1" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))
+b = {x["serial"]: x for x in s.get("boards", [])}
+exec(sys.argv[2])
+json.dump(s, open(sys.argv[1], "w"), indent=2)
+EOF
+}
+
+fresh_state() {   # fresh_state [version] [ansi]
+    cat >"$LAB/state.json" <<EOF
+{
+  "version": "${1:-2.20.0}",
+  "ansi": ${2:-false},
+  "crlf": false,
+  "flash_seconds": 0.1,
+  "list_seconds": 0.0,
+  "hub": {"power": "0xFFFF", "boot": "0x0000", "nrst": "0x0000", "fail": false, "silent": false},
+  "boards": [
+    {"serial": "$DFU_SN", "interface": "USB", "hub_port": "USB3", "firmware": null},
+    {"serial": "$DFU2_SN", "interface": "USB", "hub_port": "USB4", "firmware": null},
+    {"serial": "$SWD_SN", "interface": "SWD", "board": "NUCLEO-G0B1RE", "hub_port": "USB1",
+     "firmware": null}
+  ]
+}
+EOF
+    rm -f "$LAB/calls.log"
+}
+
+head -c 5000 /dev/urandom >"$LAB/app.bin"
+printf ':020000040800F2\n:10000000000102030405060708090A0B0C0D0E0F78\n:00000001FF\n' >"$LAB/app.hex"
+BIN_SHA=$(sha256sum "$LAB/app.bin" | cut -d' ' -f1)
+HEX_SHA=$(sha256sum "$LAB/app.hex" | cut -d' ' -f1)
+
+# ---------------------------------------------------------------- --version
+
+fresh_state 2.20.0 true
+prog --version
+check "--version exit 0" rc_is 0
+# Byte-exact copy of version_linux_piped_ansi_v2.20.0.stdout.bin.txt
+RULE="      -------------------------------------------------------------------"
+TITLE="                        STM32CubeProgrammer v2.20.0                  "
+printf '\033[36m\033[01m%s\n\033[39;49m\033[0m\033[36m\033[01m%s\n\033[39;49m\033[0m\033[36m\033[01m%s\n\n\033[39;49m\033[0m\033[39;49mSTM32CubeProgrammer version: 2.20.0 \n\n\033[39;49m\033[0m' \
+    "$RULE" "$TITLE" "$RULE" >"$LAB/expected.txt"
+check "--version with ansi is byte-identical to the v2.20.0 capture" cmp -s "$OUT" "$LAB/expected.txt"
+SAMPLE="$HERE/../../../shared/stm32cli/version_linux_piped_ansi_v2.20.0.stdout.bin.txt"
+if [ -f "$SAMPLE" ]; then
+    check "--version matches shared/ sample file" cmp -s "$OUT" "$SAMPLE"
+fi
+set_state 's["ansi"] = False'
+prog -version
+check "-version plain" line "STM32CubeProgrammer version: 2.20.0 "
+check "-version banner title" line "$TITLE"
+check "plain output has no escape codes" bash -c "! grep -q $'\033' '$OUT'"
+
+# ---------------------------------------------------------------- -l
+
+fresh_state 2.20.0
+prog -l
+check "-l exit 0" rc_is 0
+check "-l DFU header" line "=====  DFU Interface   ====="
+check "-l DFU count" line "Total number of available STM32 device in DFU mode: 2"
+check "-l USB1" line "  Device Index           : USB1"
+check "-l USB2" line "  Device Index           : USB2"
+check "-l DFU serial" line "  Serial number          : $DFU_SN"
+check "-l DFU serial order" before "  Serial number          : $DFU_SN" "  Serial number          : $DFU2_SN"
+check "-l product id" line "  Product ID             : STM32  BOOTLOADER"
+check "-l J-Link 2.19+" line "No J-Link/flasher probe detected."
+check "-l STLink header" line "===== STLink Interface ====="
+check "-l probe list" line "-------- Connected ST-LINK Probes List --------"
+check "-l probe 0" line "ST-Link Probe 0 :"
+check "-l probe SN" line "   ST-LINK SN  : $SWD_SN"
+check "-l probe AP" line "   Access Port Number  : 0"
+check "-l probe board" line "   Board Name  : NUCLEO-G0B1RE"
+check "-l closing dashes" line "-----------------------------------------------"
+check "-l UART" line "Total number of serial ports available: 0"
+check "-l section order" before "=====  DFU Interface   =====" "===== J-Link Interface ====="
+check "-l section order 2" before "===== J-Link Interface =====" "===== STLink Interface ====="
+check "-l section order 3" before "===== STLink Interface =====" "=====  UART Interface  ====="
+
+prog -L USB
+check "-l usb only DFU" bash -c "grep -q 'DFU Interface' '$OUT' && ! grep -q 'STLink' '$OUT'"
+prog --list st-link
+check "-l st-link only STLink" bash -c "grep -q 'STLink Interface' '$OUT' && ! grep -q 'DFU' '$OUT'"
+
+set_state 's["boards"] = []; s["version"] = "2.17.0"'
+prog -l
+check "2.17 no DFU" line "No STM32 device in DFU mode connected"
+check "2.17 J-Link error" line "Error: No J-link probe detected."
+check "2.17 no ST-Link has Error:" line "Error: No ST-Link detected!"
+set_state 's["version"] = "2.19.0"'
+prog -l
+check "2.19 no ST-Link without Error:" line "No ST-Link detected!"
+set_state 's["version"] = "2.6.0"'
+prog -l
+check "2.6 has no J-Link section" hasnt "J-Link"
+
+fresh_state 2.6.0
+prog -l
+check "2.6 probe has no Board Name" hasnt "Board Name"
+
+# ---------------------------------------------------------------- DFU flashing
+
+fresh_state 2.20.0
+prog -c port=usb1 sn=$DFU_SN -w "$LAB/app.bin" 0x08000000 -v -s
+check "DFU flash exit 0" rc_is 0
+check "DFU SN line" line "SN          : $DFU_SN"
+check "DFU Revision ID trailing spaces" line "Revision ID : --  "
+check "DFU file line" line "  File          : app.bin"
+check "DFU size in KB" line "  Size          : 4.88 KB "
+check "DFU address" line "  Address       : 0x08000000 "
+check "2.18+ ordering" before "Opening and parsing file: app.bin" "Memory Programming ..."
+check "DFU bar" line "[==================================================] 100% "
+check "DFU download complete" line "File download complete"
+check "DFU verified" line "Download verified successfully "
+check "DFU start" line "Start operation achieved successfully"
+check "DFU start address" line "  Address:      : 0x8000000"
+check "DFU start has no SWD line" hasnt "Application is running"
+check "DFU firmware recorded" state_is "b['$DFU_SN']['firmware']" "$BIN_SHA"
+check "other board untouched" state_is "b['$DFU2_SN']['firmware']" "None"
+
+fresh_state 2.17.0
+prog -c port=USB1 SN=$DFU2_SN --download "$LAB/app.hex" --verify
+check "2.17 DFU hex exit 0" rc_is 0
+check "2.17 ordering" before "Memory Programming ..." "Opening and parsing file: app.hex"
+check "hex size from records" line "  Size          : 16 Bytes"
+check "2.17 erasing sector line" line "erasing sector 0000 @: 0x08000000 done"
+check "hex firmware recorded" state_is "b['$DFU2_SN']['firmware']" "$HEX_SHA"
+
+fresh_state 2.22.0
+prog -c port=usb1 -w "$LAB/app.hex" -v
+check "2.22 NVM size" line "NVM size  : 1 MBytes (default)"
+check "2.22 Device ID" line "Device ID   : 0x413"
+check "2.22 Verifying..." line "Verifying..."
+check "no sn: first DFU board" state_is "b['$DFU_SN']['firmware']" "$HEX_SHA"
+
+fresh_state 2.20.0
+prog -c port=usb1 sn=DEADBEEF0000 -w "$LAB/app.bin" 0x08000000
+check "DFU not found exit 1" rc_is 1
+check "DFU not found error" line "Error: Target device not found"
+check "DFU not found 2nd line" line "Establishing connection with the device failed"
+
+prog -c port=usb1 sn=$DFU_SN -w "$LAB/nope.bin" 0x08000000
+check "missing file exit 1" rc_is 1
+check "missing file error" line "Error: File does not exist: $LAB/nope.bin"
+prog -c port=usb1 sn=$DFU_SN -w "$LAB/app.bin"
+check "bin without address exit 1" rc_is 1
+check "bin without address error" line "Error: Missing address for .bin file"
+prog -c port=usb1 sn=$DFU_SN --frobnicate
+check "unknown option exit 1" rc_is 1
+check "unknown option Error:" has "Error: Unknown option --frobnicate"
+
+# ---------------------------------------------------------------- failures
+
+fresh_state 2.20.0
+set_state 'b["'$DFU_SN'"]["fail"] = "verify"'
+prog -c port=usb1 sn=$DFU_SN -w "$LAB/app.bin" 0x08000000 -v
+check "verify fail exit 1" rc_is 1
+check "verify mismatch line" line "Error: Data mismatch found at address 0x08000000 (byte = 0x00 instead of 0x49)"
+check "verify fail line" line "Error: Download verification failed"
+check "verify fail: no firmware" state_is "b['$DFU_SN']['firmware']" "None"
+
+set_state 'b["'$DFU_SN'"]["fail"] = "write"'
+prog -c port=usb1 sn=$DFU_SN -w "$LAB/app.bin" 0x08000000
+check "write fail exit 1" rc_is 1
+check "write fail segment" line "Error: failed to download Segment[0]"
+check "write fail file" line "Error: failed to download the File"
+check "write fail: no complete" no_line "File download complete"
+
+set_state 'b["'$DFU_SN'"]["fail"] = "start"'
+prog -c port=usb1 sn=$DFU_SN -w "$LAB/app.bin" 0x08000000 -s
+check "start fail exit 1" rc_is 1
+check "start fail line" line "Error: Start operation failed at partition 0x01"
+
+# ---------------------------------------------------------------- SWD
+
+fresh_state 2.20.0
+prog -c port=SWD sn=$SWD_SN mode=UR freq=4000 -w "$LAB/app.bin" 0x08000000 -v -s
+check "SWD flash exit 0" rc_is 0
+check "SWD SN" line "ST-LINK SN  : $SWD_SN"
+check "SWD board" line "Board       : NUCLEO-G0B1RE"
+check "SWD connect mode" line "Connect mode: Under Reset"
+check "SWD reset mode" line "Reset mode  : Hardware reset"
+check "SWD running" line "Application is running, Please Hold on..."
+check "SWD start ok" line "Start operation achieved successfully"
+check "SWD no DFU erase line" hasnt "erasing sector"
+check "SWD firmware" state_is "b['$SWD_SN']['firmware']" "$BIN_SHA"
+
+prog -c "port=swd SN=${SWD_SN,,} reset=HWrst" -hardRst
+check "SWD one-argv connect, lower-case SN" rc_is 0
+check "SWD connect mode Normal" line "Connect mode: Normal"
+check "hardRst" line "Hard reset is performed"
+prog -c port=SWD sn=$SWD_SN -rst
+check "rst lines" bash -c "grep -Fxq 'MCU Reset' '$OUT' && grep -Fxq 'Software reset is performed' '$OUT'"
+
+prog -c port=SWD sn=000000000000000000000000 -w "$LAB/app.bin" 0x08000000
+check "SWD no probe exit 1" rc_is 1
+check "SWD no probe" line "Error: No debug probe detected."
+
+"$HUB" power_off 0x0001 >/dev/null
+prog -c port=SWD sn=$SWD_SN
+check "SWD unpowered exit 1" rc_is 1
+check "SWD unpowered voltage" line "Voltage     : 0.00V"
+check "SWD notarget" line "Error: No STM32 target found! If your product embeds Debug Authentication, please perform a discovery using Debug Authentication"
+prog -l
+check "unpowered SWD probe still listed" line "   ST-LINK SN  : $SWD_SN"
+"$HUB" power_on 0x0001 >/dev/null
+
+set_state 'b["'$SWD_SN'"]["fail"] = "connect_retry_ok"'
+prog -c port=SWD sn=$SWD_SN -w "$LAB/app.bin" 0x08000000 -v
+check "retry ok exit 0" rc_is 0
+check "retry prints non-final Error" line "Error: No STM32 target found!"
+check "retry notice" line "2nd connect tentative with a lower frequency (8MHz)"
+check "retry freq" line "SWD freq    : 8000 KHz"
+check "retry verified" line "Download verified successfully "
+
+fresh_state 2.20.0
+set_state 'b["'$SWD_SN'"]["wedged"] = "mode_ur"'
+prog -c port=SWD sn=$SWD_SN
+check "mode_ur wedge: normal connect fails" rc_is 1
+prog -c port=SWD sn=$SWD_SN mode=UR -w "$LAB/app.bin" 0x08000000
+check "mode_ur wedge: UR connect flashes" rc_is 0
+check "mode_ur wedge cleared by flashing" state_is "b['$SWD_SN']['wedged']" "False"
+
+# ---------------------------------------------------------------- ANSI / CRLF / stderr
+
+fresh_state 2.20.0 true
+prog -c port=usb1 sn=$DFU_SN -w "$LAB/app.bin" 0x08000000
+check "ansi ordinary line prefix" grep -Fq $'\033[39;49m\033[0m\033[39;49mFile download complete' "$OUT"
+prog -c port=usb1 sn=NOPE
+check "ansi error line is red" grep -Fq $'\033[31mError: Target device not found' "$OUT"
+set_state 's["ansi"] = False; s["crlf"] = True; s["stderr_noise"] = True'
+prog -c port=usb1 sn=$DFU_SN -w "$LAB/app.bin" 0x08000000
+check "crlf exit 0" rc_is 0
+check "crlf line endings" grep -q $'^File download complete\r$' "$OUT"
+check "crlf: no bare LF" bash -c "[ \$(grep -c \$'\r\$' '$OUT') -eq \$(wc -l <'$OUT') ]"
+check "stderr libcrypto noise" err_has "libcrypto.so.1.1: no version information available"
+
+# ---------------------------------------------------------------- hub
+
+fresh_state 2.20.0
+hub get_power_state
+check "get_power_state" out_is "power_state=0xFFFF"
+hub power_off 0x0004
+check "power_off output" out_is "OK power=0xFFFB"
+check "power_off state" state_is "s['hub']['power']" "0xFFFB"
+prog -l usb
+check "unpowered DFU board hidden" hasnt "$DFU_SN"
+check "other DFU board now USB1" line "  Device Index           : USB1"
+prog -c port=usb1 sn=$DFU_SN
+check "unpowered DFU board: connect fails" rc_is 1
+hub power_on 0X4
+check "power_on upper-case 0X" out_is "OK power=0xFFFF"
+hub boot_on 0x000c
+check "boot_on output" out_is "OK boot=0x000C"
+hub nrst_on 0x0004
+check "nrst_on output" out_is "OK nrst=0x0004"
+prog -l usb
+check "board held in reset is hidden" hasnt "$DFU_SN"
+hub nrst_off 0x0004
+check "nrst_off output" out_is "OK nrst=0x0000"
+hub boot_off 0x000C
+check "boot_off output" out_is "OK boot=0x0000"
+for bad in 4 0x 0x10000 zz 0xG1 ""; do
+    hub power_on "$bad"
+    check "bad mask '$bad' exit 2" rc_is 2
+done
+hub power_on
+check "missing mask exit 2" rc_is 2
+hub explode 0x0001
+check "unknown command exit 2" rc_is 2
+set_state 's["hub"]["fail"] = True'
+hub power_on 0x0001
+check "hub fail exit 1" rc_is 1
+check "hub fail stderr" err_has "ERROR: hub not responding"
+set_state 's["hub"]["fail"] = False; s["hub"]["silent"] = True'
+hub power_off 0x0001
+check "silent hub exit 0" rc_is 0
+check "silent hub prints nothing" out_is ""
+check "silent hub still switches" state_is "s['hub']['power']" "0xFFFE"
+
+set_state 'del s["hub"]'
+prog -l usb
+check "no hub object: ports powered by default" line "  Serial number          : $DFU_SN"
+
+# ---------------------------------------------------------------- wedged boards
+
+fresh_state 2.20.0
+set_state 'b["'$DFU_SN'"]["wedged"] = "boot_nrst"; b["'$DFU2_SN'"]["wedged"] = "nrst"'
+prog -l usb
+check "wedged boards hidden" line "No STM32 device in DFU mode connected"
+"$HUB" nrst_on 0x000C >/dev/null
+"$HUB" nrst_off 0x000C >/dev/null
+check "nrst wedge cleared by reset pulse" state_is "b['$DFU2_SN']['wedged']" "False"
+check "boot_nrst wedge needs BOOT0" state_is "b['$DFU_SN']['wedged']" "boot_nrst"
+"$HUB" boot_on 0x0004 >/dev/null
+"$HUB" nrst_off 0x0004 >/dev/null
+check "release without assert is no pulse" state_is "b['$DFU_SN']['wedged']" "boot_nrst"
+"$HUB" nrst_on 0x0004 >/dev/null
+"$HUB" nrst_off 0x0004 >/dev/null
+check "boot_nrst wedge cleared" state_is "b['$DFU_SN']['wedged']" "False"
+prog -l usb
+check "recovered board listed" line "  Serial number          : $DFU_SN"
+
+fresh_state 2.20.0
+set_state 'b["'$DFU_SN'"]["wedged"] = "power"; b["'$DFU2_SN'"]["wedged"] = "forever"'
+"$HUB" power_on 0x000C >/dev/null
+check "power wedge: on while on does nothing" state_is "b['$DFU_SN']['wedged']" "power"
+"$HUB" power_off 0x000C >/dev/null
+"$HUB" power_on 0x000C >/dev/null
+check "power wedge cleared by power cycle" state_is "b['$DFU_SN']['wedged']" "False"
+"$HUB" boot_on 0x000C >/dev/null
+"$HUB" nrst_on 0x000C >/dev/null
+"$HUB" nrst_off 0x000C >/dev/null
+check "forever wedge stays" state_is "b['$DFU2_SN']['wedged']" "forever"
+
+fresh_state 2.20.0
+set_state 's["dfu_start_leaves_dfu"] = True'
+prog -c port=usb1 sn=$DFU_SN -w "$LAB/app.bin" 0x08000000 -s
+check "start leaves DFU" state_is "b['$DFU_SN']['wedged']" "boot_nrst"
+
+# ---------------------------------------------------------------- concurrency, calls.log, signals
+
+fresh_state 2.20.0
+set_state 's["flash_seconds"] = 1.0'
+"$PROG" -c port=usb1 sn=$DFU_SN -w "$LAB/app.bin" 0x08000000 >"$LAB/p1.out" 2>&1 &
+P1=$!
+"$PROG" -c port=SWD sn=$SWD_SN -w "$LAB/app.hex" >"$LAB/p2.out" 2>&1 &
+P2=$!
+sleep 0.3
+prog -c port=usb1 sn=$DFU_SN -w "$LAB/app.bin" 0x08000000
+check "same board busy: second connect fails" rc_is 1
+"$HUB" power_off 0x0002 >/dev/null
+wait $P1; R1=$?
+wait $P2; R2=$?
+check "parallel runs exit 0" [ "$R1$R2" = "00" ]
+check "parallel: both firmware recorded" state_is "(b['$DFU_SN']['firmware'], b['$SWD_SN']['firmware'])" "('$BIN_SHA', '$HEX_SHA')"
+check "parallel: hub change during flash kept" state_is "s['hub']['power']" "0xFFFD"
+python3 - "$LAB/calls.log" >"$LAB/sweep.txt" <<'EOF'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+cur = peak = 0
+open_ = {}
+for r in recs:
+    if r["tool"] != "programmer":
+        continue
+    if r["event"] == "start":
+        cur += 1; open_[r["pid"]] = r
+    else:
+        cur -= 1; open_.pop(r["pid"])
+    peak = max(peak, cur)
+ts = [r["t"] for r in recs]
+print(peak, len(open_), ts == sorted(ts))
+EOF
+# two flashes plus the refused same-board attempt were running at once
+check "calls.log: peak overlap 3, all ended, time-ordered" [ "$(cat "$LAB/sweep.txt")" = "3 0 True" ]
+check "calls.log: write run has serial and sha" grep -q "\"serial\": \"$DFU_SN\", \"file_sha256\": \"$BIN_SHA\"" "$LAB/calls.log"
+check "calls.log: hub records" grep -q '"tool": "hub", "event": "end", "argv": \["power_off", "0x0002"\], "exit": 0' "$LAB/calls.log"
+
+fresh_state 2.20.0
+set_state 's["flash_seconds"] = 5'
+"$PROG" -c port=usb1 sn=$DFU_SN -w "$LAB/app.bin" 0x08000000 >"$OUT" 2>&1 &
+P1=$!
+for _ in $(seq 50); do grep -q "Download in Progress:" "$OUT" && break; sleep 0.1; done
+check "progress visible before the write finishes" line "Download in Progress:"
+kill -TERM $P1
+wait $P1; R1=$?
+check "SIGTERM exit 143" [ "$R1" = 143 ]
+check "SIGTERM end record" grep -q '"event": "end".*"exit": 143' "$LAB/calls.log"
+check "SIGTERM: no firmware" state_is "b['$DFU_SN']['firmware']" "None"
+"$PROG" -c port=usb1 sn=$DFU_SN -w "$LAB/app.bin" 0x08000000 >"$OUT" 2>&1 &
+P1=$!
+for _ in $(seq 50); do grep -q "Download in Progress:" "$OUT" && break; sleep 0.1; done
+kill -HUP $P1
+wait $P1; R1=$?
+check "SIGHUP exit 129" [ "$R1" = 129 ]
+check "SIGHUP end record" grep -q '"event": "end".*"exit": 129' "$LAB/calls.log"
+prog -c port=usb1 sn=$DFU_SN
+check "killed run releases the board" rc_is 0
+
+# A copy (not a symlink) in another dir uses that dir's state.json.
+LAB2="$LAB/copy"
+mkdir "$LAB2"
+cp "$HERE/STM32_Programmer_CLI" "$HERE/hub_cli.py" "$LAB2/"
+printf '{"version": "2.18.0", "hub": {"power": "0x0001"}, "boards": []}\n' >"$LAB2/state.json"
+check "copied fake uses its own state" bash -c "'$LAB2/STM32_Programmer_CLI' --version | grep -Fxq 'STM32CubeProgrammer version: 2.18.0 '"
+check "copied hub uses its own state" bash -c "[ \"\$('$LAB2/hub_cli.py' get_power_state)\" = power_state=0x0001 ]"
+check "copied fakes log in their own dir" [ "$(grep -c '"event": "start"' "$LAB2/calls.log")" = 2 ]
+
+echo "$PASS passed, $FAIL failed"
+[ "$FAIL" -eq 0 ]

@@ -1,0 +1,344 @@
+//! The hermetic test environment: a real sshd on loopback, a simulated lab on its side (fake
+//! STM32_Programmer_CLI and hub script driven by `state.json`), a generated ssh client config
+//! (`ssh_config` in config.json → `-F`, so the user's ~/.ssh is never read), and a config.json
+//! pointing at all of it.
+
+#![allow(dead_code)]
+
+pub mod sshd;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use assert_cmd::Command;
+use serde_json::{Value, json};
+
+/// A DFU board for the lab's state file.
+pub fn dfu(serial: &str, port: &str) -> Value {
+    json!({"serial": serial, "interface": "USB", "hub_port": port, "wedged": false})
+}
+
+/// An ST-LINK (SWD) board for the lab's state file.
+pub fn swd(serial: &str, board: &str) -> Value {
+    json!({"serial": serial, "interface": "SWD", "board": board, "wedged": false})
+}
+
+/// One test's world.
+pub struct TestEnv {
+    pub root: tempfile::TempDir,
+    pub sshd: sshd::Sshd,
+    /// The lab dir "on the server": fakes, state.json, calls.log.
+    pub lab: PathBuf,
+    /// `remote_tmp` of the server: where work dirs are made.
+    pub remote_tmp: PathBuf,
+    /// The local working directory of stm-remote (config.json, firmware files).
+    pub local: PathBuf,
+    pub client_key: PathBuf,
+    pub ssh_config: PathBuf,
+}
+
+impl TestEnv {
+    /// A lab with the given boards and a server `lab` with this `max_parallel`.
+    pub fn new(boards: Vec<Value>, max_parallel: usize) -> TestEnv {
+        let root = tempfile::Builder::new()
+            .prefix("stm-remote-test.")
+            .tempdir()
+            .unwrap();
+        let keys = root.path().join("keys");
+        let lab = root.path().join("lab");
+        let remote_tmp = lab.join("tmp");
+        let local = root.path().join("local");
+        for d in [&keys, &lab, &remote_tmp, &local] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let (client_key, host_pub) = sshd::make_keys(&keys);
+        let sshd = sshd::Sshd::start(&keys, "");
+        let known_hosts = keys.join("known_hosts");
+        std::fs::write(
+            &known_hosts,
+            format!("[127.0.0.1]:{} {host_pub}\n", sshd.port),
+        )
+        .unwrap();
+        let ssh_config = keys.join("ssh_config");
+        std::fs::write(
+            &ssh_config,
+            format!(
+                "Host *\n  UserKnownHostsFile {}\n  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  \
+                 PasswordAuthentication no\n  KbdInteractiveAuthentication no\n  LogLevel ERROR\n",
+                known_hosts.display()
+            ),
+        )
+        .unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab");
+        for f in ["STM32_Programmer_CLI", "hub_cli.py"] {
+            std::fs::copy(src.join(f), lab.join(f)).unwrap();
+        }
+        let env = TestEnv {
+            root,
+            sshd,
+            lab,
+            remote_tmp,
+            local,
+            client_key,
+            ssh_config,
+        };
+        env.write_state(json!({
+            "version": "2.20.0", "ansi": true, "crlf": false, "flash_seconds": 0.05,
+            "hub": {"power": "0xFFFF", "boot": "0x0000", "nrst": "0x0000", "fail": false, "silent": false},
+            "boards": boards,
+        }));
+        let devices: serde_json::Map<String, Value> = env
+            .state()["boards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let mut d = json!({"serial": b["serial"], "server": "lab",
+                    "default_interface": b["interface"], "signals": {"boot": false, "nrst": false}});
+                if let Some(p) = b.get("hub_port").filter(|p| p.is_string()) {
+                    d["hub_port"] = p.clone();
+                }
+                (b.get("alias").and_then(Value::as_str).map(str::to_string).unwrap_or(format!("b{i}")), d)
+            })
+            .collect();
+        env.write_config(json!({
+            "servers": {"lab": env.server_json(max_parallel)},
+            "devices": devices,
+        }));
+        env
+    }
+
+    /// The `servers.lab` entry pointing at this env's sshd and lab.
+    pub fn server_json(&self, max_parallel: usize) -> Value {
+        json!({
+            "hostnames": ["127.0.0.1"],
+            "port": self.sshd.port,
+            "user": whoami(),
+            "key": self.client_key,
+            "ssh_config": self.ssh_config,
+            "stm32cli": self.lab.join("STM32_Programmer_CLI"),
+            "hub_cli": self.lab.join("hub_cli.py"),
+            "max_parallel": max_parallel,
+            "power_control": true,
+            "remote_tmp": self.remote_tmp,
+            "connect_timeout": 5,
+        })
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.local.join("config.json")
+    }
+
+    pub fn write_config(&self, v: Value) {
+        std::fs::write(
+            self.config_path(),
+            serde_json::to_string_pretty(&v).unwrap(),
+        )
+        .unwrap();
+    }
+
+    pub fn config(&self) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(self.config_path()).unwrap()).unwrap()
+    }
+
+    pub fn write_state(&self, v: Value) {
+        std::fs::write(
+            self.lab.join("state.json"),
+            serde_json::to_string_pretty(&v).unwrap(),
+        )
+        .unwrap();
+    }
+
+    pub fn state(&self) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(self.lab.join("state.json")).unwrap())
+            .unwrap()
+    }
+
+    /// Changes the state with `f`.
+    pub fn edit_state(&self, f: impl FnOnce(&mut Value)) {
+        let mut s = self.state();
+        f(&mut s);
+        self.write_state(s);
+    }
+
+    /// A local firmware file with distinct content; returns its file name.
+    pub fn firmware(&self, name: &str) -> String {
+        let content = format!(
+            ":020000040800F2\n:10000000{:032X}00\n:00000001FF\n",
+            name.len() * 7919
+        );
+        let content = format!("{content}; {name}\n");
+        std::fs::write(self.local.join(name), content).unwrap();
+        name.to_string()
+    }
+
+    /// sha256 of a local file, as the fake records it.
+    pub fn sha256(&self, name: &str) -> String {
+        let out = std::process::Command::new("sha256sum")
+            .arg(self.local.join(name))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    }
+
+    /// The firmware hash the fake recorded for the board with this serial.
+    pub fn flashed(&self, serial: &str) -> Option<String> {
+        self.state()["boards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["serial"] == serial)
+            .and_then(|b| b["firmware"].as_str().map(str::to_string))
+    }
+
+    /// Every call the fakes logged.
+    pub fn calls(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.lab.join("calls.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// argv of every programmer start, in order.
+    pub fn programmer_runs(&self) -> Vec<Vec<String>> {
+        self.calls()
+            .iter()
+            .filter(|c| c["tool"] == "programmer" && c["event"] == "start")
+            .map(|c| {
+                c["argv"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The largest number of programmer runs that overlapped in time.
+    pub fn max_concurrency(&self) -> usize {
+        let (mut now, mut max) = (0i64, 0i64);
+        for c in self.calls().iter().filter(|c| c["tool"] == "programmer") {
+            match c["event"].as_str() {
+                Some("start") => now += 1,
+                Some("end") => now -= 1,
+                _ => {}
+            }
+            max = max.max(now);
+        }
+        max as usize
+    }
+
+    /// Names left in the server's remote_tmp (work dirs that were not cleaned up).
+    pub fn leftovers(&self) -> Vec<String> {
+        std::fs::read_dir(&self.remote_tmp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// Runs stm-remote with this env's config, in the local dir, with a clean environment.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::cargo_bin("stm-remote").unwrap();
+        cmd.current_dir(&self.local)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.root.path())
+            .env("STM_REMOTE_CONFIG", self.config_path())
+            .args(args);
+        let output = cmd.output().unwrap();
+        Run {
+            output,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            context: format!(
+                "--- sshd log ---\n{}\n--- calls.log ---\n{}",
+                self.sshd.log_text(),
+                std::fs::read_to_string(self.lab.join("calls.log")).unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// The finished command, with everything needed to explain a failure.
+pub struct Run {
+    pub output: Output,
+    pub args: Vec<String>,
+    pub context: String,
+}
+
+impl Run {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+
+    fn explain(&self) -> String {
+        format!(
+            "stm-remote {:?}\nstatus: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}\n{}",
+            self.args,
+            self.output.status.code(),
+            self.stdout(),
+            self.stderr(),
+            self.context
+        )
+    }
+
+    /// Asserts the exit code.
+    #[track_caller]
+    pub fn code(&self, expected: i32) -> &Self {
+        assert_eq!(
+            self.output.status.code(),
+            Some(expected),
+            "unexpected exit code\n{}",
+            self.explain()
+        );
+        self
+    }
+
+    /// Asserts that stderr contains `needle`.
+    #[track_caller]
+    pub fn stderr_has(&self, needle: &str) -> &Self {
+        assert!(
+            self.stderr().contains(needle),
+            "stderr lacks {needle:?}\n{}",
+            self.explain()
+        );
+        self
+    }
+
+    /// Asserts that stderr does not contain `needle`.
+    #[track_caller]
+    pub fn stderr_lacks(&self, needle: &str) -> &Self {
+        assert!(
+            !self.stderr().contains(needle),
+            "stderr has {needle:?}\n{}",
+            self.explain()
+        );
+        self
+    }
+
+    /// The `--json` document.
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout())
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", self.explain()))
+    }
+}
+
+/// The local user name (the tests log in to the loopback sshd as themselves).
+pub fn whoami() -> String {
+    let out = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

@@ -1,0 +1,118 @@
+//! A real OpenSSH sshd on 127.0.0.1 for one test: throw-away host and client keys, a generated
+//! sshd_config, a free port, a readiness poll, and kill + wait on drop.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+/// A running sshd.
+pub struct Sshd {
+    pub port: u16,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn keygen(path: &Path) {
+    let st = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "stm-remote-test",
+            "-f",
+        ])
+        .arg(path)
+        .stdin(Stdio::null())
+        .status()
+        .expect("ssh-keygen runs (install openssh-client)");
+    assert!(st.success(), "ssh-keygen failed for {}", path.display());
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Keys and config files in `dir`; returns (client key path, host public key line).
+pub fn make_keys(dir: &Path) -> (PathBuf, String) {
+    let host = dir.join("host_ed25519");
+    let client = dir.join("client_ed25519");
+    keygen(&host);
+    keygen(&client);
+    std::fs::copy(dir.join("client_ed25519.pub"), dir.join("authorized_keys")).unwrap();
+    let host_pub = std::fs::read_to_string(dir.join("host_ed25519.pub")).unwrap();
+    (client, host_pub.trim().to_string())
+}
+
+impl Sshd {
+    /// Starts sshd with keys already made by [`make_keys`] in `dir`.
+    pub fn start(dir: &Path, extra_config: &str) -> Sshd {
+        assert!(
+            Path::new(SSHD).exists(),
+            "{SSHD} not found: the integration tests need a real OpenSSH server (apt-get install openssh-server)"
+        );
+        // Debian's sshd refuses to start without its privilege separation directory.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let cfg = dir.join("sshd_config");
+            let log = dir.join("sshd.log");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
+                     AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
+                     PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+                     PermitRootLogin yes\nMaxStartups 100:30:200\nMaxSessions 100\nLogLevel VERBOSE\n\
+                     Subsystem sftp internal-sftp\n{extra_config}\n",
+                    d = dir.display()
+                ),
+            )
+            .unwrap();
+            let child = Command::new(SSHD)
+                .args(["-D", "-e", "-f"])
+                .arg(&cfg)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("sshd starts");
+            let mut sshd = Sshd { port, log, child };
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = sshd.child.try_wait() {
+                    break;
+                }
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return sshd;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            last_log = std::fs::read_to_string(&sshd.log).unwrap_or_default();
+            drop(sshd);
+        }
+        panic!("sshd did not start; its log:\n{last_log}");
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
