@@ -57,6 +57,13 @@ pub enum Command {
                       stm-remote flash-auto pi1 g0=build/app.bin@0x08000000 --json"
     )]
     FlashAuto(FlashArgs),
+
+    /// Drive the USB hub of a flash server: port power, BOOT0 and NRST lines.
+    #[command(after_help = "Examples:\n  stm-remote hub pi1 get_power_state\n  \
+                      stm-remote hub pi1 power_off 0x0004\n  \
+                      stm-remote hub pi1 power_on USB3,USB4\n  \
+                      stm-remote hub pi1 nrst_on dfu1")]
+    Hub(HubArgs),
 }
 
 /// Arguments of `flash-auto`.
@@ -74,6 +81,21 @@ pub struct FlashArgs {
     /// Print one JSON document with the per-board results on stdout (logs stay on stderr).
     #[arg(long)]
     pub json: bool,
+}
+
+/// Arguments of `hub`.
+#[derive(Debug, Args)]
+pub struct HubArgs {
+    /// Name of the flash server in config.json.
+    pub server: String,
+
+    /// The hub command.
+    #[arg(value_enum)]
+    pub action: crate::hub::HubAction,
+
+    /// Which ports: a hex mask (0x0004), a port name (USB3), a device alias (its hub_port), or
+    /// a comma list of those. Not used by get_power_state.
+    pub target: Option<String>,
 }
 
 #[cfg(test)]

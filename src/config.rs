@@ -73,6 +73,16 @@ pub struct Server {
     /// Seconds ssh may take to connect to one hostname (stm-remote extension).
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: u32,
+    /// Recovery: milliseconds NRST is held low for a reset pulse (stm-remote extension).
+    #[serde(default = "default_nrst_hold_ms")]
+    pub nrst_hold_ms: u64,
+    /// Recovery: seconds a port stays off during a power cycle (stm-remote extension).
+    #[serde(default = "default_power_off_seconds")]
+    pub power_off_seconds: f64,
+    /// Recovery: seconds to wait for a board to be listed again after a recovery step
+    /// (stm-remote extension).
+    #[serde(default = "default_reappear_timeout")]
+    pub reappear_timeout: f64,
 }
 
 fn default_stm32cli() -> String {
@@ -92,6 +102,15 @@ fn default_programmer_timeout() -> f64 {
 }
 fn default_connect_timeout() -> u32 {
     10
+}
+fn default_nrst_hold_ms() -> u64 {
+    100
+}
+fn default_power_off_seconds() -> f64 {
+    2.0
+}
+fn default_reappear_timeout() -> f64 {
+    20.0
 }
 
 /// How a board is reached by the programmer.
@@ -284,6 +303,19 @@ fn validate_server(name: &str, s: &Server) -> Result<(), String> {
     }
     if !(s.programmer_timeout > 0.0 && s.programmer_timeout.is_finite()) {
         return Err("`programmer_timeout` must be a positive number of seconds".into());
+    }
+    for (what, v) in [
+        ("power_off_seconds", s.power_off_seconds),
+        ("reappear_timeout", s.reappear_timeout),
+    ] {
+        if !(v >= 0.0 && v.is_finite() && v <= 3600.0) {
+            return Err(format!(
+                "`{what}` must be a number of seconds between 0 and 3600"
+            ));
+        }
+    }
+    if s.nrst_hold_ms > 60_000 {
+        return Err("`nrst_hold_ms` must be at most 60000".into());
     }
     if s.connect_timeout == 0 {
         return Err("`connect_timeout` must be at least 1 second".into());

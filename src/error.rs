@@ -5,7 +5,7 @@
 //! | code | meaning                                                                  |
 //! |------|--------------------------------------------------------------------------|
 //! | 0    | every board was flashed (or the command succeeded)                       |
-//! | 1    | at least one board failed; the others were still flashed                 |
+//! | 1    | at least one board failed (the others were still flashed); a hub command failed |
 //! | 2    | usage, config or setup error: nothing was flashed                        |
 //! | 130  | interrupted                                                              |
 //!
@@ -63,6 +63,10 @@ pub enum Error {
         details: String,
     },
 
+    /// The hub cannot be driven as asked, or did not do what it was told.
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
+
     /// A local process could not be run at all.
     #[error(transparent)]
     Process(#[from] ProcessError),
@@ -83,7 +87,9 @@ impl Error {
             | Error::Unreachable { .. }
             | Error::Remote { .. }
             | Error::Process(_)
-            | Error::Io(_) => EXIT_SETUP,
+            | Error::Io(_)
+            | Error::Hub(crate::hub::HubError::NotAvailable(_)) => EXIT_SETUP,
+            Error::Hub(crate::hub::HubError::Failed { .. }) => EXIT_DEVICE_FAILED,
         }
     }
 
@@ -114,6 +120,12 @@ impl Error {
             {
                 Some("install the OpenSSH client (ssh and scp must be on PATH)".into())
             }
+            Error::Hub(crate::hub::HubError::NotAvailable(_)) => Some(
+                "set `hub_cli` (and `power_control: true` for power commands) for this server in config.json".into(),
+            ),
+            Error::Hub(crate::hub::HubError::Failed { server, .. }) => Some(format!(
+                "run `stm-remote -v 3 hub {server} get_power_state` to see what the hub script prints"
+            )),
             Error::Process(_) | Error::Io(_) => None,
         }
     }

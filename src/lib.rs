@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod hub;
 pub mod jobs;
 pub mod programmer;
 pub mod remote;
@@ -60,6 +61,18 @@ fn run(cli: &Cli, reporter: &mut Reporter) -> Result<u8, Error> {
             } else {
                 EXIT_DEVICE_FAILED
             })
+        }
+        Command::Hub(args) => {
+            let config = config::load(cli.config.as_deref())?;
+            let table = hub::hub_command(
+                &config,
+                &args.server,
+                args.action,
+                args.target.as_deref(),
+                reporter,
+            )?;
+            print_stdout(&table)?;
+            Ok(EXIT_OK)
         }
     }
 }

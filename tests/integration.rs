@@ -5,3 +5,5 @@ mod util;
 
 mod config_errors;
 mod flash;
+mod hub;
+mod recovery;

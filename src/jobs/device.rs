@@ -1,9 +1,7 @@
 //! One board's job: a short, explicit step sequence run on a pool thread.
 //!
-//! Today: announce → flash attempt ("initial") → verdict. The recovery ladder slots in between
-//! the failed attempt and the verdict: it looks at [`JobFailure::class`] (only boards that are
-//! absent or cannot be connected are recovered), runs a recovery step, waits for the board to
-//! be listed again and makes another attempt labelled with that step.
+//! announce → flash attempt ("initial") → on a connect-class failure the recovery ladder
+//! ([`super::recovery`]), whose successful step names the result → verdict.
 
 use std::sync::Arc;
 use std::sync::mpsc::Sender;
@@ -13,6 +11,7 @@ use serde::Serialize;
 
 use super::event::Event;
 use super::plan::Job;
+use super::recovery::{self, PortLocks};
 use super::session::Session;
 use crate::config::{Interface, Server};
 use crate::programmer::{self, Expect, FailureKind};
@@ -56,10 +55,11 @@ pub struct JobContext<'a> {
     pub session: &'a Session,
     pub server: &'a Server,
     pub events: Sender<Event>,
+    pub ports: &'a PortLocks,
 }
 
 impl JobContext<'_> {
-    fn send(&self, e: Event) {
+    pub(super) fn send(&self, e: Event) {
         // The reporter outlives all jobs; a send can only fail if it panicked.
         let _ = self.events.send(e);
     }
@@ -79,12 +79,20 @@ pub fn run_job(ctx: &JobContext<'_>, job: &Job) -> JobResult {
         ),
     ));
 
-    // Step 1: the initial attempt.
-    let attempt = flash_attempt(ctx, job);
+    // Step 1: the initial attempt, holding the board's hub port against power cycles.
+    let attempt = {
+        let _port = ctx.ports.flashing(&job.device);
+        flash_attempt(ctx, job, false)
+    };
 
-    // Step 2 (recovery) goes here: on a connect-class failure, run the allowed recovery steps
-    // and retry, setting `recovery` to the step that worked.
-    let recovery: Option<String> = None;
+    // Step 2: a board that is absent or cannot be connected goes through the recovery ladder.
+    let (attempt, recovery) = match attempt {
+        Err(f) if recovery::should_recover(&f) => {
+            let (outcome, step) = recovery::recover(ctx, job, f);
+            (outcome, step.map(str::to_string))
+        }
+        other => (other, None),
+    };
 
     let seconds = start.elapsed().as_secs_f64();
     match attempt {
@@ -118,7 +126,12 @@ pub fn run_job(ctx: &JobContext<'_>, job: &Job) -> JobResult {
 }
 
 /// One programmer run: connect by serial, write, verify, start; judged on the whole output.
-fn flash_attempt(ctx: &JobContext<'_>, job: &Job) -> Result<(), JobFailure> {
+/// `under_reset` connects SWD targets under reset (a recovery step).
+pub(super) fn flash_attempt(
+    ctx: &JobContext<'_>,
+    job: &Job,
+    under_reset: bool,
+) -> Result<(), JobFailure> {
     let alias = job.alias.clone();
     let iface = match job.device.interface() {
         Interface::Usb => programmer::Interface::Usb,
@@ -126,14 +139,13 @@ fn flash_attempt(ctx: &JobContext<'_>, job: &Job) -> Result<(), JobFailure> {
     };
     let file = ctx.session.path(&job.remote_name);
     let mut argv = vec![ctx.server.stm32cli.clone()];
-    argv.extend(programmer::args::flash_args(
-        iface,
-        &job.device.serial,
-        &file,
-        job.address,
-        true,
-        true,
-    ));
+    let args =
+        programmer::args::flash_args(iface, &job.device.serial, &file, job.address, true, true);
+    argv.extend(if under_reset {
+        programmer::args::under_reset(args)
+    } else {
+        args
+    });
     let mut cmd = ctx.session.target.ssh(&argv).map_err(|e| JobFailure {
         class: FailureClass::Programmer(FailureKind::Unknown),
         message: e.to_string(),

@@ -5,6 +5,7 @@
 mod device;
 mod event;
 mod plan;
+mod recovery;
 mod run;
 mod session;
 
@@ -12,3 +13,4 @@ pub use device::{JobFailure, JobResult};
 pub use event::Event;
 pub use plan::{Assignment, DEFAULT_BIN_ADDRESS, Job, Plan, Upload, parse_assignment, plan};
 pub use run::flash_auto;
+pub use session::Session;

@@ -9,6 +9,7 @@ use std::time::Instant;
 use super::device::{JobContext, JobResult, run_job};
 use super::event::Event;
 use super::plan::plan;
+use super::recovery::PortLocks;
 use super::session::Session;
 use crate::config::Config;
 use crate::error::Error;
@@ -57,6 +58,8 @@ pub fn flash_auto(
 
 fn run_pool(plan: &super::Plan, session: &Session, reporter: &mut Reporter) -> Vec<JobResult> {
     let threads = plan.server.max_parallel.clamp(1, plan.jobs.len().max(1));
+    let ports = PortLocks::new(&plan.jobs);
+    let ports = &ports;
     let slots: Vec<OnceLock<JobResult>> = plan.jobs.iter().map(|_| OnceLock::new()).collect();
     let (tx, rx) = mpsc::channel::<Event>();
     std::thread::scope(|scope| {
@@ -71,6 +74,7 @@ fn run_pool(plan: &super::Plan, session: &Session, reporter: &mut Reporter) -> V
                     session,
                     server: &plan.server,
                     events: tx,
+                    ports,
                 };
                 let _ = slots[i].set(run_job(&ctx, &plan.jobs[i]));
             };

@@ -6,13 +6,6 @@
 use super::parse::Interface;
 
 /// Which part of `-l` to ask for.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "no caller yet; remove this once `-l`/`--version` are wired up"
-    )
-)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ListWhich {
     /// `-l`: every interface.
@@ -62,14 +55,23 @@ pub(crate) fn flash_args(
     args
 }
 
+/// Turns an SWD connect into connect-under-reset with a hardware reset
+/// (`mode=UR reset=HWrst` right after the `sn=` token): the recovery step for a target whose
+/// application stops the debug port. Arguments without an SWD connect are returned unchanged.
+pub(crate) fn under_reset(mut args: Vec<String>) -> Vec<String> {
+    let is_swd = args.iter().any(|a| a.eq_ignore_ascii_case("port=SWD"));
+    if let Some(i) = args
+        .iter()
+        .position(|a| a.starts_with("sn="))
+        .filter(|_| is_swd)
+    {
+        args.insert(i + 1, "reset=HWrst".to_string());
+        args.insert(i + 1, "mode=UR".to_string());
+    }
+    args
+}
+
 /// `-l`, `-l usb` or `-l st-link`.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "no caller yet; remove this once `-l`/`--version` are wired up"
-    )
-)]
 pub(crate) fn list_args(which: ListWhich) -> Vec<String> {
     let mut args = vec!["-l".to_string()];
     match which {
@@ -188,5 +190,36 @@ mod tests {
     #[test]
     fn version() {
         assert_eq!(version_args(), ["--version"]);
+    }
+
+    #[test]
+    fn connect_under_reset_only_changes_swd_connects() {
+        let swd = flash_args(
+            Interface::Swd,
+            "066DFF515754888367131638",
+            "/w/fw1.hex",
+            None,
+            true,
+            true,
+        );
+        assert_eq!(
+            under_reset(swd)[..5],
+            [
+                "-c",
+                "port=SWD",
+                "sn=066DFF515754888367131638",
+                "mode=UR",
+                "reset=HWrst"
+            ]
+        );
+        let usb = flash_args(
+            Interface::Usb,
+            "207036B25853",
+            "/w/fw1.hex",
+            None,
+            true,
+            true,
+        );
+        assert_eq!(under_reset(usb.clone()), usb);
     }
 }

@@ -6,7 +6,7 @@ mod quote;
 mod ssh;
 mod target;
 
-pub use process::{Captured, LineSink, ProcessError, run};
+pub use process::{Captured, LineSink, ProcessError, run, tail};
 pub use quote::{QuoteError, quote, quote_command, quote_remote_path};
 pub use ssh::{SSH_EXIT_CONNECTION, SshTarget, display};
 pub use target::{validate_host, validate_ssh_option, validate_user};

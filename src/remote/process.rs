@@ -66,7 +66,7 @@ fn fmt_tail(t: &str) -> String {
 }
 
 /// The last `n` non-empty lines of `text`, joined with ` | `.
-pub(crate) fn tail(text: &str, n: usize) -> String {
+pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text
         .lines()
         .map(str::trim)

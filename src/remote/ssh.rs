@@ -86,7 +86,12 @@ impl SshTarget {
 
     /// `ssh ... -- dest '<quoted remote argv>'`.
     pub fn ssh<S: AsRef<str>>(&self, remote_argv: &[S]) -> Result<Command, QuoteError> {
-        let remote = quote_command(remote_argv)?;
+        Ok(self.ssh_raw(&quote_command(remote_argv)?))
+    }
+
+    /// `ssh ... -- dest <remote>` where `remote` is a command string already built from
+    /// quoted parts by [`super::quote_command`].
+    pub fn ssh_raw(&self, remote: &str) -> Command {
         let mut cmd = Command::new("ssh");
         cmd.args(self.common_options())
             .arg("-T")
@@ -95,7 +100,7 @@ impl SshTarget {
             .arg("--")
             .arg(self.destination())
             .arg(remote);
-        Ok(cmd)
+        cmd
     }
 
     /// `scp ... -- <local files> dest:<remote_dir>/`: uploads keeping the local base names.

@@ -176,11 +176,16 @@ def apply(state, key, turn_on, mask):
     boot = hub_bits(state, "boot")
     for board in state.get("boards", []):
         bit = board_bit(board)
-        wedged = board.get("wedged")
-        if bit is None or wedged in (None, False, True, "forever"):
+        if bit is None:
             continue
         rising = not (old & bit) and (new & bit)      # line went 0 -> 1
         falling = (old & bit) and not (new & bit)     # line went 1 -> 0
+        if key == "power" and falling:
+            # Counted so that the fake programmer can tell a write whose board lost power.
+            board["power_cuts"] = int(board.get("power_cuts", 0)) + 1
+        wedged = board.get("wedged")
+        if wedged in (None, False, True, "forever"):
+            continue
         if key == "power" and rising and wedged == "power":
             board["wedged"] = False                   # power cycled: off, now on
         elif key == "nrst" and falling and wedged == "nrst":
@@ -221,6 +226,10 @@ def run(args):
 
     if mask is None:
         line = "power_state=%s" % hex4(hub_bits(read_state(), "power"))
+    elif hub.get("stuck"):
+        # A hub whose relay does not switch: it answers OK but nothing changes.
+        key, _ = SETTERS[cmd]
+        line = "OK %s=%s" % (key, hex4(hub_bits(read_state(), key)))
     else:
         key, turn_on = SETTERS[cmd]
         value = update_state(lambda state: apply(state, key, turn_on, mask))

@@ -99,6 +99,9 @@ impl TestEnv {
                 if let Some(p) = b.get("hub_port").filter(|p| p.is_string()) {
                     d["hub_port"] = p.clone();
                 }
+                if let Some(sig) = b.get("signals") {
+                    d["signals"] = sig.clone();
+                }
                 (b.get("alias").and_then(Value::as_str).map(str::to_string).unwrap_or(format!("b{i}")), d)
             })
             .collect();
@@ -123,6 +126,9 @@ impl TestEnv {
             "power_control": true,
             "remote_tmp": self.remote_tmp,
             "connect_timeout": 5,
+            "nrst_hold_ms": 20,
+            "power_off_seconds": 0.1,
+            "reappear_timeout": 3,
         })
     }
 
@@ -205,6 +211,34 @@ impl TestEnv {
             .collect()
     }
 
+    /// `<command> <mask>` of every hub call, in order.
+    pub fn hub_calls(&self) -> Vec<String> {
+        self.calls()
+            .iter()
+            .filter(|c| c["tool"] == "hub" && c["event"] == "start")
+            .map(|c| {
+                c["argv"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect()
+    }
+
+    /// A field of the board with this serial in the lab state.
+    pub fn board(&self, serial: &str) -> Value {
+        self.state()["boards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["serial"] == serial)
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
     /// argv of every programmer start, in order.
     pub fn programmer_runs(&self) -> Vec<Vec<String>> {
         self.calls()
@@ -235,11 +269,13 @@ impl TestEnv {
         max as usize
     }
 
-    /// Names left in the server's remote_tmp (work dirs that were not cleaned up).
+    /// Work dirs left in the server's remote_tmp (not cleaned up). The hub lock file
+    /// (`stm-remote-hub.lock`) is meant to stay: it is shared by every run on the server.
     pub fn leftovers(&self) -> Vec<String> {
         std::fs::read_dir(&self.remote_tmp)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n != "stm-remote-hub.lock")
             .collect()
     }
 

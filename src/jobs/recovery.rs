@@ -1,0 +1,413 @@
+//! The recovery ladder for a board that is absent or cannot be connected after its first
+//! attempt, and the per-port locks that keep jobs sharing a hub port from power-cycling each
+//! other mid-flash.
+//!
+//! Only connect-class failures are recovered ([`should_recover`]); a verify mismatch or a
+//! write error is reported as it is, never power-cycled blindly. The ladder for a board is
+//! decided by the config alone ([`ladder`], pure): NRST pulse (with BOOT0 held high when the
+//! hub drives BOOT0), connect-under-reset for SWD, then a hub power cycle. After each step the
+//! board must be listed again by the programmer (bounded wait) before the next flash attempt.
+
+use std::collections::HashMap;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use super::device::{FailureClass, JobContext, JobFailure, flash_attempt};
+use super::event::Event;
+use super::plan::Job;
+use crate::config::{Device, Interface, Server};
+use crate::hub::{Hub, HubAction, mask_ports};
+use crate::programmer::{self, args::ListWhich};
+use crate::remote;
+
+/// One rung of the ladder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// NRST pulse through the hub.
+    Nrst,
+    /// NRST pulse with BOOT0 held high, so the ROM DFU bootloader starts.
+    BootNrst,
+    /// SWD: connect under reset with a hardware reset through the ST-LINK.
+    ConnectUnderReset,
+    /// Port power off, settle, on (BOOT0 held high meanwhile when the hub drives it).
+    PowerCycle,
+}
+
+impl Step {
+    /// The name reported in `recovery` of the JSON result.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::Nrst => "nrst",
+            Step::BootNrst => "boot_nrst",
+            Step::ConnectUnderReset => "connect_under_reset",
+            Step::PowerCycle => "power_cycle",
+        }
+    }
+}
+
+/// The steps the config allows for this board, in order.
+pub fn ladder(device: &Device, server: &Server) -> Vec<Step> {
+    let hub = server.hub_cli.is_some() && device.hub_mask().is_some();
+    let mut steps = Vec::new();
+    if hub && device.signals.nrst {
+        steps.push(if device.signals.boot {
+            Step::BootNrst
+        } else {
+            Step::Nrst
+        });
+    }
+    if device.interface() == Interface::Swd {
+        steps.push(Step::ConnectUnderReset);
+    }
+    if hub && server.power_control {
+        steps.push(Step::PowerCycle);
+    }
+    steps
+}
+
+/// Whether a failed attempt is one recovery can help: the board is absent or cannot be
+/// connected. Verify, write, start, file and transport failures are reported as they are.
+pub fn should_recover(f: &JobFailure) -> bool {
+    matches!(f.class, FailureClass::Programmer(kind) if kind.is_connect_failure())
+}
+
+/// A board of the run: what has to be listed again after its port was power-cycled.
+#[derive(Debug, Clone)]
+struct PortBoard {
+    serial: String,
+    interface: Interface,
+}
+
+/// Read/write locks per hub port of the run's boards: a flash attempt holds its port's read
+/// lock, a power cycle the write lock, so a power cycle waits for every other flash on that
+/// port and no flash starts on it while it is off.
+#[derive(Debug, Default)]
+pub struct PortLocks {
+    ports: HashMap<u16, (RwLock<()>, Vec<PortBoard>)>,
+}
+
+impl PortLocks {
+    /// Locks for the hub ports of these jobs.
+    pub fn new(jobs: &[Job]) -> Self {
+        let mut ports: HashMap<u16, (RwLock<()>, Vec<PortBoard>)> = HashMap::new();
+        for job in jobs {
+            if let Some(mask) = job.device.hub_mask() {
+                ports.entry(mask).or_default().1.push(PortBoard {
+                    serial: job.device.serial.clone(),
+                    interface: job.device.interface(),
+                });
+            }
+        }
+        PortLocks { ports }
+    }
+
+    /// Shared hold on the port of `device` (none for a board without hub port).
+    pub fn flashing(&self, device: &Device) -> Option<RwLockReadGuard<'_, ()>> {
+        let (lock, _) = self.ports.get(&device.hub_mask()?)?;
+        Some(lock.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn exclusive(&self, mask: u16) -> Option<RwLockWriteGuard<'_, ()>> {
+        let (lock, _) = self.ports.get(&mask)?;
+        Some(lock.write().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn boards(&self, mask: u16) -> Vec<PortBoard> {
+        self.ports
+            .get(&mask)
+            .map(|(_, b)| b.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Walks the ladder after `first` failed; returns the final outcome and the step that worked.
+pub fn recover(
+    ctx: &JobContext<'_>,
+    job: &Job,
+    first: JobFailure,
+) -> (Result<(), JobFailure>, Option<&'static str>) {
+    let alias = job.alias.as_str();
+    let steps = ladder(&job.device, ctx.server);
+    if steps.is_empty() {
+        let mut f = first;
+        f.message.push_str(
+            "; no recovery step is allowed for this board (needs `signals.nrst`, or `hub_port` with `power_control`, or SWD)",
+        );
+        return (Err(f), None);
+    }
+    ctx.send(Event::info(
+        alias,
+        format!(
+            "not reachable ({}); recovery: {}",
+            first.message,
+            steps
+                .iter()
+                .map(|s| s.name())
+                .collect::<Vec<_>>()
+                .join(", then ")
+        ),
+    ));
+    let mut tried = Vec::new();
+    for step in steps {
+        ctx.send(Event::info(alias, format!("recovery step {}", step.name())));
+        let outcome = run_step(ctx, job, step);
+        match outcome {
+            Err(problem) => {
+                ctx.send(Event::Warn {
+                    device: Some(alias.to_string()),
+                    message: format!("recovery step {} failed: {problem}", step.name()),
+                });
+                tried.push(format!("{}: {problem}", step.name()));
+            }
+            Ok(()) => {
+                let result = {
+                    let _port = ctx.ports.flashing(&job.device);
+                    flash_attempt(ctx, job, step == Step::ConnectUnderReset)
+                };
+                release_boot(ctx, job, step);
+                match result {
+                    Ok(()) => {
+                        ctx.send(Event::info(alias, format!("recovered by {}", step.name())));
+                        return (Ok(()), Some(step.name()));
+                    }
+                    Err(f) if should_recover(&f) => {
+                        tried.push(format!("{}: {}", step.name(), f.message))
+                    }
+                    Err(mut f) => {
+                        f.message = format!("{} (after recovery step {})", f.message, step.name());
+                        return (Err(f), None);
+                    }
+                }
+            }
+        }
+    }
+    let mut f = first;
+    f.message = format!("{}; recovery failed: {}", f.message, tried.join("; "));
+    f.hint = Some(
+        "the board did not come back; check its power, cable and BOOT0 strap, or raise `reappear_timeout`".into(),
+    );
+    (Err(f), None)
+}
+
+fn hub<'a>(ctx: &'a JobContext<'a>) -> Hub<'a> {
+    Hub {
+        server_name: &ctx.session.server_name,
+        server: ctx.server,
+        target: &ctx.session.target,
+    }
+}
+
+/// Whether this step leaves BOOT0 held high (released after the flash).
+fn holds_boot(job: &Job, step: Step) -> bool {
+    job.device.signals.boot && matches!(step, Step::BootNrst | Step::PowerCycle)
+}
+
+fn release_boot(ctx: &JobContext<'_>, job: &Job, step: Step) {
+    if let (true, Some(mask)) = (holds_boot(job, step), job.device.hub_mask()) {
+        let emit = |e| ctx.send(e);
+        if let Err(e) = hub(ctx).call(HubAction::BootOff, Some(mask), Some(&job.alias), &emit) {
+            ctx.send(Event::Warn {
+                device: Some(job.alias.clone()),
+                message: format!("BOOT0 could not be released: {e}"),
+            });
+        }
+    }
+}
+
+/// Runs one step and waits for the board to be listed again.
+fn run_step(ctx: &JobContext<'_>, job: &Job, step: Step) -> Result<(), String> {
+    let alias = job.alias.as_str();
+    let emit = |e| ctx.send(e);
+    let hub = hub(ctx);
+    let mask = job.device.hub_mask();
+    let boot = |mask| {
+        if holds_boot(job, step) {
+            hub.call(HubAction::BootOn, Some(mask), Some(alias), &emit)
+                .map(|_| ())
+        } else {
+            Ok(())
+        }
+    };
+    match (step, mask) {
+        (Step::ConnectUnderReset, _) => Ok(()),
+        (Step::Nrst | Step::BootNrst, Some(mask)) => {
+            boot(mask).map_err(|e| e.to_string())?;
+            hub.call(HubAction::NrstOn, Some(mask), Some(alias), &emit)
+                .map_err(|e| e.to_string())?;
+            std::thread::sleep(Duration::from_millis(ctx.server.nrst_hold_ms));
+            hub.call(HubAction::NrstOff, Some(mask), Some(alias), &emit)
+                .map_err(|e| e.to_string())?;
+            wait_listed(
+                ctx,
+                alias,
+                &[PortBoard {
+                    serial: job.device.serial.clone(),
+                    interface: job.device.interface(),
+                }],
+            )
+        }
+        (Step::PowerCycle, Some(mask)) => {
+            // Waits for every other flash on this port; none starts until the port is back.
+            let _port = ctx.ports.exclusive(mask);
+            let others: Vec<_> = ctx.ports.boards(mask);
+            if others.len() > 1 {
+                ctx.send(Event::info(
+                    alias,
+                    format!(
+                        "power-cycling {} (shared with {} other board(s) of this run)",
+                        mask_ports(mask).join(","),
+                        others.len() - 1
+                    ),
+                ));
+            }
+            boot(mask).map_err(|e| e.to_string())?;
+            hub.set_power(false, mask, Some(alias), &emit)
+                .map_err(|e| e.to_string())?;
+            std::thread::sleep(Duration::from_secs_f64(ctx.server.power_off_seconds));
+            hub.set_power(true, mask, Some(alias), &emit)
+                .map_err(|e| e.to_string())?;
+            let mut boards = vec![PortBoard {
+                serial: job.device.serial.clone(),
+                interface: job.device.interface(),
+            }];
+            boards.extend(others.into_iter().filter(|b| b.serial != job.device.serial));
+            wait_listed(ctx, alias, &boards)
+        }
+        (Step::Nrst | Step::BootNrst | Step::PowerCycle, None) => {
+            Err("the board has no hub_port".into())
+        }
+    }
+}
+
+/// Polls the programmer's list until every board is listed, or `reappear_timeout` passes.
+fn wait_listed(ctx: &JobContext<'_>, alias: &str, boards: &[PortBoard]) -> Result<(), String> {
+    let usb = boards.iter().any(|b| b.interface == Interface::Usb);
+    let swd = boards.iter().any(|b| b.interface == Interface::Swd);
+    let which = match (usb, swd) {
+        (true, false) => ListWhich::Usb,
+        (false, true) => ListWhich::StLink,
+        _ => ListWhich::All,
+    };
+    let mut argv = vec![ctx.server.stm32cli.clone()];
+    argv.extend(programmer::args::list_args(which));
+    let timeout = Duration::from_secs_f64(ctx.server.reappear_timeout);
+    let start = Instant::now();
+    let mut last = String::from("not listed yet");
+    loop {
+        let cmd = ctx.session.target.ssh(&argv).map_err(|e| e.to_string())?;
+        let mut cmd = cmd;
+        ctx.send(Event::Command {
+            device: Some(alias.to_string()),
+            command: remote::display(&cmd),
+        });
+        match remote::run(&mut cmd, Some(Duration::from_secs(60)), None) {
+            Ok(out) if out.code == Some(remote::SSH_EXIT_CONNECTION) => {
+                last = format!("ssh failed: {}", out.stderr_tail())
+            }
+            Ok(out) => match programmer::parse_list(&out.stdout) {
+                Ok(list) => {
+                    let listed = |b: &PortBoard| match b.interface {
+                        Interface::Usb => list
+                            .dfu
+                            .iter()
+                            .any(|d| d.serial.eq_ignore_ascii_case(&b.serial)),
+                        Interface::Swd => list
+                            .stlink
+                            .iter()
+                            .any(|p| p.serial.eq_ignore_ascii_case(&b.serial)),
+                    };
+                    if boards.iter().all(listed) {
+                        ctx.send(Event::info(
+                            alias,
+                            format!("listed again after {:.1} s", start.elapsed().as_secs_f64()),
+                        ));
+                        return Ok(());
+                    }
+                }
+                Err(e) => last = format!("cannot read the programmer's list: {e}"),
+            },
+            Err(e) => last = e.to_string(),
+        }
+        if start.elapsed() >= timeout {
+            return Err(format!(
+                "the board was not listed again within {:.0} s ({last})",
+                timeout.as_secs_f64()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(hub_cli: bool, power: bool) -> crate::config::Config {
+        let hub = if hub_cli { r#", "hub_cli": "/h""# } else { "" };
+        crate::config::parse(
+            &format!(
+                r#"{{"servers": {{"s": {{"hostnames": ["h"], "power_control": {power}{hub}}}}},
+                "devices": {{
+                  "plain": {{"serial": "A1", "server": "s", "hub_port": "USB1"}},
+                  "nrst": {{"serial": "A2", "server": "s", "hub_port": "USB2", "signals": {{"nrst": true}}}},
+                  "boot": {{"serial": "A3", "server": "s", "hub_port": "USB3", "signals": {{"nrst": true, "boot": true}}}},
+                  "swd": {{"serial": "A4", "server": "s", "hub_port": "USB4", "default_interface": "SWD", "signals": {{"nrst": true}}}},
+                  "nohub": {{"serial": "A5", "server": "s", "signals": {{"nrst": true}}}}
+                }}}}"#
+            ),
+            Path::new("c.json"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_ladder_follows_the_config() {
+        let c = config(true, true);
+        let l = |a: &str| ladder(&c.devices[a], &c.servers["s"]);
+        assert_eq!(l("plain"), [Step::PowerCycle]);
+        assert_eq!(l("nrst"), [Step::Nrst, Step::PowerCycle]);
+        assert_eq!(l("boot"), [Step::BootNrst, Step::PowerCycle]);
+        assert_eq!(
+            l("swd"),
+            [Step::Nrst, Step::ConnectUnderReset, Step::PowerCycle]
+        );
+        assert_eq!(l("nohub"), []);
+        let c = config(true, false);
+        assert_eq!(ladder(&c.devices["nrst"], &c.servers["s"]), [Step::Nrst]);
+        assert_eq!(ladder(&c.devices["plain"], &c.servers["s"]), []);
+        let c = config(false, true);
+        assert_eq!(ladder(&c.devices["boot"], &c.servers["s"]), []);
+        assert_eq!(
+            ladder(&c.devices["swd"], &c.servers["s"]),
+            [Step::ConnectUnderReset]
+        );
+    }
+
+    #[test]
+    fn only_connect_failures_are_recovered() {
+        use crate::programmer::FailureKind;
+        let f = |class| JobFailure {
+            class,
+            message: String::new(),
+            hint: None,
+        };
+        assert!(should_recover(&f(FailureClass::Programmer(
+            FailureKind::DeviceNotFound
+        ))));
+        assert!(should_recover(&f(FailureClass::Programmer(
+            FailureKind::TargetNotConnected
+        ))));
+        assert!(should_recover(&f(FailureClass::Programmer(
+            FailureKind::ProbeNotFound
+        ))));
+        assert!(!should_recover(&f(FailureClass::Programmer(
+            FailureKind::VerifyFailed
+        ))));
+        assert!(!should_recover(&f(FailureClass::Programmer(
+            FailureKind::WrongBoard
+        ))));
+        assert!(!should_recover(&f(FailureClass::Timeout)));
+        assert!(!should_recover(&f(FailureClass::Transport)));
+    }
+}
