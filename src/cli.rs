@@ -64,6 +64,15 @@ pub enum Command {
                       stm-remote hub pi1 power_on USB3,USB4\n  \
                       stm-remote hub pi1 nrst_on dfu1")]
     Hub(HubArgs),
+
+    /// List the boards attached to flash servers and bring config.json in step: add new
+    /// devices, remove missing ones. Asks on a terminal; `--yes` and `--json` never ask.
+    #[command(
+        after_help = "Examples:\n  stm-remote discover                   # every server, interactive\n  \
+                      stm-remote discover pi1 --json        # report only, never writes\n  \
+                      stm-remote discover --yes --prune     # CI: add new, remove missing"
+    )]
+    Discover(DiscoverArgs),
 }
 
 /// Arguments of `flash-auto`.
@@ -98,6 +107,42 @@ pub struct HubArgs {
     pub target: Option<String>,
 }
 
+/// Arguments of `discover`.
+#[derive(Debug, Args)]
+pub struct DiscoverArgs {
+    /// Names of the flash servers to list. Default: every server in config.json.
+    #[arg(value_name = "SERVER")]
+    pub servers: Vec<String>,
+
+    /// Print one JSON document with what each server showed on stdout; never asks and never
+    /// writes config.json.
+    #[arg(long, conflicts_with_all = ["yes", "prune"])]
+    pub json: bool,
+
+    /// Do not ask: add every new device under its proposed alias, without a hub port.
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+
+    /// With --yes: also remove the configured devices of these servers that were not found.
+    #[arg(long, requires = "yes")]
+    pub prune: bool,
+}
+
+impl DiscoverArgs {
+    /// The request these arguments make.
+    pub fn request(&self) -> crate::discover::Request {
+        use crate::discover::Mode;
+        crate::discover::Request {
+            servers: self.servers.clone(),
+            mode: match (self.json, self.yes) {
+                (true, _) => Mode::Report,
+                (false, true) => Mode::Update { prune: self.prune },
+                (false, false) => Mode::Ask,
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +165,30 @@ mod tests {
         assert_eq!(cli.verbosity(), 0);
         let cli = Cli::try_parse_from(["stm-remote", "flash-auto", "pi1", "a=b"]).unwrap();
         assert_eq!(cli.verbosity(), 1);
+    }
+
+    #[test]
+    fn discover_modes() {
+        use crate::discover::Mode;
+        let mode = |args: &[&str]| {
+            let mut argv = vec!["stm-remote", "discover"];
+            argv.extend(args);
+            Cli::try_parse_from(argv).map(|cli| match cli.command {
+                Command::Discover(a) => (a.servers.clone(), a.request().mode),
+                other => panic!("{other:?}"),
+            })
+        };
+        assert_eq!(mode(&[]).unwrap(), (vec![], Mode::Ask));
+        assert_eq!(
+            mode(&["pi1", "pi2", "--json"]).unwrap(),
+            (vec!["pi1".to_string(), "pi2".into()], Mode::Report)
+        );
+        assert_eq!(mode(&["-y"]).unwrap().1, Mode::Update { prune: false });
+        assert_eq!(
+            mode(&["--yes", "--prune"]).unwrap().1,
+            Mode::Update { prune: true }
+        );
+        assert!(mode(&["--prune"]).is_err(), "--prune needs --yes");
+        assert!(mode(&["--json", "--yes"]).is_err());
     }
 }

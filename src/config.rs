@@ -73,6 +73,14 @@ pub struct Server {
     /// Seconds ssh may take to connect to one hostname (stm-remote extension).
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: u32,
+    /// Reuse one ssh connection per address for the whole run (OpenSSH ControlMaster);
+    /// `false` opens a connection per command (stm-remote extension).
+    #[serde(default = "default_true")]
+    pub multiplex: bool,
+    /// Seconds a job waits for another job's lock on the same board before it reports the
+    /// board busy (stm-remote extension).
+    #[serde(default = "default_lock_wait")]
+    pub lock_wait: u64,
     /// Recovery: milliseconds NRST is held low for a reset pulse (stm-remote extension).
     #[serde(default = "default_nrst_hold_ms")]
     pub nrst_hold_ms: u64,
@@ -102,6 +110,12 @@ fn default_programmer_timeout() -> f64 {
 }
 fn default_connect_timeout() -> u32 {
     10
+}
+fn default_true() -> bool {
+    true
+}
+fn default_lock_wait() -> u64 {
+    60
 }
 fn default_nrst_hold_ms() -> u64 {
     100
@@ -211,6 +225,11 @@ pub fn default_locations() -> Vec<PathBuf> {
 /// Finds and loads the config: the explicit path (from `--config` or STM_REMOTE_CONFIG) if
 /// given, else the first of [`default_locations`] that exists.
 pub fn load(explicit: Option<&Path>) -> Result<Config, Error> {
+    load_with_text(explicit).map(|(config, _)| config)
+}
+
+/// [`load`], also returning the file's text (for a rewrite that keeps what it does not own).
+pub fn load_with_text(explicit: Option<&Path>) -> Result<(Config, String), Error> {
     let path = match explicit {
         Some(p) => p.to_path_buf(),
         None => {
@@ -234,7 +253,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Config, Error> {
         message: format!("cannot read it: {e}"),
         hint: Some("pass `--config PATH` or set STM_REMOTE_CONFIG to an existing file".into()),
     })?;
-    parse(&text, &path)
+    Ok((parse(&text, &path)?, text))
 }
 
 /// Parses and validates config text (pure; `path` is only used in messages).

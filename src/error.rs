@@ -6,8 +6,9 @@
 //! |------|--------------------------------------------------------------------------|
 //! | 0    | every board was flashed (or the command succeeded)                       |
 //! | 1    | at least one board failed (the others were still flashed); a hub command failed |
-//! | 2    | usage, config or setup error: nothing was flashed                        |
-//! | 130  | interrupted                                                              |
+//! |      | `discover`: at least one server could not be listed (the others were)    |
+//! | 2    | usage, config or setup error: nothing was flashed (or written)           |
+//! | 130  | interrupted (Ctrl-C, or Esc at a `discover` prompt: nothing written)     |
 //!
 //! Messages are lowercase fragments that chain under `{:#}`; the next step for the user lives
 //! in [`Error::hint`], not in the message.
@@ -53,7 +54,12 @@ pub enum Error {
 
     /// None of the server's hostnames answered.
     #[error("cannot reach server `{server}`: {details}")]
-    Unreachable { server: String, details: String },
+    Unreachable {
+        server: String,
+        details: String,
+        /// A more specific next step than the generic one (host key, authentication, DNS).
+        hint: Option<String>,
+    },
 
     /// A setup step on the server (work dir, upload) failed before any board was touched.
     #[error("server `{server}`: {step} failed: {details}")]
@@ -62,6 +68,20 @@ pub enum Error {
         step: String,
         details: String,
     },
+
+    /// `discover` could not list a server's boards: the programmer did not run there, or
+    /// its `-l` output was not understood (the message shows the line).
+    #[error("server `{server}`: listing the boards failed: {details}")]
+    List {
+        server: String,
+        details: String,
+        hint: Option<String>,
+    },
+
+    /// The user pressed Esc (or `q`) at a prompt, or Ctrl-C during `discover`; nothing was
+    /// written.
+    #[error("cancelled; config.json was not changed")]
+    Cancelled,
 
     /// The hub cannot be driven as asked, or did not do what it was told.
     #[error(transparent)]
@@ -86,9 +106,11 @@ impl Error {
             | Error::Firmware { .. }
             | Error::Unreachable { .. }
             | Error::Remote { .. }
+            | Error::List { .. }
             | Error::Process(_)
             | Error::Io(_)
             | Error::Hub(crate::hub::HubError::NotAvailable(_)) => EXIT_SETUP,
+            Error::Cancelled => EXIT_INTERRUPTED,
             Error::Hub(crate::hub::HubError::Failed { .. }) => EXIT_DEVICE_FAILED,
         }
     }
@@ -96,7 +118,9 @@ impl Error {
     /// The next step for the user, if we know one.
     pub fn hint(&self) -> Option<String> {
         match self {
-            Error::Usage { hint, .. } | Error::Config { hint, .. } => hint.clone(),
+            Error::Usage { hint, .. } | Error::Config { hint, .. } | Error::List { hint, .. } => {
+                hint.clone()
+            }
             Error::NoConfig { .. } => Some(
                 "pass `--config PATH`, set STM_REMOTE_CONFIG, or copy the example config.json \
                  from the stm-remote repository into the current directory"
@@ -105,7 +129,8 @@ impl Error {
             Error::Firmware { .. } => {
                 Some("check the path; arguments have the form `<alias>=<firmware file>`".into())
             }
-            Error::Unreachable { .. } => Some(
+            Error::Unreachable { hint: Some(h), .. } => Some(h.clone()),
+            Error::Unreachable { hint: None, .. } => Some(
                 "check that the flash server is on, that `hostnames`, `user`, `port` and `key` in \
                  config.json are right, and that `ssh` with the same settings works by hand"
                     .into(),
@@ -126,7 +151,7 @@ impl Error {
             Error::Hub(crate::hub::HubError::Failed { server, .. }) => Some(format!(
                 "run `stm-remote -v 3 hub {server} get_power_state` to see what the hub script prints"
             )),
-            Error::Process(_) | Error::Io(_) => None,
+            Error::Process(_) | Error::Io(_) | Error::Cancelled => None,
         }
     }
 
@@ -150,6 +175,7 @@ mod tests {
         let e = Error::Unreachable {
             server: "pi1".into(),
             details: "no".into(),
+            hint: None,
         };
         assert_eq!(e.exit_code(), 2);
         assert!(e.hint().unwrap().contains("hostnames"));
@@ -166,5 +192,24 @@ mod tests {
             e.to_string(),
             "config file `/x/config.json`: unknown server `pi9`"
         );
+    }
+
+    #[test]
+    fn discover_errors() {
+        assert_eq!(Error::Cancelled.exit_code(), EXIT_INTERRUPTED);
+        assert_eq!(
+            Error::Cancelled.to_string(),
+            "cancelled; config.json was not changed"
+        );
+        let e = Error::List {
+            server: "pi1".into(),
+            details: "bad line".into(),
+            hint: Some("look".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "server `pi1`: listing the boards failed: bad line"
+        );
+        assert_eq!(e.hint().as_deref(), Some("look"));
     }
 }

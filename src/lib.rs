@@ -4,10 +4,12 @@
 //! `main_impl` parses the command line, runs the command and turns the outcome into an exit
 //! code (table in [`error`]). Modules: `cli` (clap types), `config` (config.json), `remote`
 //! (quoting, ssh/scp, the process runner), `programmer` (STM32_Programmer_CLI argv and output
-//! parsing), `jobs` (the flash-auto run), `report` (the terminal).
+//! parsing), `jobs` (the flash-auto run), `discover` (config.json from the attached boards),
+//! `report` (the terminal).
 
 pub mod cli;
 pub mod config;
+pub mod discover;
 pub mod error;
 pub mod hub;
 pub mod jobs;
@@ -28,6 +30,7 @@ use crate::report::Reporter;
 /// Entry point of the binary.
 pub fn main_impl() -> ExitCode {
     let cli = Cli::parse();
+    install_interrupt_handler();
     let mut reporter = Reporter::new(cli.verbosity());
     let code = match run(&cli, &mut reporter) {
         Ok(code) => code,
@@ -36,7 +39,23 @@ pub fn main_impl() -> ExitCode {
             e.exit_code()
         }
     };
+    remote::mux::shutdown();
+    if remote::cancelled() {
+        return ExitCode::from(error::EXIT_INTERRUPTED);
+    }
     ExitCode::from(code)
+}
+
+/// First Ctrl-C: start no new jobs, stop the running ones (their ssh is killed, which makes
+/// the server-side wrapper stop the programmer), clean up, report, exit 130. Second Ctrl-C:
+/// exit at once.
+fn install_interrupt_handler() {
+    let _ = ctrlc::set_handler(|| {
+        if remote::cancelled() {
+            std::process::exit(i32::from(error::EXIT_INTERRUPTED));
+        }
+        remote::cancel();
+    });
 }
 
 fn run(cli: &Cli, reporter: &mut Reporter) -> Result<u8, Error> {
@@ -73,6 +92,13 @@ fn run(cli: &Cli, reporter: &mut Reporter) -> Result<u8, Error> {
             )?;
             print_stdout(&table)?;
             Ok(EXIT_OK)
+        }
+        Command::Discover(args) => {
+            let outcome = discover::discover(cli.config.as_deref(), &args.request(), reporter)?;
+            if let Some(doc) = &outcome.json {
+                print_stdout(doc)?;
+            }
+            Ok(outcome.code)
         }
     }
 }

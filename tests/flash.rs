@@ -73,6 +73,9 @@ fn eight_boards_with_max_parallel_3_run_exactly_3_at_a_time() {
     env.run(&argv).code(0);
     assert_eq!(env.programmer_runs().len(), 8);
     assert_eq!(env.max_concurrency(), 3, "calls: {:#?}", env.calls());
+    // Setup, upload, 8 flashes and clean-up share one multiplexed ssh connection.
+    let log = env.sshd.log_text();
+    assert_eq!(log.matches("Accepted publickey").count(), 1, "{log}");
     for i in 0..8 {
         assert_eq!(
             env.flashed(&format!("20703600000{i}")),
@@ -296,6 +299,6 @@ fn a_missing_programmer_is_reported_by_path() {
     let fw = env.firmware("app.hex");
     env.run(&["flash-auto", "lab", &format!("b0={fw}")])
         .code(1)
-        .stderr_has("`/opt/nowhere/STM32_Programmer_CLI` was not found on server `lab`");
+        .stderr_has("`/opt/nowhere/STM32_Programmer_CLI` was not found (or is not executable) on server `lab`");
     assert!(env.leftovers().is_empty());
 }

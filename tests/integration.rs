@@ -4,6 +4,8 @@
 mod util;
 
 mod config_errors;
+mod discover;
 mod flash;
 mod hub;
 mod recovery;
+mod transport;

@@ -13,9 +13,13 @@ use super::event::Event;
 use super::plan::Job;
 use super::recovery::{self, PortLocks};
 use super::session::Session;
+use super::wrapper;
 use crate::config::{Interface, Server};
 use crate::programmer::{self, Expect, FailureKind};
-use crate::remote::{self, LineSink, ProcessError, SSH_EXIT_CONNECTION};
+use crate::remote::{self, LineSink, ProcessError, RunOptions, SSH_EXIT_CONNECTION, SshFailure};
+
+/// How often a flash is tried when ssh fails before the job started on the server.
+const CONNECT_TRIES: u32 = 3;
 
 /// Why an attempt failed, at the level recovery cares about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -27,6 +31,10 @@ pub enum FailureClass {
     Timeout,
     /// ssh itself failed (connection refused, dropped, authentication).
     Transport,
+    /// Another job held the board's lock on the server for longer than `lock_wait`.
+    Busy,
+    /// Ctrl-C: the job was stopped or never started.
+    Interrupted,
 }
 
 /// A failed attempt.
@@ -69,6 +77,16 @@ impl JobContext<'_> {
 pub fn run_job(ctx: &JobContext<'_>, job: &Job) -> JobResult {
     let start = Instant::now();
     let alias = job.alias.as_str();
+    if remote::cancelled() {
+        return JobResult {
+            device: job.alias.clone(),
+            ok: false,
+            recovery: None,
+            error: Some("not started: interrupted".into()),
+            seconds: 0.0,
+            hint: None,
+        };
+    }
     ctx.send(Event::info(
         alias,
         format!(
@@ -146,19 +164,22 @@ pub(super) fn flash_attempt(
     } else {
         args
     });
-    let mut cmd = ctx.session.target.ssh(&argv).map_err(|e| JobFailure {
-        class: FailureClass::Programmer(FailureKind::Unknown),
-        message: e.to_string(),
-        hint: None,
-    })?;
-    ctx.send(Event::Command {
-        device: Some(alias.clone()),
-        command: remote::display(&cmd),
-    });
+    let lock = wrapper::lock_file(&ctx.server.remote_tmp, &job.device.serial);
+    let deadline_secs = ctx.server.programmer_timeout.ceil() as u64;
+    let argv = wrapper::wrap(
+        &lock,
+        ctx.server.lock_wait,
+        deadline_secs,
+        &wrapper::holder(),
+        &argv,
+    );
 
     let events = ctx.events.clone();
     let sink_alias = alias.clone();
     let sink: LineSink = Arc::new(move |line, _stderr| {
+        if line.starts_with(wrapper::WRAPPER_PREFIX) {
+            return;
+        }
         let _ = events.send(Event::Output {
             device: sink_alias.clone(),
             line: line.to_string(),
@@ -175,43 +196,146 @@ pub(super) fn flash_attempt(
         }
     });
 
-    let deadline = Duration::from_secs_f64(ctx.server.programmer_timeout)
-        + Duration::from_secs(u64::from(ctx.server.connect_timeout));
-    let out = match remote::run(&mut cmd, Some(deadline), Some(sink)) {
-        Ok(out) => out,
-        Err(ProcessError::Timeout { after, .. }) => {
-            return Err(JobFailure {
-                class: FailureClass::Timeout,
-                message: format!("the programmer did not finish within {:.0} s", after.as_secs_f64()),
-                hint: Some("raise `programmer_timeout` for this server in config.json if the board is just slow".into()),
-            });
+    // The client-side deadline only backs up the server-side one (lock wait + programmer
+    // deadline + the wrapper's kill grace + connecting).
+    let deadline = Duration::from_secs(
+        ctx.server.lock_wait + deadline_secs + 10 + u64::from(ctx.server.connect_timeout),
+    );
+    let mut tries = 0u32;
+    let out = loop {
+        tries += 1;
+        let mut cmd = ctx.session.target.ssh(&argv).map_err(|e| JobFailure {
+            class: FailureClass::Programmer(FailureKind::Unknown),
+            message: e.to_string(),
+            hint: None,
+        })?;
+        ctx.send(Event::Command {
+            device: Some(alias.clone()),
+            command: remote::display(&cmd),
+        });
+        let opts = RunOptions {
+            deadline: Some(deadline),
+            sink: Some(sink.clone()),
+            keep_stdin_open: true,
+            uncancellable: false,
+        };
+        let out = match remote::run_with(&mut cmd, opts) {
+            Ok(out) => out,
+            Err(ProcessError::Timeout { after, .. }) => {
+                return Err(JobFailure {
+                    class: FailureClass::Timeout,
+                    message: format!(
+                        "no answer from the server within {:.0} s; the connection was dropped",
+                        after.as_secs_f64()
+                    ),
+                    hint: None,
+                });
+            }
+            Err(ProcessError::Cancelled { stderr, .. }) => {
+                let started = stderr.contains(wrapper::STARTED_MARKER);
+                return Err(JobFailure {
+                    class: FailureClass::Interrupted,
+                    message: if started {
+                        "interrupted during the flash; the programmer on the server was stopped and the board may be partly written".into()
+                    } else {
+                        "interrupted before the flash started".into()
+                    },
+                    hint: None,
+                });
+            }
+            Err(e) => {
+                return Err(JobFailure {
+                    class: FailureClass::Transport,
+                    message: e.to_string(),
+                    hint: None,
+                });
+            }
+        };
+        if out.code != Some(SSH_EXIT_CONNECTION) {
+            break out;
         }
-        Err(e) => {
-            return Err(JobFailure {
-                class: FailureClass::Transport,
-                message: e.to_string(),
-                hint: None,
+        // ssh itself failed. Before the wrapper said it started, nothing touched the board and
+        // a transient failure may be retried; after it, never re-run a flash blindly.
+        let failure = SshFailure::classify(&out.stderr);
+        let started = out.stderr.contains(wrapper::STARTED_MARKER);
+        if !started && failure.retryable() && tries < CONNECT_TRIES && !remote::cancelled() {
+            let pause = Duration::from_millis(500 * 2u64.pow(tries));
+            ctx.send(Event::Warn {
+                device: Some(alias.clone()),
+                message: format!(
+                    "ssh failed before the flash started ({}); retrying in {:.1} s",
+                    failure.describe(),
+                    pause.as_secs_f64()
+                ),
             });
+            std::thread::sleep(pause);
+            continue;
         }
-    };
-    if out.code == Some(SSH_EXIT_CONNECTION) {
+        let tail = wrapper::without_wrapper_lines(&out.stderr);
         return Err(JobFailure {
             class: FailureClass::Transport,
-            message: format!("ssh to {} failed: {}", ctx.session.target.host, out.stderr_tail()),
-            hint: Some("the connection to the flash server dropped or was refused; check the server and retry".into()),
+            message: if started {
+                format!(
+                    "the connection to {} was lost during the flash ({}); the programmer on the server was stopped and the board may be partly written",
+                    ctx.session.target.host,
+                    remote::tail(&tail, 2)
+                )
+            } else {
+                format!(
+                    "ssh to {} failed: {} ({})",
+                    ctx.session.target.host,
+                    failure.describe(),
+                    remote::tail(&tail, 2)
+                )
+            },
+            hint: failure.hint().map(str::to_string),
         });
+    };
+    match out.code {
+        Some(wrapper::EXIT_BUSY) => {
+            return Err(JobFailure {
+                class: FailureClass::Busy,
+                message: format!(
+                    "board {} {}",
+                    job.device.serial,
+                    wrapper::wrapper_message(&out.stderr).unwrap_or_else(|| "busy".into())
+                ),
+                hint: Some(
+                    "another run is flashing this board; try again later or raise `lock_wait`"
+                        .into(),
+                ),
+            });
+        }
+        Some(wrapper::EXIT_LOCK_ERROR) | Some(wrapper::EXIT_DEADLINE) => {
+            return Err(JobFailure {
+                class: if out.code == Some(wrapper::EXIT_DEADLINE) { FailureClass::Timeout } else { FailureClass::Transport },
+                message: wrapper::wrapper_message(&out.stderr).unwrap_or_else(|| "the job wrapper failed".into()),
+                hint: (out.code == Some(wrapper::EXIT_DEADLINE)).then(|| {
+                    "raise `programmer_timeout` for this server in config.json if the board is just slow".to_string()
+                }),
+            });
+        }
+        _ => {}
     }
-    if out.code == Some(127) && out.stdout.trim().is_empty() {
+    let stderr = wrapper::without_wrapper_lines(&out.stderr);
+    if matches!(out.code, Some(126 | 127)) && out.stdout.trim().is_empty() {
         return Err(JobFailure {
             class: FailureClass::Programmer(FailureKind::Unknown),
-            message: format!("`{}` was not found on server `{}`", ctx.server.stm32cli, ctx.session.server_name),
+            message: format!(
+                "`{}` was not found (or is not executable) on server `{}`",
+                ctx.server.stm32cli, ctx.session.server_name
+            ),
             hint: Some("set `stm32cli` for this server in config.json to the full path of STM32_Programmer_CLI".into()),
         });
     }
-    let report = programmer::parse_run(&format!("{}\n{}", out.stdout, out.stderr));
+    let code = match out.code {
+        Some(wrapper::EXIT_PROGRAMMER_255) => Some(255),
+        other => other,
+    };
+    let report = programmer::parse_run(&format!("{}\n{}", out.stdout, stderr));
     programmer::judge(
         &report,
-        out.code,
+        code,
         Expect {
             verify: true,
             start: true,

@@ -28,11 +28,41 @@ pub enum Event {
 }
 
 impl Event {
+    /// The same event, attributed to `name` when it was about no device in particular (a
+    /// server's connection lines while several servers are worked on at once).
+    pub fn or_device(mut self, name: &str) -> Self {
+        if let Event::Info { device, .. }
+        | Event::Warn { device, .. }
+        | Event::Error { device, .. }
+        | Event::Command { device, .. } = &mut self
+            && device.is_none()
+        {
+            *device = Some(name.to_string());
+        }
+        self
+    }
+
     /// Progress line about one board.
     pub fn info(device: &str, message: impl Into<String>) -> Self {
         Event::Info {
             device: Some(device.to_string()),
             message: message.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_about_no_device_are_attributed_to_the_server() {
+        let e = Event::Warn {
+            device: None,
+            message: "m".into(),
+        };
+        assert!(matches!(e.or_device("pi1"), Event::Warn { device: Some(d), .. } if d == "pi1"));
+        let e = Event::info("dfu1", "m").or_device("pi1");
+        assert!(matches!(e, Event::Info { device: Some(d), .. } if d == "dfu1"));
     }
 }

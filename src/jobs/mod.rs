@@ -8,9 +8,10 @@ mod plan;
 mod recovery;
 mod run;
 mod session;
+mod wrapper;
 
 pub use device::{JobFailure, JobResult};
 pub use event::Event;
 pub use plan::{Assignment, DEFAULT_BIN_ADDRESS, Job, Plan, Upload, parse_assignment, plan};
 pub use run::flash_auto;
-pub use session::Session;
+pub use session::{Answer, Session, first_answer};

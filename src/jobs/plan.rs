@@ -143,7 +143,8 @@ pub fn plan(config: &Config, server_name: &str, args: &[String]) -> Result<Plan,
     };
     let mut jobs = Vec::new();
     let mut uploads: Vec<Upload> = Vec::new();
-    let mut by_file: HashMap<PathBuf, String> = HashMap::new();
+    // Identical content is uploaded once, whatever the file is called.
+    let mut by_content: HashMap<(String, [u8; 32]), String> = HashMap::new();
     for arg in args {
         let a = parse_assignment(arg)?;
         validate_alias(&a.alias).map_err(Error::usage)?;
@@ -198,12 +199,12 @@ pub fn plan(config: &Config, server_name: &str, args: &[String]) -> Result<Plan,
             (true, addr) => Some(addr.unwrap_or(DEFAULT_BIN_ADDRESS)),
             (false, _) => None,
         };
-        let key = std::fs::canonicalize(&a.firmware).unwrap_or_else(|_| a.firmware.clone());
-        let remote_name = match by_file.get(&key) {
+        let key = (ext.clone(), content_hash(&a)?);
+        let remote_name = match by_content.get(&key) {
             Some(name) => name.clone(),
             None => {
                 let name = format!("fw{}.{ext}", uploads.len() + 1);
-                by_file.insert(key, name.clone());
+                by_content.insert(key, name.clone());
                 uploads.push(Upload {
                     local: a.firmware.clone(),
                     remote_name: name.clone(),
@@ -225,6 +226,17 @@ pub fn plan(config: &Config, server_name: &str, args: &[String]) -> Result<Plan,
         jobs,
         uploads,
     })
+}
+
+/// sha256 of the firmware file.
+fn content_hash(a: &Assignment) -> Result<[u8; 32], Error> {
+    use sha2::Digest;
+    // Firmware images are at most a few MiB: reading them whole is fine.
+    let bytes = std::fs::read(&a.firmware).map_err(|e| Error::Firmware {
+        alias: a.alias.clone(),
+        message: format!("cannot read `{}`: {e}", a.firmware.display()),
+    })?;
+    Ok(sha2::Sha256::digest(&bytes).into())
 }
 
 /// The firmware file must be a readable, non-empty regular file of a known format; returns
@@ -328,6 +340,17 @@ mod tests {
         assert_eq!(p.jobs[1].address, Some(DEFAULT_BIN_ADDRESS));
         let p = plan(&config(), "pi1", &[format!("dfu1={a}"), format!("g0={a}")]).unwrap();
         assert_eq!(p.uploads.len(), 1);
+        // A copy under another name is the same content: still one upload.
+        let copy = d.path().join("copy.hex");
+        std::fs::copy(&a, &copy).unwrap();
+        let p = plan(
+            &config(),
+            "pi1",
+            &[format!("dfu1={a}"), format!("g0={}", copy.display())],
+        )
+        .unwrap();
+        assert_eq!(p.uploads.len(), 1);
+        assert_eq!(p.jobs[1].remote_name, "fw1.hex");
     }
 
     #[test]

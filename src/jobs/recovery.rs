@@ -127,6 +127,9 @@ pub fn recover(
     first: JobFailure,
 ) -> (Result<(), JobFailure>, Option<&'static str>) {
     let alias = job.alias.as_str();
+    if remote::cancelled() {
+        return (Err(first), None);
+    }
     let steps = ladder(&job.device, ctx.server);
     if steps.is_empty() {
         let mut f = first;
@@ -149,6 +152,10 @@ pub fn recover(
     ));
     let mut tried = Vec::new();
     for step in steps {
+        if remote::cancelled() {
+            tried.push(format!("{}: not tried, interrupted", step.name()));
+            break;
+        }
         ctx.send(Event::info(alias, format!("recovery step {}", step.name())));
         let outcome = run_step(ctx, job, step);
         match outcome {

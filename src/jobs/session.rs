@@ -1,4 +1,5 @@
-//! One run's presence on a flash server: picks the first hostname that answers, makes the
+//! One run's presence on a flash server: picks the first hostname that answers
+//! ([`first_answer`], also used by `discover` to list a server's boards), makes the
 //! run's own work dir there (`mktemp -d`, so two users or two runs never collide), uploads the
 //! firmware under generated names, and removes the work dir at the end.
 
@@ -9,7 +10,7 @@ use super::event::Event;
 use super::plan::Upload;
 use crate::config::Server;
 use crate::error::Error;
-use crate::remote::{self, SSH_EXIT_CONNECTION, SshTarget};
+use crate::remote::{self, SSH_EXIT_CONNECTION, SshFailure, SshTarget};
 
 /// Prefix of every work dir this tool creates on a server.
 pub const WORKDIR_PREFIX: &str = "stm-remote.";
@@ -20,6 +21,86 @@ pub struct Session {
     pub server_name: String,
     pub target: SshTarget,
     pub workdir: String,
+    /// Free space in the work dir's file system, when `df` said.
+    pub free_kib: Option<u64>,
+}
+
+/// `mktemp -d "$1"`, print it, then the `df -Pk` data line of it.
+const MKTEMP_AND_DF: &str =
+    r#"d=$(mktemp -d "$1") || exit 1; printf '%s\n' "$d"; df -Pk "$d" 2>/dev/null | tail -n 1"#;
+
+/// The "Available" column (KiB) of a `df -Pk` data line.
+fn parse_df_available(line: &str) -> Option<u64> {
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The first of a server's hostnames that answered, and what the command printed there.
+#[derive(Debug)]
+pub struct Answer {
+    pub target: SshTarget,
+    pub output: remote::Captured,
+}
+
+/// Runs `remote_argv` on the server's hostnames in order until one answers: ssh connects
+/// (exit code other than 255) and the command ends within `deadline`. What the command itself
+/// printed or returned is the caller's to judge. [`Error::Unreachable`] lists why each
+/// hostname failed.
+pub fn first_answer<S: AsRef<str>>(
+    server_name: &str,
+    server: &Server,
+    remote_argv: &[S],
+    deadline: Duration,
+    emit: &mut dyn FnMut(Event),
+) -> Result<Answer, Error> {
+    let mut failures = Vec::new();
+    let mut hints = Vec::new();
+    for host in &server.hostnames {
+        let target = SshTarget::new(server, host);
+        let mut cmd = target
+            .ssh(remote_argv)
+            .map_err(|e| Error::usage(e.to_string()))?;
+        emit(Event::Command {
+            device: None,
+            command: remote::display(&cmd),
+        });
+        let output = match remote::run(&mut cmd, Some(deadline), None) {
+            Ok(out) => out,
+            // The local deadline also bounds what ConnectTimeout does not (name resolution).
+            Err(remote::ProcessError::Timeout { .. }) => {
+                failures.push(format!("{host}: no answer within {} s", deadline.as_secs()));
+                emit(Event::Warn {
+                    device: None,
+                    message: format!(
+                        "{host}: no answer within {} s; trying the next hostname",
+                        deadline.as_secs()
+                    ),
+                });
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if output.code == Some(SSH_EXIT_CONNECTION) {
+            let why = SshFailure::classify(&output.stderr);
+            let detail = match why {
+                SshFailure::Other => output.stderr_tail(),
+                known => known.describe().to_string(),
+            };
+            emit(Event::Warn {
+                device: None,
+                message: format!("{host}: {detail}"),
+            });
+            failures.push(format!("{host}: {detail}"));
+            hints.extend(why.hint().map(str::to_string));
+            continue;
+        }
+        return Ok(Answer { target, output });
+    }
+    hints.dedup();
+    Err(Error::Unreachable {
+        server: server_name.to_string(),
+        details: failures.join("; "),
+        hint: (!hints.is_empty()).then(|| hints.join("; ")),
+    })
 }
 
 impl Session {
@@ -34,54 +115,47 @@ impl Session {
             "{}/{WORKDIR_PREFIX}XXXXXXXX",
             server.remote_tmp.trim_end_matches('/')
         );
-        let mut failures = Vec::new();
-        for host in &server.hostnames {
-            let target = SshTarget::new(server, host);
-            let mut cmd = target
-                .ssh(&["mktemp", "-d", template.as_str()])
-                .map_err(|e| Error::usage(e.to_string()))?;
-            emit(Event::Command {
-                device: None,
-                command: remote::display(&cmd),
-            });
-            let deadline = Duration::from_secs(u64::from(server.connect_timeout) + 20);
-            let out = match remote::run(&mut cmd, Some(deadline), None) {
-                Ok(out) => out,
-                Err(remote::ProcessError::Timeout { .. }) => {
-                    failures.push(format!("{host}: no answer within {} s", deadline.as_secs()));
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if out.code == Some(SSH_EXIT_CONNECTION) {
-                failures.push(format!("{host}: {}", out.stderr_tail()));
-                continue;
-            }
-            let workdir = out.stdout.trim().to_string();
-            if out.code != Some(0) || !is_our_workdir(&workdir, &server.remote_tmp) {
-                return Err(Error::Remote {
-                    server: server_name.to_string(),
-                    step: format!("creating a work dir under {}", server.remote_tmp),
-                    details: if out.stderr_tail().is_empty() {
-                        format!("mktemp printed {workdir:?}")
-                    } else {
-                        out.stderr_tail()
-                    },
-                });
-            }
-            emit(Event::Info {
-                device: None,
-                message: format!("connected to `{server_name}` at {host}; work dir {workdir}"),
-            });
-            return Ok(Session {
-                server_name: server_name.to_string(),
-                target,
-                workdir,
+        let deadline = Duration::from_secs(u64::from(server.connect_timeout) + 5);
+        // One round trip: make the work dir, then say how much room it has (for the upload).
+        let Answer { target, output } = first_answer(
+            server_name,
+            server,
+            &[
+                "sh",
+                "-c",
+                MKTEMP_AND_DF,
+                "stm-remote-open",
+                template.as_str(),
+            ],
+            deadline,
+            emit,
+        )?;
+        let mut lines = output.stdout.lines();
+        let workdir = lines.next().unwrap_or_default().trim().to_string();
+        let free_kib = lines.next().and_then(parse_df_available);
+        if output.code != Some(0) || !is_our_workdir(&workdir, &server.remote_tmp) {
+            return Err(Error::Remote {
+                server: server_name.to_string(),
+                step: format!("creating a work dir under {}", server.remote_tmp),
+                details: if output.stderr_tail().is_empty() {
+                    format!("mktemp printed {workdir:?}")
+                } else {
+                    output.stderr_tail()
+                },
             });
         }
-        Err(Error::Unreachable {
-            server: server_name.to_string(),
-            details: failures.join("; "),
+        emit(Event::Info {
+            device: None,
+            message: format!(
+                "connected to `{server_name}` at {}; work dir {workdir}",
+                target.host
+            ),
+        });
+        Ok(Session {
+            server_name: server_name.to_string(),
+            target,
+            workdir,
+            free_kib,
         })
     }
 
@@ -108,6 +182,19 @@ impl Session {
             let link = stage.path().join(&u.remote_name);
             std::os::unix::fs::symlink(&src, &link)?;
             links.push(link);
+        }
+        // Firmware files are small next to a Pi's disk, but a full /tmp fails scp with a bare
+        // "Failure": say what is wrong before trying.
+        let need_kib = total.div_ceil(1024) + 16;
+        if let Some(free) = self.free_kib.filter(|free| *free < need_kib) {
+            return Err(Error::Remote {
+                server: self.server_name.clone(),
+                step: "uploading the firmware".into(),
+                details: format!(
+                    "not enough space in {}: {free} KiB free, the firmware needs {need_kib} KiB",
+                    self.workdir
+                ),
+            });
         }
         let refs: Vec<&Path> = links.iter().map(|p| p.as_path()).collect();
         let mut cmd = self.target.scp_upload(&refs, &self.workdir);
@@ -141,8 +228,13 @@ impl Session {
                     device: None,
                     command: remote::display(&cmd),
                 });
-                remote::run(&mut cmd, Some(Duration::from_secs(60)), None)
-                    .map_err(|e| e.to_string())
+                // Runs after a Ctrl-C too: the work dir must not be left behind.
+                let opts = remote::RunOptions {
+                    deadline: Some(Duration::from_secs(60)),
+                    uncancellable: true,
+                    ..remote::RunOptions::default()
+                };
+                remote::run_with(&mut cmd, opts).map_err(|e| e.to_string())
             });
         match result {
             Ok(out) if out.code == Some(0) => {}
@@ -188,6 +280,16 @@ fn is_our_workdir(path: &str, remote_tmp: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn df_lines() {
+        assert_eq!(parse_df_available("tmpfs 64 0 64 0% /tmp/x"), Some(64));
+        assert_eq!(
+            parse_df_available("/dev/root 30497732 9311636 19896724 32% /"),
+            Some(19896724)
+        );
+        assert_eq!(parse_df_available("garbage"), None);
+    }
 
     #[test]
     fn only_our_work_dirs_are_accepted() {

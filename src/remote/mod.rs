@@ -1,12 +1,15 @@
 //! Everything that crosses to the flash server: quoting for the remote shell, validation of
 //! hostnames/users/options, building ssh/scp command lines, and the one process runner.
 
+pub mod mux;
 mod process;
 mod quote;
 mod ssh;
 mod target;
 
-pub use process::{Captured, LineSink, ProcessError, run, tail};
+pub use process::{
+    Captured, LineSink, ProcessError, RunOptions, cancel, cancelled, run, run_with, tail,
+};
 pub use quote::{QuoteError, quote, quote_command, quote_remote_path};
-pub use ssh::{SSH_EXIT_CONNECTION, SshTarget, display};
+pub use ssh::{SSH_EXIT_CONNECTION, SshFailure, SshTarget, display};
 pub use target::{validate_host, validate_ssh_option, validate_user};

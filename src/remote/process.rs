@@ -5,10 +5,18 @@
 //! optional deadline after which the child is killed and reaped, and each line can be handed
 //! to a sink as it arrives (for live `-v 3` output). A non-zero exit is data, not an error:
 //! callers decide what a code means (ssh's 255 is not the programmer's 1).
+//!
+//! Children run in their own process group, so a Ctrl-C at the terminal reaches only
+//! stm-remote, which then [`cancel`]s: every cancellable run kills its child and returns
+//! [`ProcessError::Cancelled`]. A run may keep the child's stdin open (a pipe that is never
+//! written): when stm-remote dies, the pipe closes and ssh passes the EOF to the server,
+//! where the job wrapper stops the programmer.
 
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -47,6 +55,13 @@ pub enum ProcessError {
         #[source]
         source: std::io::Error,
     },
+    /// The run was cancelled (Ctrl-C); the child was killed.
+    #[error("`{program}` was stopped because stm-remote was interrupted")]
+    Cancelled {
+        program: String,
+        stdout: String,
+        stderr: String,
+    },
     /// The deadline passed; the child was killed.
     #[error("`{program}` did not finish within {:.0} s and was stopped{}", after.as_secs_f64(), fmt_tail(stderr_tail))]
     Timeout {
@@ -75,45 +90,120 @@ pub fn tail(text: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join(" | ")
 }
 
+static CANCELLED: AtomicBool = AtomicBool::new(false);
+
+/// Stops every cancellable run (used by the Ctrl-C handler); later cancellable runs are not
+/// started.
+pub fn cancel() {
+    CANCELLED.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`cancel`] was called.
+pub fn cancelled() -> bool {
+    CANCELLED.load(Ordering::SeqCst)
+}
+
+/// How to run a child.
+#[derive(Clone, Default)]
+pub struct RunOptions {
+    /// Kill the child when this much time has passed.
+    pub deadline: Option<Duration>,
+    /// Receives each output line as it arrives.
+    pub sink: Option<LineSink>,
+    /// Give the child a stdin pipe that stays open (never written) until it exits.
+    pub keep_stdin_open: bool,
+    /// Not stopped by [`cancel`] (clean-up work after an interrupt).
+    pub uncancellable: bool,
+}
+
 /// Runs `cmd` to completion (or until `deadline`), draining its output.
 pub fn run(
     cmd: &mut Command,
     deadline: Option<Duration>,
     sink: Option<LineSink>,
 ) -> Result<Captured, ProcessError> {
+    run_with(
+        cmd,
+        RunOptions {
+            deadline,
+            sink,
+            ..RunOptions::default()
+        },
+    )
+}
+
+/// Runs `cmd` with the given options.
+pub fn run_with(cmd: &mut Command, opts: RunOptions) -> Result<Captured, ProcessError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    cmd.stdin(Stdio::null())
+    let cancellable = !opts.uncancellable;
+    if cancellable && cancelled() {
+        return Err(ProcessError::Cancelled {
+            program,
+            stdout: String::new(),
+            stderr: String::new(),
+        });
+    }
+    let stdin = if opts.keep_stdin_open {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    cmd.stdin(stdin)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        .process_group(0);
     let start = Instant::now();
     let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
         program: program.clone(),
         source,
     })?;
-    let out = drain(child.stdout.take(), sink.clone(), false);
-    let err = drain(child.stderr.take(), sink, true);
+    // Held (never written) until the child is gone; dropping it sends EOF.
+    let stdin_pipe = child.stdin.take();
+    let out = drain(child.stdout.take(), opts.sink.clone(), false);
+    let err = drain(child.stderr.take(), opts.sink, true);
 
-    let status = match deadline {
-        None => Some(child.wait()),
-        Some(d) => child.wait_timeout(d).transpose(),
-    };
-    let status = match status {
-        Some(Ok(status)) => status,
-        Some(Err(source)) => return Err(ProcessError::Spawn { program, source }),
-        None => {
-            // Deadline passed: kill, reap, and report what it had said so far.
-            let _ = child.kill();
-            let _ = child.wait();
-            let stdout = out.join().unwrap_or_default();
-            let stderr = err.join().unwrap_or_default();
-            return Err(ProcessError::Timeout {
-                program,
-                after: start.elapsed(),
-                stderr_tail: tail(&stderr, 3),
-                stdout,
-            });
+    let slice = Duration::from_millis(50);
+    let status = loop {
+        let waited = match opts.deadline {
+            Some(d) => {
+                let left = d.saturating_sub(start.elapsed());
+                if left.is_zero() {
+                    None
+                } else {
+                    Some(child.wait_timeout(left.min(slice)))
+                }
+            }
+            None => Some(child.wait_timeout(slice)),
+        };
+        match waited {
+            Some(Ok(Some(status))) => break status,
+            Some(Ok(None)) if !(cancellable && cancelled()) => continue,
+            Some(Err(source)) => return Err(ProcessError::Spawn { program, source }),
+            // Deadline passed or cancelled: kill, reap, and report what it had said so far.
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                drop(stdin_pipe);
+                let stdout = out.join().unwrap_or_default();
+                let stderr = err.join().unwrap_or_default();
+                return Err(if other.is_none() {
+                    ProcessError::Timeout {
+                        program,
+                        after: start.elapsed(),
+                        stderr_tail: tail(&stderr, 3),
+                        stdout,
+                    }
+                } else {
+                    ProcessError::Cancelled {
+                        program,
+                        stdout,
+                        stderr,
+                    }
+                });
+            }
         }
     };
+    drop(stdin_pipe);
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
     Ok(Captured {
@@ -208,6 +298,26 @@ mod tests {
             got,
             vec![("a".into(), false), ("b".into(), false), ("c".into(), true)]
         );
+    }
+
+    #[test]
+    fn a_kept_stdin_is_open_until_the_child_exits() {
+        // `read` blocks while stdin is open: the deadline must stop it.
+        let opts = RunOptions {
+            deadline: Some(Duration::from_millis(300)),
+            keep_stdin_open: true,
+            ..RunOptions::default()
+        };
+        let e = run_with(Command::new("sh").args(["-c", "read x; echo eof"]), opts).unwrap_err();
+        assert!(matches!(e, ProcessError::Timeout { .. }), "{e}");
+        // With stdin null, `read` sees EOF at once.
+        let c = run(
+            Command::new("sh").args(["-c", "read x; echo eof"]),
+            None,
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.stdout, "eof\n");
     }
 
     #[test]

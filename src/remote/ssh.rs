@@ -34,6 +34,8 @@ pub struct SshTarget {
     pub config_file: Option<PathBuf>,
     /// Seconds for ssh's ConnectTimeout.
     pub connect_timeout: u32,
+    /// Share one connection per address between commands (ControlMaster).
+    pub multiplex: bool,
 }
 
 impl SshTarget {
@@ -47,7 +49,25 @@ impl SshTarget {
             options: server.ssh_options.clone(),
             config_file: server.ssh_config.as_deref().map(expand_tilde),
             connect_timeout: server.connect_timeout,
+            multiplex: server.multiplex,
         }
+    }
+
+    /// `ssh -O <op> -o ControlPath=<path> -- dest`: talks to a connection master.
+    pub fn control_command(&self, op: &str, control_path: &Path) -> Command {
+        let mut cmd = Command::new("ssh");
+        if let Some(f) = &self.config_file {
+            cmd.arg("-F").arg(f);
+        }
+        cmd.arg("-O")
+            .arg(op)
+            .arg("-o")
+            .arg(format!("ControlPath={}", control_path.display()))
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("--")
+            .arg(self.destination());
+        cmd
     }
 
     fn common_options(&self) -> Vec<OsString> {
@@ -67,8 +87,15 @@ impl SshTarget {
         if self.key.is_some() {
             opt("IdentitiesOnly=yes".into());
         }
+        // The user's options come before ours that they may want to change (ssh takes the
+        // first value it sees for an option), after the ones that keep stm-remote safe.
         for o in &self.options {
             opt(o.clone());
+        }
+        if self.multiplex {
+            for o in super::mux::options(self) {
+                opt(o);
+            }
         }
         if let Some(k) = &self.key {
             v.push("-i".into());
@@ -130,6 +157,111 @@ impl SshTarget {
     }
 }
 
+/// Why ssh itself failed (exit 255), read from its stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SshFailure {
+    /// Nothing listens on the port.
+    Refused,
+    /// No TCP answer or no SSH banner within the connect timeout.
+    TimedOut,
+    /// The name does not resolve.
+    Unresolvable,
+    /// The server's host key differs from the known one.
+    HostKeyChanged,
+    /// The server's host key is not known and checking is strict.
+    HostKeyUnknown,
+    /// The key was refused.
+    AuthFailed,
+    /// The connection was closed or reset (sshd limits, network drop, sshd killed).
+    Dropped,
+    /// Anything else.
+    Other,
+}
+
+impl SshFailure {
+    /// Classifies ssh's stderr.
+    pub fn classify(stderr: &str) -> SshFailure {
+        let s = stderr.to_ascii_lowercase();
+        let has = |n: &str| s.contains(n);
+        if has("remote host identification has changed")
+            || (has("host key for") && has("has changed"))
+        {
+            SshFailure::HostKeyChanged
+        } else if has("host key verification failed") || has("no matching host key") {
+            SshFailure::HostKeyUnknown
+        } else if has("permission denied") || has("too many authentication failures") {
+            SshFailure::AuthFailed
+        } else if has("could not resolve hostname")
+            || has("name or service not known")
+            || has("name resolution")
+        {
+            SshFailure::Unresolvable
+        } else if has("connection refused") {
+            SshFailure::Refused
+        } else if has("timed out") || has("not responding") {
+            SshFailure::TimedOut
+        } else if has("connection closed")
+            || has("connection reset")
+            || has("broken pipe")
+            || has("kex_exchange_identification")
+            || has("closed by remote host")
+            || has("disconnect")
+        {
+            SshFailure::Dropped
+        } else {
+            SshFailure::Other
+        }
+    }
+
+    /// Whether trying again (after a pause) can help. Authentication and host key problems
+    /// never go away by retrying.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            SshFailure::Refused | SshFailure::TimedOut | SshFailure::Dropped
+        )
+    }
+
+    /// A short reason for messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            SshFailure::Refused => "connection refused",
+            SshFailure::TimedOut => "no answer (timed out)",
+            SshFailure::Unresolvable => "the name does not resolve",
+            SshFailure::HostKeyChanged => {
+                "the server's host key has CHANGED since it was recorded in known_hosts (possible \
+                 man-in-the-middle, or the server was reinstalled)"
+            }
+            SshFailure::HostKeyUnknown => {
+                "the server's host key is not known (host key verification failed)"
+            }
+            SshFailure::AuthFailed => "authentication failed (the key was refused)",
+            SshFailure::Dropped => "the connection was closed",
+            SshFailure::Other => "ssh failed",
+        }
+    }
+
+    /// The next step for the user, where there is a useful one.
+    pub fn hint(self) -> Option<&'static str> {
+        match self {
+            SshFailure::HostKeyChanged => Some(
+                "if the server was legitimately reinstalled, remove its old entry with \
+                 `ssh-keygen -R <host>`; to relax checking deliberately, set `ssh_options` in config.json",
+            ),
+            SshFailure::HostKeyUnknown => {
+                Some("connect once with `ssh` by hand to record the host key, or set `ssh_options`")
+            }
+            SshFailure::AuthFailed => Some(
+                "check `user` and `key` of the server in config.json; stm-remote never prompts for passwords",
+            ),
+            SshFailure::Unresolvable => {
+                Some("check the server's `hostnames` in config.json and your DNS")
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A copy-pasteable rendering of a local command line, for `-v 2`.
 pub fn display(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())
@@ -157,6 +289,7 @@ mod tests {
             options: vec!["StrictHostKeyChecking=no".into()],
             config_file: Some("/c/ssh_config".into()),
             connect_timeout: 5,
+            multiplex: false,
         }
     }
 
@@ -207,6 +340,51 @@ mod tests {
         t.user = None;
         let cmd = t.scp_upload(&[Path::new("/l/fw1.hex")], "/d");
         assert_eq!(args(&cmd).last().unwrap(), "[::1]:/d/");
+    }
+
+    #[test]
+    fn ssh_failures_are_classified_from_real_messages() {
+        use SshFailure::*;
+        for (stderr, kind) in [
+            (
+                "ssh: connect to host 127.0.0.2 port 2222: Connection refused",
+                Refused,
+            ),
+            (
+                "ssh: connect to host 10.0.0.1 port 22: Connection timed out",
+                TimedOut,
+            ),
+            (
+                "Connection timed out during banner exchange\nConnection to 127.0.0.3 port 2222 timed out",
+                TimedOut,
+            ),
+            (
+                "ssh: Could not resolve hostname nope.invalid: Name or service not known",
+                Unresolvable,
+            ),
+            (
+                "@@@@@@@@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\nHost key verification failed.",
+                HostKeyChanged,
+            ),
+            (
+                "No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking.\nHost key verification failed.",
+                HostKeyUnknown,
+            ),
+            ("root@127.0.0.1: Permission denied (publickey).", AuthFailed),
+            (
+                "kex_exchange_identification: read: Connection reset by peer",
+                Dropped,
+            ),
+            ("Connection closed by 127.0.0.1 port 2222", Dropped),
+            ("client_loop: send disconnect: Broken pipe", Dropped),
+            ("something else", Other),
+        ] {
+            assert_eq!(SshFailure::classify(stderr), kind, "{stderr}");
+        }
+        assert!(Dropped.retryable() && Refused.retryable());
+        assert!(
+            !AuthFailed.retryable() && !HostKeyChanged.retryable() && !Unresolvable.retryable()
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::time::Duration;
 
+use crate::discover::ServerReport;
 use crate::error::Error;
 use crate::jobs::{Event, JobResult};
 
@@ -96,6 +97,69 @@ impl Reporter {
             if let Some(h) = &r.hint {
                 let _ = writeln!(err, "  {:<6}  {:<w$}  hint: {h}", "", "");
             }
+        }
+    }
+
+    /// A result line of a command (not a log line): shown at every verbosity.
+    pub fn outcome(&mut self, line: &str) {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "{line}");
+    }
+
+    /// discover: why a server could not be listed (always, with the hint) and, with
+    /// `devices`, what each server showed: one row per device with its alias, `new`,
+    /// `ambiguous` or `unidentified`, then the configured devices that were not found.
+    pub fn discovery(&mut self, reports: &[ServerReport], devices: bool) {
+        for r in reports {
+            if let Some(e) = &r.error {
+                self.line("ERROR", Some(&r.server), &sanitize(e));
+                if let Some(h) = &r.hint {
+                    self.outcome(&format!("  hint: {h}"));
+                }
+                continue;
+            }
+            if !devices {
+                continue;
+            }
+            let rows: Vec<[String; 4]> = r
+                .devices
+                .iter()
+                .map(|d| {
+                    let status = if !d.usable {
+                        "unidentified".to_string()
+                    } else if d.ambiguous {
+                        "ambiguous".to_string()
+                    } else {
+                        d.alias.clone().unwrap_or_else(|| "new".into())
+                    };
+                    [
+                        d.interface.to_string(),
+                        sanitize(&d.serial),
+                        sanitize(d.board.as_deref().unwrap_or("--")),
+                        status,
+                    ]
+                })
+                .collect();
+            let width = |i: usize| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0);
+            let (w1, w2) = (width(1), width(2));
+            let mut text = format!(
+                "Server `{}` (STM32CubeProgrammer {}): {} device(s)",
+                r.server,
+                r.version
+                    .as_deref()
+                    .map(sanitize)
+                    .unwrap_or_else(|| "?".into()),
+                rows.len()
+            );
+            for [iface, serial, board, status] in &rows {
+                text.push_str(&format!(
+                    "\n  {iface}  {serial:<w1$}  {board:<w2$}  {status}"
+                ));
+            }
+            if !r.missing.is_empty() {
+                text.push_str(&format!("\n  not found: {}", r.missing.join(", ")));
+            }
+            self.outcome(&text);
         }
     }
 

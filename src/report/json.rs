@@ -1,14 +1,37 @@
-//! The `--json` document of flash-auto (pure rendering).
+//! The `--json` documents of flash-auto and discover (pure rendering).
 //!
 //! `{"results": [{"device": "<alias>", "ok": bool, "recovery": null|"<step>", "error":
 //! null|"<message>", "seconds": <float>}, ...]}` in command-line order.
 
+use crate::discover::ServerReport;
 use crate::jobs::JobResult;
 
 /// Renders the results document (pretty-printed, newline-terminated).
 pub fn render_results(results: &[JobResult]) -> String {
     let doc = serde_json::json!({ "results": results });
     let mut s = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{\"results\": []}".into());
+    s.push('\n');
+    s
+}
+
+/// Renders the `discover --json` document (pretty-printed, newline-terminated):
+///
+/// `{"servers": {"<server>": {"devices": [{"interface": "USB"|"SWD", "serial": "...",
+/// "board": "..."|null, "alias": "<configured alias>"|null, "ambiguous": bool,
+/// "usable": bool}], "missing": ["<alias>", ...], "error": null|"..."}}}`, servers in the
+/// order they were asked for.
+pub fn render_discovery(reports: &[ServerReport]) -> String {
+    let servers: serde_json::Map<String, serde_json::Value> = reports
+        .iter()
+        .map(|r| {
+            (
+                r.server.clone(),
+                serde_json::json!({"devices": r.devices, "missing": r.missing, "error": r.error}),
+            )
+        })
+        .collect();
+    let doc = serde_json::json!({ "servers": servers });
+    let mut s = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{\"servers\": {}}".into());
     s.push('\n');
     s
 }
@@ -33,5 +56,42 @@ mod tests {
             serde_json::json!({"results": [{"device": "dfu1", "ok": false, "recovery": null,
                 "error": "Target device not found", "seconds": 1.5}]})
         );
+    }
+
+    #[test]
+    fn the_discovery_document_has_exactly_the_documented_fields() {
+        use crate::config::Interface;
+        use crate::discover::Found;
+        let ok = ServerReport {
+            devices: vec![Found {
+                interface: Interface::Swd,
+                serial: "066DFF515754888367131638".into(),
+                board: Some("NUCLEO-G0B1RE".into()),
+                alias: Some("g0".into()),
+                ambiguous: false,
+                usable: true,
+                device_id: Some("not serialised".into()),
+            }],
+            missing: vec!["old".into()],
+            error: None,
+            version: Some("2.20.0".into()),
+            hint: None,
+            warnings: vec!["not serialised".into()],
+            server: "pi2".into(),
+        };
+        let down = ServerReport::failed("pi1", "cannot reach".into(), Some("x".into()));
+        let text = render_discovery(&[ok, down]);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"servers": {
+                "pi2": {"devices": [{"interface": "SWD", "serial": "066DFF515754888367131638",
+                         "board": "NUCLEO-G0B1RE", "alias": "g0", "ambiguous": false,
+                         "usable": true}],
+                        "missing": ["old"], "error": null},
+                "pi1": {"devices": [], "missing": [], "error": "cannot reach"}}})
+        );
+        // Servers keep the order they were asked for.
+        assert!(text.find("\"pi2\"").unwrap() < text.find("\"pi1\"").unwrap());
     }
 }

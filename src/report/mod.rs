@@ -5,4 +5,4 @@ mod human;
 mod json;
 
 pub use human::{Reporter, sanitize};
-pub use json::render_results;
+pub use json::{render_discovery, render_results};

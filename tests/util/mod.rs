@@ -185,10 +185,12 @@ impl TestEnv {
             .arg(self.local.join(name))
             .output()
             .unwrap();
+        // A name with a newline makes sha256sum escape its line with a leading `\`.
         String::from_utf8_lossy(&out.stdout)
             .split_whitespace()
             .next()
             .unwrap()
+            .trim_start_matches('\\')
             .to_string()
     }
 
@@ -269,14 +271,80 @@ impl TestEnv {
         max as usize
     }
 
-    /// Work dirs left in the server's remote_tmp (not cleaned up). The hub lock file
-    /// (`stm-remote-hub.lock`) is meant to stay: it is shared by every run on the server.
+    /// Run work dirs (`stm-remote.XXXXXXXX`) left in the server's remote_tmp. The lock files
+    /// (`stm-remote-hub.lock`, `stm-remote-board-<serial>.lock`) are meant to stay: they are
+    /// shared by every run on the server.
     pub fn leftovers(&self) -> Vec<String> {
         std::fs::read_dir(&self.remote_tmp)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n != "stm-remote-hub.lock")
+            .filter(|n| !n.ends_with(".lock"))
             .collect()
+    }
+
+    /// Starts stm-remote in the background (same environment as [`TestEnv::run`]).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("stm-remote"));
+        cmd.current_dir(&self.local)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.root.path())
+            .env("STM_REMOTE_CONFIG", self.config_path())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().unwrap()
+    }
+
+    /// Waits until the fake programmer has started `n` runs (or panics after `secs`).
+    #[track_caller]
+    pub fn wait_for_programmer_starts(&self, n: usize, secs: u64) {
+        let t = std::time::Instant::now();
+        while self.programmer_runs().len() < n {
+            assert!(
+                t.elapsed().as_secs() < secs,
+                "only {} programmer runs started",
+                self.programmer_runs().len()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Programmer runs that started but have not ended (per calls.log).
+    pub fn programmer_running(&self) -> i64 {
+        self.calls()
+            .iter()
+            .filter(|c| c["tool"] == "programmer")
+            .map(|c| {
+                if c["event"] == "start" {
+                    1
+                } else if c["event"] == "end" {
+                    -1
+                } else {
+                    0
+                }
+            })
+            .sum()
+    }
+
+    /// Waits up to `secs` for every programmer run to end; true if they did.
+    pub fn programmers_end_within(&self, secs: u64) -> bool {
+        let t = std::time::Instant::now();
+        while t.elapsed().as_secs() < secs {
+            if self.programmer_running() == 0 {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// Changes the `servers.lab` entry of config.json.
+    pub fn edit_server(&self, f: impl FnOnce(&mut Value)) {
+        let mut cfg = self.config();
+        f(&mut cfg["servers"]["lab"]);
+        self.write_config(cfg);
     }
 
     /// Runs stm-remote with this env's config, in the local dir, with a clean environment.
@@ -298,6 +366,20 @@ impl TestEnv {
                 std::fs::read_to_string(self.lab.join("calls.log")).unwrap_or_default()
             ),
         }
+    }
+}
+
+/// The output of a spawned stm-remote, as a [`Run`].
+pub fn finish(env: &TestEnv, child: std::process::Child, args: &[&str]) -> Run {
+    let output = child.wait_with_output().unwrap();
+    Run {
+        output,
+        args: args.iter().map(|s| s.to_string()).collect(),
+        context: format!(
+            "--- sshd log ---\n{}\n--- calls.log ---\n{}",
+            env.sshd.log_text(),
+            std::fs::read_to_string(env.lab.join("calls.log")).unwrap_or_default()
+        ),
     }
 }
 

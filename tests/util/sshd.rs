@@ -111,6 +111,53 @@ impl Sshd {
         panic!("sshd did not start; its log:\n{last_log}");
     }
 
+    /// Kills the per-connection sshd processes (not the listener): every open ssh session
+    /// drops as if the network or the server side died, while new connections still work.
+    pub fn kill_sessions(&self) -> usize {
+        let me = self.child.id();
+        let mut parents = std::collections::HashMap::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid ...
+            let after = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+            if let Some(ppid) = after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok())
+            {
+                parents.insert(pid, ppid);
+            }
+        }
+        let descends = |mut pid: u32| {
+            while let Some(&p) = parents.get(&pid) {
+                if p == me {
+                    return true;
+                }
+                if p <= 1 {
+                    return false;
+                }
+                pid = p;
+            }
+            false
+        };
+        let mut killed = 0;
+        for (&pid, _) in parents.iter() {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if pid != me && comm.trim() == "sshd" && descends(pid) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+                killed += 1;
+            }
+        }
+        killed
+    }
+
     /// The log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

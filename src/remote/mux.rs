@@ -1,0 +1,93 @@
+//! Connection reuse: one OpenSSH ControlMaster per server address (and per 8 parallel jobs,
+//! to stay under sshd's default `MaxSessions 10`), shared by every ssh and scp of the run.
+//!
+//! The masters' sockets live in a private directory made once per process under /tmp (a
+//! socket path must stay short). `ControlMaster=auto` makes the first command to an address
+//! start the master and later ones reuse it; if a master dies, the next command falls back to
+//! its own connection (and starts a new master). [`shutdown`] ends every master at exit.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use super::process::{RunOptions, run_with};
+use super::ssh::SshTarget;
+
+/// Sessions one master carries at most (sshd's default MaxSessions is 10; keep headroom for
+/// the list polls and hub calls of recovery).
+const JOBS_PER_MASTER: usize = 8;
+
+static DIR: OnceLock<Option<tempfile::TempDir>> = OnceLock::new();
+static USED: Mutex<Vec<(SshTarget, usize)>> = Mutex::new(Vec::new());
+
+fn dir() -> Option<&'static std::path::Path> {
+    DIR.get_or_init(|| {
+        tempfile::Builder::new()
+            .prefix("stm-remote-cm.")
+            .tempdir_in("/tmp")
+            .ok()
+    })
+    .as_ref()
+    .map(|d| d.path())
+}
+
+/// The slot of the calling thread: pool threads 0..8 share master 0, 8..16 master 1, ...
+fn slot() -> usize {
+    rayon::current_thread_index().unwrap_or(0) / JOBS_PER_MASTER
+}
+
+/// The `-o` options that make a command use (or start) the master of `target`; registers the
+/// master for [`shutdown`]. Empty when no private directory could be made.
+pub fn options(target: &SshTarget) -> Vec<String> {
+    let Some(dir) = dir() else { return Vec::new() };
+    let slot = slot();
+    if let Ok(mut used) = USED.lock()
+        && !used
+            .iter()
+            .any(|(t, s)| *s == slot && same_address(t, target))
+    {
+        used.push((target.clone(), slot));
+    }
+    vec![
+        "ControlMaster=auto".into(),
+        format!("ControlPath={}", control_path(dir, slot).display()),
+        "ControlPersist=60".into(),
+    ]
+}
+
+fn control_path(dir: &std::path::Path, slot: usize) -> PathBuf {
+    // %C: a hash of local host, remote host, port and user: one socket per address.
+    dir.join(format!("%C-{slot}"))
+}
+
+fn same_address(a: &SshTarget, b: &SshTarget) -> bool {
+    a.host == b.host && a.port == b.port && a.user == b.user
+}
+
+/// Ends every master this process started (`ssh -O exit`), then removes the socket dir.
+pub fn shutdown() {
+    let Some(dir) = dir() else { return };
+    let used = USED
+        .lock()
+        .map(|mut u| std::mem::take(&mut *u))
+        .unwrap_or_default();
+    for (target, slot) in used {
+        let mut cmd: Command = target.control_command("exit", &control_path(dir, slot));
+        let opts = RunOptions {
+            deadline: Some(Duration::from_secs(5)),
+            uncancellable: true,
+            ..RunOptions::default()
+        };
+        let _ = run_with(&mut cmd, opts);
+    }
+    // The TempDir sits in a static and is never dropped: remove the directory here.
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// How many masters are alive right now (for tests and the benchmark).
+pub fn sockets() -> usize {
+    dir()
+        .and_then(|d| std::fs::read_dir(d).ok())
+        .map_or(0, |r| r.count())
+}

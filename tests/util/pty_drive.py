@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Drives a program through a real pseudo-terminal, like `expect`, for the tests.
+
+    pty_drive.py SCRIPT.json -- PROGRAM ARGS...
+
+SCRIPT.json: {"steps": [{"expect": "text", "send": "keys"}, ...], "step_timeout": 60,
+              "while_waiting": {"every": 3, "send": "keys"}}
+
+The program runs with the pty as its stdin, stdout, stderr and controlling terminal (50 rows,
+160 columns), in the environment of this script. For each step, the driver waits until
+`expect` appears in the output (ANSI escape sequences and carriage returns removed) after
+the end of the previous match, then writes `send`. After the last step it waits for the
+program to end, writing `while_waiting.send` every `while_waiting.every` seconds if given (a
+user who presses Ctrl-C again when nothing happens). It prints one JSON object on stdout:
+
+    {"status": "exited"|"signalled"|"timeout", "code": N, "failed_step": null|i,
+     "transcript": "<all output, ANSI removed>"}
+
+A step that does not match within `step_timeout` seconds ends the run with status
+"timeout": the program is killed and `failed_step` names the step.
+"""
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import signal
+import struct
+import sys
+import termios
+import time
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>78]|\r")
+
+
+def main():
+    script = json.load(open(sys.argv[1]))
+    assert sys.argv[2] == "--", "usage: pty_drive.py SCRIPT.json -- PROGRAM ARGS..."
+    argv = sys.argv[3:]
+    step_timeout = float(script.get("step_timeout", 60))
+
+    pid, fd = pty.fork()
+    if pid == 0:
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+        try:
+            os.execvp(argv[0], argv)
+        finally:
+            os._exit(127)
+
+    raw = bytearray()
+    eof = False
+
+    def clean():
+        text = raw.decode("utf-8", "ignore")
+        # An escape sequence cut by the last read is left for the next one, so that positions
+        # in the cleaned text never move back.
+        last = text.rfind("\x1b")
+        if last >= len(text) - 16 and not ANSI.match(text, last):
+            text = text[:last]
+        return ANSI.sub("", text)
+
+    def pump(timeout):
+        nonlocal eof
+        if eof:
+            time.sleep(min(timeout, 0.05))
+            return
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # EIO: every slave fd is closed, the program is gone
+                chunk = b""
+            if chunk:
+                raw.extend(chunk)
+            else:
+                eof = True
+
+    def finish(status, code, failed_step):
+        print(json.dumps({"status": status, "code": code, "failed_step": failed_step,
+                          "transcript": clean()}))
+        sys.exit(0)
+
+    def child_status(block):
+        wpid, st = os.waitpid(pid, 0 if block else os.WNOHANG)
+        if wpid == 0:
+            return None
+        if os.WIFSIGNALED(st):
+            return ("signalled", os.WTERMSIG(st))
+        return ("exited", os.WEXITSTATUS(st))
+
+    pos = 0
+    for i, step in enumerate(script["steps"]):
+        deadline = time.monotonic() + step_timeout
+        while True:
+            text = clean()
+            at = text.find(step["expect"], pos)
+            if at >= 0:
+                pos = at + len(step["expect"])
+                break
+            if time.monotonic() > deadline or eof:
+                os.kill(pid, signal.SIGKILL)
+                child_status(True)
+                finish("timeout", None, i)
+            pump(0.1)
+        if step.get("send"):
+            os.write(fd, step["send"].encode())
+
+    deadline = time.monotonic() + step_timeout
+    nudge = script.get("while_waiting")
+    next_nudge = time.monotonic() + float(nudge["every"]) if nudge else None
+    while True:
+        pump(0.1)
+        if nudge and not eof and time.monotonic() > next_nudge:
+            os.write(fd, nudge["send"].encode())
+            next_nudge = time.monotonic() + float(nudge["every"])
+        if eof:
+            status = child_status(True)
+            break
+        status = child_status(False)
+        if status is not None:
+            # Collect what is still buffered in the pty.
+            for _ in range(20):
+                pump(0.05)
+                if eof:
+                    break
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            child_status(True)
+            finish("timeout", None, len(script["steps"]))
+    finish(status[0], status[1], None)
+
+
+if __name__ == "__main__":
+    main()
