@@ -369,3 +369,33 @@ fn a_full_disk_on_upload_is_reported_clearly() {
 fn nix_is_root() -> bool {
     crate::util::whoami() == "root"
 }
+
+#[test]
+fn a_killed_client_leaves_no_programmer_and_no_work_dir_behind() {
+    let env = one_board();
+    env.edit_state(|s| s["flash_seconds"] = json!(30));
+    env.firmware("app.hex");
+    let args = ["flash-auto", "lab", "b0=app.hex"];
+    let mut child = env.spawn(&args);
+    env.wait_for_programmer_starts(1, 20);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        env.leftovers().len(),
+        1,
+        "the run's work dir exists while it flashes"
+    );
+    // SIGKILL: no handler, no clean-up code of stm-remote runs.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        env.programmers_end_within(10),
+        "the remote programmer outlived its client: {:#?}",
+        env.calls()
+    );
+    let t = std::time::Instant::now();
+    while !env.leftovers().is_empty() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+    assert_eq!(env.flashed(SERIAL), None);
+}

@@ -23,7 +23,13 @@ pub struct Session {
     pub workdir: String,
     /// Free space in the work dir's file system, when `df` said.
     pub free_kib: Option<u64>,
+    /// The keeper: a remote shell that removes the work dir when its stdin closes, i.e. when
+    /// this run ends, crashes, or loses its connection.
+    keeper: std::sync::Mutex<Option<remote::Background>>,
 }
+
+/// Waits for EOF on stdin, then removes the work dir (`$1`).
+const KEEPER: &str = r#"while read -r _; do :; done; rm -rf -- "$1""#;
 
 /// `mktemp -d "$1"`, print it, then the `df -Pk` data line of it.
 const MKTEMP_AND_DF: &str =
@@ -151,11 +157,16 @@ impl Session {
                 target.host
             ),
         });
+        let keeper = target
+            .ssh(&["sh", "-c", KEEPER, "stm-remote-keeper", workdir.as_str()])
+            .ok()
+            .and_then(|mut cmd| remote::start_background(&mut cmd).ok());
         Ok(Session {
             server_name: server_name.to_string(),
             target,
             workdir,
             free_kib,
+            keeper: std::sync::Mutex::new(keeper),
         })
     }
 
@@ -219,6 +230,13 @@ impl Session {
 
     /// Removes the work dir; a failure is reported, not fatal.
     pub fn cleanup(&self, emit: &mut dyn FnMut(Event)) {
+        let keeper = self.keeper.lock().ok().and_then(|mut k| k.take());
+        if let Some(keeper) = keeper
+            && matches!(keeper.finish(Duration::from_secs(30)), Ok(out) if out.code == Some(0))
+        {
+            return;
+        }
+        // No keeper, or it lost its connection: remove the dir explicitly.
         let result = self
             .target
             .ssh(&["rm", "-rf", "--", self.workdir.as_str()])

@@ -8,7 +8,8 @@ mod ssh;
 mod target;
 
 pub use process::{
-    Captured, LineSink, ProcessError, RunOptions, cancel, cancelled, run, run_with, tail,
+    Background, Captured, LineSink, ProcessError, RunOptions, cancel, cancelled, run, run_with,
+    start_background, tail,
 };
 pub use quote::{QuoteError, quote, quote_command, quote_remote_path};
 pub use ssh::{SSH_EXIT_CONNECTION, SshFailure, SshTarget, display};

@@ -214,6 +214,85 @@ pub fn run_with(cmd: &mut Command, opts: RunOptions) -> Result<Captured, Process
     })
 }
 
+/// A child that runs alongside stm-remote with its stdin held open (never written), until
+/// [`Background::finish`] closes the stdin and waits for it. If stm-remote dies first, the
+/// stdin closes all the same: that EOF is the child's signal to finish its work.
+pub struct Background {
+    program: String,
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    out: thread::JoinHandle<String>,
+    err: thread::JoinHandle<String>,
+    start: Instant,
+}
+
+/// Starts `cmd` in the background (own process group, stdin kept open, output drained).
+pub fn start_background(cmd: &mut Command) -> Result<Background, ProcessError> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let start = Instant::now();
+    let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    let stdin = child.stdin.take();
+    let out = drain(child.stdout.take(), None, false);
+    let err = drain(child.stderr.take(), None, true);
+    Ok(Background {
+        program,
+        child,
+        stdin,
+        out,
+        err,
+        start,
+    })
+}
+
+impl std::fmt::Debug for Background {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Background")
+            .field("program", &self.program)
+            .field("pid", &self.child.id())
+            .finish()
+    }
+}
+
+impl Background {
+    /// Closes the child's stdin and waits for it (killing it after `deadline`).
+    pub fn finish(mut self, deadline: Duration) -> Result<Captured, ProcessError> {
+        drop(self.stdin.take());
+        let status = match self.child.wait_timeout(deadline) {
+            Ok(Some(status)) => status,
+            Ok(None) => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                let stderr = self.err.join().unwrap_or_default();
+                return Err(ProcessError::Timeout {
+                    program: self.program,
+                    after: self.start.elapsed(),
+                    stderr_tail: tail(&stderr, 3),
+                    stdout: self.out.join().unwrap_or_default(),
+                });
+            }
+            Err(source) => {
+                return Err(ProcessError::Spawn {
+                    program: self.program,
+                    source,
+                });
+            }
+        };
+        Ok(Captured {
+            code: status.code(),
+            stdout: self.out.join().unwrap_or_default(),
+            stderr: self.err.join().unwrap_or_default(),
+            elapsed: self.start.elapsed(),
+        })
+    }
+}
+
 fn drain<R: Read + Send + 'static>(
     pipe: Option<R>,
     sink: Option<LineSink>,
@@ -318,6 +397,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.stdout, "eof\n");
+    }
+
+    #[test]
+    fn a_background_child_runs_until_its_stdin_closes() {
+        let bg = start_background(
+            Command::new("sh").args(["-c", "while read -r _; do :; done; echo finished"]),
+        )
+        .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let c = bg.finish(Duration::from_secs(10)).unwrap();
+        assert_eq!((c.code, c.stdout.as_str()), (Some(0), "finished\n"));
     }
 
     #[test]
