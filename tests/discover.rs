@@ -300,16 +300,20 @@ fn a_busy_probe_is_listed_as_unusable_and_its_device_is_not_pruned() {
 }
 
 #[test]
-fn without_a_terminal_a_question_is_an_error_naming_the_flags() {
+fn without_a_terminal_and_without_flags_discover_fails_naming_the_flags() {
     let env = TestEnv::new(vec![swd(G0, "NUCLEO-G0B1RE")], 2);
     let original = configure(&env, json!({}));
     env.run(&["discover"])
         .code(2)
-        .stderr_has("error: discover would ask \"Alias for this device\", but stdin is not a terminal; nothing was written")
+        .stderr_has("error: discover is interactive, but stdin is not a terminal; nothing was listed or written")
         .stderr_has("pass `--yes` to add new devices")
         .stderr_has("`--json` to only report");
     assert_eq!(config_text(&env), original);
     assert!(!backup(&env).exists());
+    assert!(
+        !env.sshd.log_text().contains("Accepted publickey"),
+        "it connected anyway"
+    );
 }
 
 #[test]

@@ -50,6 +50,20 @@ pub fn discover(
 ) -> Result<Outcome, Error> {
     let (config, text) = config::load_with_text(config_path)?;
     let servers = pick_servers(&config, &request.servers)?;
+    // Without a terminal the interactive form is refused up front, before any connection,
+    // whether or not there would be something to ask: CI must say what it wants.
+    if request.mode == Mode::Ask
+        && !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal())
+    {
+        return Err(Error::Usage {
+            message: "discover is interactive, but stdin is not a terminal; nothing was listed or written".into(),
+            hint: Some(
+                "pass `--yes` to add new devices under their proposed aliases (and `--prune` to \
+                 also remove devices that were not found), or `--json` to only report"
+                    .into(),
+            ),
+        });
+    }
     reporter.set_devices(servers.iter().map(String::as_str));
     let reports = scan(&config, &servers, reporter);
     // Ctrl-C while the servers were listed: their ssh was stopped; nothing more to do.
