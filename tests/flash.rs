@@ -302,3 +302,30 @@ fn a_missing_programmer_is_reported_by_path() {
         .stderr_has("`/opt/nowhere/STM32_Programmer_CLI` was not found (or is not executable) on server `lab`");
     assert!(env.leftovers().is_empty());
 }
+
+#[test]
+fn twelve_parallel_boards_stay_under_sshds_default_session_limit() {
+    let boards = (0..12)
+        .map(|i| dfu(&format!("2070360000{i:02}"), &format!("USB{}", i + 1)))
+        .collect();
+    let env = TestEnv::with_sshd_config(boards, 12, "MaxSessions 10");
+    env.edit_state(|s| s["flash_seconds"] = json!(2.0));
+    let fw = env.firmware("app.hex");
+    let args: Vec<String> = (0..12).map(|i| format!("b{i}={fw}")).collect();
+    let mut argv = vec!["flash-auto", "lab"];
+    argv.extend(args.iter().map(String::as_str));
+    env.run(&argv).code(0).stderr_lacks("[WARN]");
+    // More sessions at once than one connection may carry (8 per master).
+    assert!(env.max_concurrency() > 8, "{}", env.max_concurrency());
+    for i in 0..12 {
+        assert_eq!(
+            env.flashed(&format!("2070360000{i:02}")),
+            Some(env.sha256(&fw)),
+            "board {i}"
+        );
+    }
+    // One master per 8 parallel jobs: two connections, none refused.
+    let log = env.sshd.log_text();
+    assert_eq!(log.matches("Accepted publickey").count(), 2, "{log}");
+    assert!(!log.contains("refused"), "{log}");
+}

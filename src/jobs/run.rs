@@ -58,6 +58,7 @@ pub fn flash_auto(
 
 fn run_pool(plan: &super::Plan, session: &Session, reporter: &mut Reporter) -> Vec<JobResult> {
     let threads = plan.server.max_parallel.clamp(1, plan.jobs.len().max(1));
+    crate::remote::mux::warm(&session.target, threads);
     let ports = PortLocks::new(&plan.jobs);
     let ports = &ports;
     let slots: Vec<OnceLock<JobResult>> = plan.jobs.iter().map(|_| OnceLock::new()).collect();

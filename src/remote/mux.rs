@@ -32,9 +32,39 @@ fn dir() -> Option<&'static std::path::Path> {
     .map(|d| d.path())
 }
 
+thread_local! {
+    static SLOT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
+}
+
 /// The slot of the calling thread: pool threads 0..8 share master 0, 8..16 master 1, ...
 fn slot() -> usize {
-    rayon::current_thread_index().unwrap_or(0) / JOBS_PER_MASTER
+    SLOT.with(|s| s.get())
+        .unwrap_or_else(|| rayon::current_thread_index().unwrap_or(0) / JOBS_PER_MASTER)
+}
+
+/// Starts the masters that `threads` parallel jobs will use, before they start: jobs that
+/// found no master at the same moment would each open a connection of their own. Slot 0 is
+/// started by the run's first command. Returns how many were started.
+pub fn warm(target: &SshTarget, threads: usize) -> usize {
+    if !target.multiplex || dir().is_none() {
+        return 0;
+    }
+    let slots = threads.div_ceil(JOBS_PER_MASTER);
+    let mut started = 0;
+    for s in 1..slots {
+        SLOT.with(|c| c.set(Some(s)));
+        let cmd = target.ssh(&["true"]);
+        SLOT.with(|c| c.set(None));
+        let Ok(mut cmd) = cmd else { continue };
+        let opts = RunOptions {
+            deadline: Some(Duration::from_secs(u64::from(target.connect_timeout) + 5)),
+            ..RunOptions::default()
+        };
+        if matches!(run_with(&mut cmd, opts), Ok(out) if out.code == Some(0)) {
+            started += 1;
+        }
+    }
+    started
 }
 
 /// The `-o` options that make a command use (or start) the master of `target`; registers the

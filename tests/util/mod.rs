@@ -40,6 +40,11 @@ pub struct TestEnv {
 impl TestEnv {
     /// A lab with the given boards and a server `lab` with this `max_parallel`.
     pub fn new(boards: Vec<Value>, max_parallel: usize) -> TestEnv {
+        Self::with_sshd_config(boards, max_parallel, "")
+    }
+
+    /// Like [`TestEnv::new`], with extra sshd_config lines (they take precedence).
+    pub fn with_sshd_config(boards: Vec<Value>, max_parallel: usize, sshd_extra: &str) -> TestEnv {
         let root = tempfile::Builder::new()
             .prefix("stm-remote-test.")
             .tempdir()
@@ -52,7 +57,7 @@ impl TestEnv {
             std::fs::create_dir_all(d).unwrap();
         }
         let (client_key, host_pub) = sshd::make_keys(&keys);
-        let sshd = sshd::Sshd::start(&keys, "");
+        let sshd = sshd::Sshd::start(&keys, sshd_extra);
         let known_hosts = keys.join("known_hosts");
         std::fs::write(
             &known_hosts,

@@ -76,12 +76,13 @@ impl Sshd {
             let log = dir.join("sshd.log");
             std::fs::write(
                 &cfg,
+                // sshd takes the first value of a keyword: the test's own settings go first.
                 format!(
-                    "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
+                    "{extra_config}\nPort {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
                      AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
                      PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
                      PermitRootLogin yes\nMaxStartups 100:30:200\nMaxSessions 100\nLogLevel VERBOSE\n\
-                     Subsystem sftp internal-sftp\n{extra_config}\n",
+                     Subsystem sftp internal-sftp\n",
                     d = dir.display()
                 ),
             )
