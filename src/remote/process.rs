@@ -134,84 +134,17 @@ pub fn run(
 
 /// Runs `cmd` with the given options.
 pub fn run_with(cmd: &mut Command, opts: RunOptions) -> Result<Captured, ProcessError> {
-    let program = cmd.get_program().to_string_lossy().into_owned();
     let cancellable = !opts.uncancellable;
     if cancellable && cancelled() {
         return Err(ProcessError::Cancelled {
-            program,
+            program: cmd.get_program().to_string_lossy().into_owned(),
             stdout: String::new(),
             stderr: String::new(),
         });
     }
-    let stdin = if opts.keep_stdin_open {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    };
-    cmd.stdin(stdin)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let start = Instant::now();
-    let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
-        program: program.clone(),
-        source,
-    })?;
-    // Held (never written) until the child is gone; dropping it sends EOF.
-    let stdin_pipe = child.stdin.take();
-    let out = drain(child.stdout.take(), opts.sink.clone(), false);
-    let err = drain(child.stderr.take(), opts.sink, true);
-
-    let slice = Duration::from_millis(50);
-    let status = loop {
-        let waited = match opts.deadline {
-            Some(d) => {
-                let left = d.saturating_sub(start.elapsed());
-                if left.is_zero() {
-                    None
-                } else {
-                    Some(child.wait_timeout(left.min(slice)))
-                }
-            }
-            None => Some(child.wait_timeout(slice)),
-        };
-        match waited {
-            Some(Ok(Some(status))) => break status,
-            Some(Ok(None)) if !(cancellable && cancelled()) => continue,
-            Some(Err(source)) => return Err(ProcessError::Spawn { program, source }),
-            // Deadline passed or cancelled: kill, reap, and report what it had said so far.
-            other => {
-                let _ = child.kill();
-                let _ = child.wait();
-                drop(stdin_pipe);
-                let stdout = out.join().unwrap_or_default();
-                let stderr = err.join().unwrap_or_default();
-                return Err(if other.is_none() {
-                    ProcessError::Timeout {
-                        program,
-                        after: start.elapsed(),
-                        stderr_tail: tail(&stderr, 3),
-                        stdout,
-                    }
-                } else {
-                    ProcessError::Cancelled {
-                        program,
-                        stdout,
-                        stderr,
-                    }
-                });
-            }
-        }
-    };
-    drop(stdin_pipe);
-    let stdout = out.join().unwrap_or_default();
-    let stderr = err.join().unwrap_or_default();
-    Ok(Captured {
-        code: status.code(),
-        stdout,
-        stderr,
-        elapsed: start.elapsed(),
-    })
+    let child = spawn(cmd, opts.keep_stdin_open, opts.sink)?;
+    // A kept stdin stays open (never written) until the child is gone.
+    child.wait(opts.deadline, cancellable)
 }
 
 /// A child that runs alongside stm-remote with its stdin held open (never written), until
@@ -228,8 +161,23 @@ pub struct Background {
 
 /// Starts `cmd` in the background (own process group, stdin kept open, output drained).
 pub fn start_background(cmd: &mut Command) -> Result<Background, ProcessError> {
+    spawn(cmd, true, None)
+}
+
+/// The one `Command::spawn` of the crate: own process group, stdin null or a kept pipe,
+/// stdout and stderr drained on threads.
+fn spawn(
+    cmd: &mut Command,
+    keep_stdin_open: bool,
+    sink: Option<LineSink>,
+) -> Result<Background, ProcessError> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    cmd.stdin(Stdio::piped())
+    let stdin = if keep_stdin_open {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    };
+    cmd.stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -239,8 +187,8 @@ pub fn start_background(cmd: &mut Command) -> Result<Background, ProcessError> {
         source,
     })?;
     let stdin = child.stdin.take();
-    let out = drain(child.stdout.take(), None, false);
-    let err = drain(child.stderr.take(), None, true);
+    let out = drain(child.stdout.take(), sink.clone(), false);
+    let err = drain(child.stderr.take(), sink, true);
     Ok(Background {
         program,
         child,
@@ -264,26 +212,56 @@ impl Background {
     /// Closes the child's stdin and waits for it (killing it after `deadline`).
     pub fn finish(mut self, deadline: Duration) -> Result<Captured, ProcessError> {
         drop(self.stdin.take());
-        let status = match self.child.wait_timeout(deadline) {
-            Ok(Some(status)) => status,
-            Ok(None) => {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                let stderr = self.err.join().unwrap_or_default();
-                return Err(ProcessError::Timeout {
-                    program: self.program,
-                    after: self.start.elapsed(),
-                    stderr_tail: tail(&stderr, 3),
-                    stdout: self.out.join().unwrap_or_default(),
-                });
-            }
-            Err(source) => {
-                return Err(ProcessError::Spawn {
-                    program: self.program,
-                    source,
-                });
+        self.wait(Some(deadline), false)
+    }
+
+    /// Waits for the child; kills and reaps it when `deadline` passes or, if `cancellable`,
+    /// when [`cancel`] is called, and reports what it had said so far.
+    fn wait(
+        mut self,
+        deadline: Option<Duration>,
+        cancellable: bool,
+    ) -> Result<Captured, ProcessError> {
+        let slice = Duration::from_millis(50);
+        let status = loop {
+            let left = deadline.map(|d| d.saturating_sub(self.start.elapsed()));
+            let waited = match left {
+                Some(l) if l.is_zero() => None,
+                _ => Some(self.child.wait_timeout(left.unwrap_or(slice).min(slice))),
+            };
+            match waited {
+                Some(Ok(Some(status))) => break status,
+                Some(Ok(None)) if !(cancellable && cancelled()) => continue,
+                Some(Err(source)) => {
+                    return Err(ProcessError::Spawn {
+                        program: self.program,
+                        source,
+                    });
+                }
+                other => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    drop(self.stdin.take());
+                    let stdout = self.out.join().unwrap_or_default();
+                    let stderr = self.err.join().unwrap_or_default();
+                    return Err(if other.is_none() {
+                        ProcessError::Timeout {
+                            program: self.program,
+                            after: self.start.elapsed(),
+                            stderr_tail: tail(&stderr, 3),
+                            stdout,
+                        }
+                    } else {
+                        ProcessError::Cancelled {
+                            program: self.program,
+                            stdout,
+                            stderr,
+                        }
+                    });
+                }
             }
         };
+        drop(self.stdin.take());
         Ok(Captured {
             code: status.code(),
             stdout: self.out.join().unwrap_or_default(),
