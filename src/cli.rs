@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::{ArgValueCandidates, ArgValueCompleter};
 
 /// Flash, recover and manage STM32 boards attached to a remote Linux flash server over ssh.
 ///
@@ -54,7 +55,8 @@ pub enum Command {
         visible_alias = "flash_auto",
         after_help = "Examples:\n  stm-remote flash-auto pi1 dfu1=bin/app.hex\n  \
                       stm-remote -v 1 flash-auto pi1 dfu1=bin/dfu.hex g0=bin/g0.hex\n  \
-                      stm-remote flash-auto pi1 g0=build/app.bin@0x08000000 --json"
+                      stm-remote flash-auto pi1 g0=build/app.bin@0x08000000 --json\n  \
+                      stm-remote flash-auto pi1 dfu1=app.hex g0=app.hex --junit flash.xml"
     )]
     FlashAuto(FlashArgs),
 
@@ -73,29 +75,70 @@ pub enum Command {
                       stm-remote discover --yes --prune     # CI: add new, remove missing"
     )]
     Discover(DiscoverArgs),
+
+    /// Show the boards of config.json as a table: alias, server, interface, serial, hub port
+    /// and hub signals. With `--live`, also list each server's attached boards (one
+    /// `STM32_Programmer_CLI -l` per server) and say which are visible.
+    #[command(after_help = "Examples:\n  stm-remote list\n  \
+                      stm-remote list pi1 --live\n  \
+                      stm-remote list --live --json | jq '.devices[] | select(.visible == false)'")]
+    List(ListArgs),
+
+    /// Check that each flash server is ready for a run: key, ssh (which hostname answers, how
+    /// fast, as whom), STM32_Programmer_CLI and its version, the hub script, free space in
+    /// `remote_tmp`, and the server's `flock`, `timeout` and `mktemp`. Exit 1 if a check
+    /// fails.
+    #[command(after_help = "Examples:\n  stm-remote doctor\n  \
+                      stm-remote doctor pi1\n  \
+                      stm-remote -v 2 doctor pi1      # also show the ssh commands")]
+    Doctor(DoctorArgs),
+
+    /// Print the shell code that completes stm-remote's subcommands, options, server names
+    /// and device aliases; load it from your shell's startup file.
+    #[command(after_help = "Examples:\n  \
+                      echo 'source <(stm-remote completions bash)' >> ~/.bashrc\n  \
+                      echo 'source <(stm-remote completions zsh)' >> ~/.zshrc\n  \
+                      stm-remote completions fish > ~/.config/fish/completions/stm-remote.fish")]
+    Completions(CompletionsArgs),
 }
 
 /// Arguments of `flash-auto`.
 #[derive(Debug, Args)]
 pub struct FlashArgs {
     /// Name of the flash server in config.json.
+    #[arg(add = ArgValueCandidates::new(complete::servers))]
     pub server: String,
 
     /// One `<alias>=<firmware>` per board: a device alias from config.json and a local
     /// .hex/.elf/.srec/.bin file. A .bin is written at 0x08000000 unless an address is given
     /// as `<alias>=<file>.bin@0x08004000`.
-    #[arg(required = true, value_name = "ALIAS=FIRMWARE")]
+    #[arg(
+        required = true,
+        value_name = "ALIAS=FIRMWARE",
+        add = ArgValueCompleter::new(complete::assignments)
+    )]
     pub assignments: Vec<String>,
 
     /// Print one JSON document with the per-board results on stdout (logs stay on stderr).
     #[arg(long)]
     pub json: bool,
+
+    /// Check the arguments and firmware files, then print the ssh/scp commands and the remote
+    /// commands the run would start, and stop: nothing is connected, uploaded or flashed.
+    #[arg(long, conflicts_with_all = ["json", "junit"])]
+    pub dry_run: bool,
+
+    /// Also write a JUnit XML report to this file: one test case per board, for CI test
+    /// reports. It is written after a setup failure too.
+    #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::FilePath)]
+    pub junit: Option<PathBuf>,
 }
 
 /// Arguments of `hub`.
 #[derive(Debug, Args)]
 pub struct HubArgs {
     /// Name of the flash server in config.json.
+    #[arg(add = ArgValueCandidates::new(complete::servers))]
     pub server: String,
 
     /// The hub command.
@@ -104,14 +147,20 @@ pub struct HubArgs {
 
     /// Which ports: a hex mask (0x0004), a port name (USB3), a device alias (its hub_port), or
     /// a comma list of those. Not used by get_power_state.
+    #[arg(add = ArgValueCandidates::new(complete::hub_targets))]
     pub target: Option<String>,
+
+    /// Check the arguments, then print the ssh commands and the hub calls that would run, and
+    /// stop: nothing is connected or switched.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Arguments of `discover`.
 #[derive(Debug, Args)]
 pub struct DiscoverArgs {
     /// Names of the flash servers to list. Default: every server in config.json.
-    #[arg(value_name = "SERVER")]
+    #[arg(value_name = "SERVER", add = ArgValueCandidates::new(complete::servers))]
     pub servers: Vec<String>,
 
     /// Print one JSON document with what each server showed on stdout; never asks and never
@@ -143,6 +192,205 @@ impl DiscoverArgs {
     }
 }
 
+/// Arguments of `completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to print completions for.
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// A shell that `completions` supports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// The environment variable through which the shell asks stm-remote for completions.
+pub const COMPLETE_VAR: &str = "COMPLETE";
+
+/// Answers a completion request from the shell code of [`completion_script`] and exits, when
+/// this process is one (`COMPLETE=<shell> stm-remote -- <words>`); otherwise returns.
+pub fn complete_if_asked() {
+    use clap::CommandFactory;
+    clap_complete::CompleteEnv::with_factory(Cli::command)
+        .var(COMPLETE_VAR)
+        .complete();
+}
+
+/// The shell code that registers stm-remote's completions with `shell`.
+///
+/// The completions are dynamic: on Tab the shell runs `stm-remote` (from PATH) again, which
+/// reads config.json (`STM_REMOTE_CONFIG`, else the default places; a `--config` typed on the
+/// same line is not seen) to offer server names and device aliases. This uses clap_complete's
+/// `unstable-dynamic` engine, the only one that can offer values from a file; its protocol
+/// between the shell code and the binary may change between releases, so the code should be
+/// loaded afresh at shell start (`source <(stm-remote completions bash)`), not saved once.
+pub fn completion_script(shell: Shell) -> String {
+    use clap_complete::env::{Bash, EnvCompleter, Fish, Zsh};
+    let completer: &dyn EnvCompleter = match shell {
+        Shell::Bash => &Bash,
+        Shell::Zsh => &Zsh,
+        Shell::Fish => &Fish,
+    };
+    let mut buf = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = completer.write_registration(
+        COMPLETE_VAR,
+        "stm-remote",
+        "stm-remote",
+        "stm-remote",
+        &mut buf,
+    );
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Value candidates read from config.json while the shell completes a command line. Any
+/// problem with the config means no candidates: a completion never prints an error.
+mod complete {
+    use std::ffi::OsStr;
+    use std::path::PathBuf;
+
+    use clap_complete::CompletionCandidate;
+    use clap_complete::engine::{PathCompleter, ValueCompleter};
+
+    use crate::config::Config;
+
+    fn config() -> Option<Config> {
+        let explicit = std::env::var_os("STM_REMOTE_CONFIG").map(PathBuf::from);
+        crate::config::load(explicit.as_deref()).ok()
+    }
+
+    /// The server names of config.json, with their first hostname as help.
+    pub(super) fn servers() -> Vec<CompletionCandidate> {
+        let Some(config) = config() else {
+            return Vec::new();
+        };
+        config
+            .servers
+            .iter()
+            .map(|(name, server)| {
+                CompletionCandidate::new(name)
+                    .help(server.hostnames.first().map(|h| h.clone().into()))
+            })
+            .collect()
+    }
+
+    /// `<alias>=` for each device, then file names after the `=`.
+    pub(super) fn assignments(current: &OsStr) -> Vec<CompletionCandidate> {
+        let config = config();
+        if bash_split_at_equals(config.as_ref()) {
+            return PathCompleter::any().complete(current);
+        }
+        let current = current.to_string_lossy();
+        if let Some((alias, file)) = current.split_once('=') {
+            return PathCompleter::any()
+                .complete(OsStr::new(file))
+                .into_iter()
+                .map(|c| c.add_prefix(format!("{alias}=")))
+                .collect();
+        }
+        let Some(config) = config else {
+            return Vec::new();
+        };
+        config
+            .devices
+            .iter()
+            .filter(|(alias, _)| alias.starts_with(current.as_ref()))
+            .map(|(alias, device)| {
+                CompletionCandidate::new(format!("{alias}=")).help(Some(describe(device).into()))
+            })
+            .collect()
+    }
+
+    /// Whether bash cut the word being completed at its `=` (`=` is in bash's
+    /// COMP_WORDBREAKS, so `dfu1=ap` reaches us as the words `dfu1`, `=`, `ap`, and `dfu1=`
+    /// as `dfu1`, ``), so that the current word is the firmware part. zsh and fish pass
+    /// `dfu1=ap` whole. The words and the index come from clap_complete's bash code: argv after
+    /// `--`, `_CLAP_COMPLETE_INDEX`.
+    fn bash_split_at_equals(config: Option<&Config>) -> bool {
+        let Some(index) = std::env::var("_CLAP_COMPLETE_INDEX")
+            .ok()
+            .and_then(|i| i.parse::<usize>().ok())
+        else {
+            return false;
+        };
+        let words: Vec<_> = std::env::args_os()
+            .skip_while(|a| a != "--")
+            .skip(1)
+            .collect();
+        let Some(previous) = index.checked_sub(1).and_then(|i| words.get(i)) else {
+            return false;
+        };
+        // A bare alias is no valid argument of its own: it is the part before a `=`.
+        previous == "="
+            || config.is_some_and(|c| previous.to_str().is_some_and(|p| c.devices.contains_key(p)))
+    }
+
+    /// Device aliases (their hub ports) and the port names USB1..USB16.
+    pub(super) fn hub_targets() -> Vec<CompletionCandidate> {
+        let aliases = config()
+            .map(|config| {
+                config
+                    .devices
+                    .iter()
+                    .filter(|(_, d)| d.hub_port.is_some())
+                    .map(|(alias, d)| {
+                        CompletionCandidate::new(alias).help(Some(describe(d).into()))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        let ports = (1..=16).map(|i| CompletionCandidate::new(format!("USB{i}")));
+        aliases.into_iter().chain(ports).collect()
+    }
+
+    fn describe(device: &crate::config::Device) -> String {
+        match &device.hub_port {
+            Some(port) => format!("{} on {}, {port}", device.interface(), device.server),
+            None => format!("{} on {}", device.interface(), device.server),
+        }
+    }
+}
+
+/// Arguments of `list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Names of the flash servers whose boards to show. Default: every server in config.json.
+    #[arg(value_name = "SERVER", add = ArgValueCandidates::new(complete::servers))]
+    pub servers: Vec<String>,
+
+    /// Also list each server's attached boards and add a `visible` column (yes, no, or ? when
+    /// the server could not be listed). Exit 1 if a server could not be listed.
+    #[arg(long)]
+    pub live: bool,
+
+    /// Print one JSON document on stdout instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ListArgs {
+    /// The request these arguments make.
+    pub fn request(&self) -> crate::list::Request {
+        crate::list::Request {
+            servers: self.servers.clone(),
+            live: self.live,
+            json: self.json,
+        }
+    }
+}
+
+/// Arguments of `doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Names of the flash servers to check. Default: every server in config.json.
+    #[arg(value_name = "SERVER", add = ArgValueCandidates::new(complete::servers))]
+    pub servers: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,6 +399,100 @@ mod tests {
     #[test]
     fn cli_is_valid() {
         Cli::command().debug_assert();
+    }
+
+    /// `--help` of stm-remote and of every subcommand, as a user sees it at 100 columns.
+    #[test]
+    fn help_texts() {
+        // The help shows an env var's current value; a developer's STM_REMOTE_CONFIG must not
+        // change the snapshots.
+        let mut cmd = Cli::command()
+            .term_width(100)
+            .max_term_width(100)
+            .mut_arg("config", |a| a.hide_env_values(true));
+        cmd.build();
+        insta::assert_snapshot!("help", cmd.render_long_help().to_string());
+        let names: Vec<String> = cmd
+            .get_subcommands()
+            .map(|s| s.get_name().to_string())
+            .filter(|n| n != "help")
+            .collect();
+        for name in names {
+            let sub = cmd.find_subcommand_mut(&name).expect("listed subcommand");
+            insta::assert_snapshot!(format!("help_{name}"), sub.render_long_help().to_string());
+        }
+    }
+
+    /// cargo-style: every `--help` ends with examples, and help texts are sentences (clap
+    /// drops the final period of a one-paragraph doc comment, so only the start is checked).
+    #[test]
+    fn every_subcommand_has_examples_and_sentences() {
+        let cmd = Cli::command();
+        for sub in cmd.get_subcommands() {
+            let name = sub.get_name();
+            let after = sub.get_after_help().map(ToString::to_string);
+            assert!(
+                after
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with("Example") && a.contains("stm-remote ")),
+                "`stm-remote {name} --help` has no example: {after:?}"
+            );
+            let about = sub.get_about().map(ToString::to_string).unwrap_or_default();
+            assert!(
+                about.starts_with(|c: char| c.is_uppercase()),
+                "`{name}`: {about:?}"
+            );
+            for arg in sub.get_arguments().chain(cmd.get_arguments()) {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue; // clap's own wording
+                }
+                let help = arg
+                    .get_long_help()
+                    .or(arg.get_help())
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                assert!(
+                    help.starts_with(|c: char| c.is_uppercase()),
+                    "`{name}` argument `{id}` needs a sentence as help: {help:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn completions_and_junit_arguments() {
+        let cli = Cli::try_parse_from(["stm-remote", "completions", "zsh"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Completions(CompletionsArgs { shell: Shell::Zsh })
+        ));
+        assert!(Cli::try_parse_from(["stm-remote", "completions", "tcsh"]).is_err());
+        let cli = Cli::try_parse_from([
+            "stm-remote",
+            "flash-auto",
+            "pi1",
+            "a=b.hex",
+            "--junit",
+            "out/r.xml",
+            "--json",
+        ])
+        .unwrap();
+        let Command::FlashAuto(args) = cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(
+            args.junit.as_deref(),
+            Some(std::path::Path::new("out/r.xml"))
+        );
+        assert!(args.json);
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let script = completion_script(shell);
+            assert!(
+                script.contains("COMPLETE=") && script.contains("stm-remote"),
+                "{script}"
+            );
+        }
     }
 
     #[test]
@@ -190,5 +532,33 @@ mod tests {
         );
         assert!(mode(&["--prune"]).is_err(), "--prune needs --yes");
         assert!(mode(&["--json", "--yes"]).is_err());
+    }
+
+    #[test]
+    fn list_doctor_and_dry_run() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["stm-remote"];
+            argv.extend(args);
+            Cli::try_parse_from(argv).map(|cli| cli.command)
+        };
+        match parse(&["list", "pi2", "pi1", "--live", "--json"]).unwrap() {
+            Command::List(a) => assert_eq!(
+                a.request(),
+                crate::list::Request {
+                    servers: vec!["pi2".into(), "pi1".into()],
+                    live: true,
+                    json: true
+                }
+            ),
+            other => panic!("{other:?}"),
+        }
+        let doctor = parse(&["doctor"]).unwrap();
+        assert!(matches!(doctor, Command::Doctor(a) if a.servers.is_empty()));
+        let flash = parse(&["flash-auto", "pi1", "a=b.hex", "--dry-run"]).unwrap();
+        assert!(matches!(flash, Command::FlashAuto(a) if a.dry_run));
+        assert!(parse(&["flash-auto", "pi1", "a=b.hex", "--dry-run", "--json"]).is_err());
+        assert!(parse(&["flash-auto", "pi1", "a=b.hex", "--dry-run", "--junit", "x"]).is_err());
+        let hub = parse(&["hub", "pi1", "power_off", "USB1", "--dry-run"]).unwrap();
+        assert!(matches!(hub, Command::Hub(a) if a.dry_run));
     }
 }

@@ -397,6 +397,45 @@ pub fn validate_alias(alias: &str) -> Result<(), String> {
     }
 }
 
+/// The servers named on the command line (each once, in order), or every configured one.
+pub fn pick_servers(config: &Config, requested: &[String]) -> Result<Vec<String>, Error> {
+    if requested.is_empty() {
+        if config.servers.is_empty() {
+            return Err(Error::Config {
+                path: config.path.clone(),
+                message: "no servers are defined under `servers`".into(),
+                hint: Some("add a flash server; see the README, section `config.json`".into()),
+            });
+        }
+        return Ok(config.servers.keys().cloned().collect());
+    }
+    let mut picked: Vec<String> = Vec::new();
+    for name in requested {
+        if !config.servers.contains_key(name) {
+            return Err(Error::Usage {
+                message: format!(
+                    "unknown server `{name}`{}",
+                    suggestion(name, config.servers.keys())
+                ),
+                hint: Some(format!(
+                    "the servers in {} are: {}",
+                    config.path.display(),
+                    config
+                        .servers
+                        .keys()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            });
+        }
+        if !picked.contains(name) {
+            picked.push(name.clone());
+        }
+    }
+    Ok(picked)
+}
+
 /// ", did you mean `x`?" for the closest candidate, or "".
 pub fn suggestion<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a String>) -> String {
     let best = candidates
@@ -512,5 +551,29 @@ mod tests {
         let names = ["dfu1".to_string(), "g0".to_string()];
         assert_eq!(suggestion("dfu2", &names), "; did you mean `dfu1`?");
         assert_eq!(suggestion("zzzzzz", &names), "");
+    }
+
+    #[test]
+    fn servers_default_to_all_and_are_checked() {
+        let config = |servers: &str| {
+            parse(
+                &format!(r#"{{"servers": {{{servers}}}}}"#),
+                Path::new("/c.json"),
+            )
+            .unwrap()
+        };
+        let c = config(r#""pi2": {"hostnames": ["h"]}, "pi1": {"hostnames": ["h"]}"#);
+        assert_eq!(pick_servers(&c, &[]).unwrap(), ["pi1", "pi2"]);
+        let named = ["pi2".to_string(), "pi1".into(), "pi2".into()];
+        assert_eq!(pick_servers(&c, &named).unwrap(), ["pi2", "pi1"]);
+        let e = pick_servers(&c, &["pl1".into()]).unwrap_err();
+        assert_eq!(e.to_string(), "unknown server `pl1`; did you mean `pi1`?");
+        assert_eq!(
+            e.hint().as_deref(),
+            Some("the servers in /c.json are: `pi1`, `pi2`")
+        );
+        assert_eq!(e.exit_code(), crate::error::EXIT_SETUP);
+        let e = pick_servers(&config(""), &[]).unwrap_err();
+        assert!(e.to_string().contains("no servers are defined"), "{e}");
     }
 }

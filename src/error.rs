@@ -8,6 +8,7 @@
 //! | 1    | at least one board failed (the others were still flashed); a hub command failed |
 //! |      | `discover`: at least one server could not be listed (the others were)    |
 //! | 2    | usage, config or setup error: nothing was flashed (or written)           |
+//! |      | also when the `--junit` report could not be written after the flash      |
 //! | 130  | interrupted (Ctrl-C, or Esc at a `discover` prompt: nothing written)     |
 //!
 //! Messages are lowercase fragments that chain under `{:#}`; the next step for the user lives
@@ -48,9 +49,15 @@ pub enum Error {
         hint: Option<String>,
     },
 
-    /// A firmware argument is unusable (missing file, empty, unknown extension).
+    /// A firmware argument is unusable (missing file, empty, unknown extension, content that
+    /// is not what its extension says).
     #[error("firmware for `{alias}`: {message}")]
-    Firmware { alias: String, message: String },
+    Firmware {
+        alias: String,
+        message: String,
+        /// A more specific next step than checking the path.
+        hint: Option<String>,
+    },
 
     /// None of the server's hostnames answered.
     #[error("cannot reach server `{server}`: {details}")]
@@ -91,6 +98,11 @@ pub enum Error {
     #[error(transparent)]
     Process(#[from] ProcessError),
 
+    /// The `--junit` report cannot be written (checked before anything is flashed, and
+    /// again when it is written).
+    #[error("cannot write the JUnit report `{}`: {message}", path.display())]
+    Report { path: PathBuf, message: String },
+
     /// Writing to stdout failed (other than a closed pipe).
     #[error("cannot write output: {0}")]
     Io(#[from] std::io::Error),
@@ -109,6 +121,7 @@ impl Error {
             | Error::List { .. }
             | Error::Process(_)
             | Error::Io(_)
+            | Error::Report { .. }
             | Error::Hub(crate::hub::HubError::NotAvailable(_)) => EXIT_SETUP,
             Error::Cancelled => EXIT_INTERRUPTED,
             Error::Hub(crate::hub::HubError::Failed { .. }) => EXIT_DEVICE_FAILED,
@@ -126,7 +139,8 @@ impl Error {
                  from the stm-remote repository into the current directory"
                     .into(),
             ),
-            Error::Firmware { .. } => {
+            Error::Firmware { hint: Some(h), .. } => Some(h.clone()),
+            Error::Firmware { hint: None, .. } => {
                 Some("check the path; arguments have the form `<alias>=<firmware file>`".into())
             }
             Error::Unreachable { hint: Some(h), .. } => Some(h.clone()),
@@ -151,6 +165,9 @@ impl Error {
             Error::Hub(crate::hub::HubError::Failed { server, .. }) => Some(format!(
                 "run `stm-remote -v 3 hub {server} get_power_state` to see what the hub script prints"
             )),
+            Error::Report { .. } => Some(
+                "give `--junit` a file path in an existing, writable directory".into(),
+            ),
             Error::Process(_) | Error::Io(_) | Error::Cancelled => None,
         }
     }

@@ -10,9 +10,11 @@
 pub mod cli;
 pub mod config;
 pub mod discover;
+pub mod doctor;
 pub mod error;
 pub mod hub;
 pub mod jobs;
+pub mod list;
 pub mod programmer;
 pub mod remote;
 pub mod report;
@@ -29,6 +31,7 @@ use crate::report::Reporter;
 
 /// Entry point of the binary.
 pub fn main_impl() -> ExitCode {
+    cli::complete_if_asked();
     let cli = Cli::parse();
     install_interrupt_handler();
     let mut reporter = Reporter::new(cli.verbosity());
@@ -62,6 +65,14 @@ fn run(cli: &Cli, reporter: &mut Reporter) -> Result<u8, Error> {
     match &cli.command {
         Command::FlashAuto(args) => {
             let config = config::load(cli.config.as_deref())?;
+            if args.dry_run {
+                let plan = jobs::dry_run(&config, &args.server, &args.assignments, reporter)?;
+                print_stdout(&plan)?;
+                return Ok(EXIT_OK);
+            }
+            if let Some(path) = &args.junit {
+                report::check_junit_path(path)?;
+            }
             let started = Instant::now();
             let (results, setup_error) =
                 match jobs::flash_auto(&config, &args.server, &args.assignments, reporter) {
@@ -71,10 +82,22 @@ fn run(cli: &Cli, reporter: &mut Reporter) -> Result<u8, Error> {
             if args.json && (setup_error.is_none() || !results.is_empty()) {
                 print_stdout(&report::render_results(&results))?;
             }
+            let junit_error = match &args.junit {
+                Some(path) if setup_error.is_none() || !results.is_empty() => {
+                    report::write_junit(path, &args.server, &results, started.elapsed()).err()
+                }
+                _ => None,
+            };
             if let Some(e) = setup_error {
+                if let Some(j) = &junit_error {
+                    reporter.fatal(j);
+                }
                 return Err(e);
             }
             reporter.summary(&results, started.elapsed());
+            if let Some(e) = junit_error {
+                return Err(e);
+            }
             Ok(if results.iter().all(|r| r.ok) {
                 EXIT_OK
             } else {
@@ -83,6 +106,12 @@ fn run(cli: &Cli, reporter: &mut Reporter) -> Result<u8, Error> {
         }
         Command::Hub(args) => {
             let config = config::load(cli.config.as_deref())?;
+            if args.dry_run {
+                let plan =
+                    hub::hub_dry_run(&config, &args.server, args.action, args.target.as_deref())?;
+                print_stdout(&plan)?;
+                return Ok(EXIT_OK);
+            }
             let table = hub::hub_command(
                 &config,
                 &args.server,
@@ -92,6 +121,22 @@ fn run(cli: &Cli, reporter: &mut Reporter) -> Result<u8, Error> {
             )?;
             print_stdout(&table)?;
             Ok(EXIT_OK)
+        }
+        Command::Completions(args) => {
+            print_stdout(&cli::completion_script(args.shell))?;
+            Ok(EXIT_OK)
+        }
+        Command::List(args) => {
+            let outcome = list::list(cli.config.as_deref(), &args.request(), reporter)?;
+            print_stdout(&outcome.stdout)?;
+            // Below the table: why a server could not be listed, with the next step.
+            reporter.discovery(&outcome.failed, false);
+            Ok(outcome.code)
+        }
+        Command::Doctor(args) => {
+            let outcome = doctor::doctor(cli.config.as_deref(), &args.servers, reporter)?;
+            print_stdout(&outcome.report)?;
+            Ok(outcome.code)
         }
         Command::Discover(args) => {
             let outcome = discover::discover(cli.config.as_deref(), &args.request(), reporter)?;

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::util::{TestEnv, dfu};
+use crate::util::{TestEnv, dfu, refused};
 
 fn env() -> TestEnv {
     let env = TestEnv::new(
@@ -16,20 +16,6 @@ fn env() -> TestEnv {
     env.write_config(cfg);
     env.firmware("app.hex");
     env
-}
-
-#[track_caller]
-fn refused(env: &TestEnv, args: &[&str], needles: &[&str]) {
-    let run = env.run(args);
-    run.code(2);
-    for n in needles {
-        run.stderr_has(n);
-    }
-    assert!(env.calls().is_empty(), "the programmer ran");
-    assert!(
-        !env.sshd.log_text().contains("Accepted publickey"),
-        "an ssh session was opened"
-    );
 }
 
 #[track_caller]

@@ -88,8 +88,10 @@ fn yes_adds_new_devices_under_their_proposed_aliases_once() {
     assert_eq!(config_text(&env), text);
     assert_eq!(modified(&env.config_path()), before);
     assert_eq!(modified(&backup(&env)), bak_before);
-    // Nor is anything asked without a terminal when there is nothing to ask.
-    env.run(&["discover"]).code(0).stderr_has("no changes; ");
+    // Without a terminal and without a flag, discover refuses up front (since 4caa5f1), also
+    // when there would be nothing to ask, and touches nothing.
+    env.run(&["discover"]).code(2).stderr_has("`--yes`");
+    assert_eq!(config_text(&env), text);
 }
 
 #[test]
@@ -105,7 +107,7 @@ fn a_removed_board_is_missing_and_pruned_only_with_prune() {
     run.code(0);
     assert_eq!(
         run.json(),
-        json!({"servers": {"lab": {
+        json!({"schema_version": 1, "servers": {"lab": {
             "devices": [found("USB", DFU1, None, Some("dfu1"))],
             "missing": ["g0"],
             "error": null}}})
@@ -433,7 +435,6 @@ struct PtyRun {
 /// Runs `stm-remote <args>` in a pseudo-terminal, answering each `(expect, send)` step; then,
 /// until it ends, sends `nudge` every 3 s if given.
 fn run_in_pty(env: &TestEnv, args: &[&str], steps: &[(&str, &str)], nudge: Option<&str>) -> PtyRun {
-    let script = env.root.path().join("pty-script.json");
     let steps: Vec<Value> = steps
         .iter()
         .map(|(expect, send)| json!({"expect": expect, "send": send}))
@@ -442,29 +443,7 @@ fn run_in_pty(env: &TestEnv, args: &[&str], steps: &[(&str, &str)], nudge: Optio
     if let Some(keys) = nudge {
         doc["while_waiting"] = json!({"every": 3, "send": keys});
     }
-    std::fs::write(&script, doc.to_string()).unwrap();
-    let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/util/pty_drive.py");
-    let out = std::process::Command::new("python3")
-        .arg(driver)
-        .arg(&script)
-        .arg("--")
-        .arg(assert_cmd::cargo::cargo_bin("stm-remote"))
-        .args(args)
-        .current_dir(&env.local)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", env.root.path())
-        .env("TERM", "xterm-256color")
-        .env("STM_REMOTE_CONFIG", env.config_path())
-        .output()
-        .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "pty driver output is not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let v = env.run_in_pty(&doc, args, &[]);
     PtyRun {
         status: v["status"].as_str().unwrap_or_default().to_string(),
         code: v["code"].as_i64(),

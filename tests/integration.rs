@@ -3,9 +3,15 @@
 
 mod util;
 
+mod completions;
 mod config_errors;
 mod discover;
+mod doctor;
+mod dry_run;
+mod firmware;
 mod flash;
 mod hub;
+mod list;
 mod recovery;
+mod reports;
 mod transport;

@@ -14,4 +14,5 @@ mod survey;
 mod wizard;
 
 pub use run::{Mode, Outcome, Request, discover};
+pub use scan::{scan, show_warnings};
 pub use survey::{Found, ServerReport};

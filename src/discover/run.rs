@@ -6,12 +6,11 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use super::prompt::{DialoguerPrompter, NonInteractive};
-use super::scan::scan;
+use super::scan::{scan, show_warnings};
 use super::store;
 use super::wizard::{accept_all, ask};
-use crate::config::{self, Config, suggestion};
+use crate::config;
 use crate::error::{EXIT_DEVICE_FAILED, EXIT_OK, Error};
-use crate::jobs::Event;
 use crate::remote;
 use crate::report::{self, Reporter};
 
@@ -49,7 +48,7 @@ pub fn discover(
     reporter: &mut Reporter,
 ) -> Result<Outcome, Error> {
     let (config, text) = config::load_with_text(config_path)?;
-    let servers = pick_servers(&config, &request.servers)?;
+    let servers = config::pick_servers(&config, &request.servers)?;
     // Without a terminal the interactive form is refused up front, before any connection,
     // whether or not there would be something to ask: CI must say what it wants.
     if request.mode == Mode::Ask
@@ -70,14 +69,7 @@ pub fn discover(
     if remote::cancelled() {
         return Err(Error::Cancelled);
     }
-    for r in &reports {
-        for w in &r.warnings {
-            reporter.handle(Event::Warn {
-                device: Some(r.server.clone()),
-                message: w.clone(),
-            });
-        }
-    }
+    show_warnings(&reports, reporter);
     reporter.discovery(&reports, request.mode != Mode::Report);
     let code = if reports.iter().any(|r| r.error.is_some()) {
         EXIT_DEVICE_FAILED
@@ -118,73 +110,4 @@ pub fn discover(
         }
     }
     Ok(Outcome { json: None, code })
-}
-
-/// The servers named on the command line (each once, in order), or every configured one.
-fn pick_servers(config: &Config, requested: &[String]) -> Result<Vec<String>, Error> {
-    if requested.is_empty() {
-        if config.servers.is_empty() {
-            return Err(Error::Config {
-                path: config.path.clone(),
-                message: "no servers are defined under `servers`".into(),
-                hint: Some("add a flash server; see the README, section `config.json`".into()),
-            });
-        }
-        return Ok(config.servers.keys().cloned().collect());
-    }
-    let mut picked: Vec<String> = Vec::new();
-    for name in requested {
-        if !config.servers.contains_key(name) {
-            return Err(Error::Usage {
-                message: format!(
-                    "unknown server `{name}`{}",
-                    suggestion(name, config.servers.keys())
-                ),
-                hint: Some(format!(
-                    "the servers in {} are: {}",
-                    config.path.display(),
-                    config
-                        .servers
-                        .keys()
-                        .map(|s| format!("`{s}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-            });
-        }
-        if !picked.contains(name) {
-            picked.push(name.clone());
-        }
-    }
-    Ok(picked)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(servers: &str) -> Config {
-        config::parse(
-            &format!(r#"{{"servers": {{{servers}}}}}"#),
-            Path::new("/c.json"),
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn servers_default_to_all_and_are_checked() {
-        let c = config(r#""pi2": {"hostnames": ["h"]}, "pi1": {"hostnames": ["h"]}"#);
-        assert_eq!(pick_servers(&c, &[]).unwrap(), ["pi1", "pi2"]);
-        let named = ["pi2".to_string(), "pi1".into(), "pi2".into()];
-        assert_eq!(pick_servers(&c, &named).unwrap(), ["pi2", "pi1"]);
-        let e = pick_servers(&c, &["pl1".into()]).unwrap_err();
-        assert_eq!(e.to_string(), "unknown server `pl1`; did you mean `pi1`?");
-        assert_eq!(
-            e.hint().as_deref(),
-            Some("the servers in /c.json are: `pi1`, `pi2`")
-        );
-        assert_eq!(e.exit_code(), crate::error::EXIT_SETUP);
-        let e = pick_servers(&config(""), &[]).unwrap_err();
-        assert!(e.to_string().contains("no servers are defined"), "{e}");
-    }
 }

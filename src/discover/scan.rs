@@ -1,65 +1,40 @@
-//! Lists the boards of several servers at once. Each server gets its own thread, which reaches
-//! it through [`first_answer`] (hostnames in order, like flash-auto) and runs
-//! `STM32_Programmer_CLI -l` there; the main thread shows their events as they arrive. A
-//! server that cannot be reached or listed becomes a failed [`ServerReport`]; the others are
-//! not affected.
+//! Lists the boards of several servers at once. Each server gets its own thread
+//! ([`each_server`]), which reaches it through [`first_answer`] (hostnames in order, like
+//! flash-auto) and runs `STM32_Programmer_CLI -l` there; the main thread shows their events as
+//! they arrive. A server that cannot be reached or listed becomes a failed [`ServerReport`]; the
+//! others are not affected. `list --live` uses [`scan`] too.
 
-use std::sync::OnceLock;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use super::survey::{ServerReport, survey};
 use crate::config::{Config, Server};
 use crate::error::Error;
-use crate::jobs::{Answer, Event, first_answer};
+use crate::jobs::{Answer, Event, each_server, first_answer};
 use crate::programmer::args::{ListWhich, list_args};
 use crate::programmer::{ListOutput, parse_list};
 use crate::report::Reporter;
 
 /// One report per name in `servers`, in that order. Every name must be a server of `config`.
 pub fn scan(config: &Config, servers: &[String], reporter: &mut Reporter) -> Vec<ServerReport> {
-    let slots: Vec<OnceLock<ServerReport>> = servers.iter().map(|_| OnceLock::new()).collect();
-    let (tx, rx) = mpsc::channel::<Event>();
-    std::thread::scope(|scope| {
-        for (name, slot) in servers.iter().zip(&slots) {
-            let tx = tx.clone();
-            let work = move || {
-                // Log lines about the server itself carry its name as their prefix.
-                let mut emit = |e: Event| {
-                    let _ = tx.send(e.or_device(name));
-                };
-                let _ = slot.set(report(config, name, &mut emit));
-            };
-            let spawned = std::thread::Builder::new()
-                .name(format!("stm-remote-discover-{name}"))
-                .spawn_scoped(scope, work);
-            if let Err(e) = spawned {
-                let _ = slot.set(ServerReport::failed(
-                    name,
-                    format!("cannot start a thread to list it: {e}"),
-                    None,
-                ));
-            }
+    each_server(
+        servers,
+        reporter,
+        |name, emit| report(config, name, emit),
+        |name, why| ServerReport::failed(name, format!("cannot list it: {why}"), None),
+    )
+}
+
+/// Shows what the user should know about each listing (ambiguous serials, unidentifiable
+/// probes), as warnings of that server.
+pub fn show_warnings(reports: &[ServerReport], reporter: &mut Reporter) {
+    for r in reports {
+        for w in &r.warnings {
+            reporter.handle(Event::Warn {
+                device: Some(r.server.clone()),
+                message: w.clone(),
+            });
         }
-        drop(tx);
-        // Ends when the last worker has dropped its sender.
-        for event in rx {
-            reporter.handle(event);
-        }
-    });
-    slots
-        .into_iter()
-        .zip(servers)
-        .map(|(slot, name)| {
-            slot.into_inner().unwrap_or_else(|| {
-                ServerReport::failed(
-                    name,
-                    "listing ended without a result (internal error)".into(),
-                    None,
-                )
-            })
-        })
-        .collect()
+    }
 }
 
 fn report(config: &Config, name: &str, emit: &mut dyn FnMut(Event)) -> ServerReport {
@@ -79,7 +54,7 @@ fn list(name: &str, server: &Server, emit: &mut dyn FnMut(Event)) -> Result<List
     argv.extend(list_args(ListWhich::All));
     let deadline = Duration::from_secs_f64(server.programmer_timeout)
         + Duration::from_secs(u64::from(server.connect_timeout));
-    let Answer { target, output } = first_answer(name, server, &argv, deadline, emit)?;
+    let Answer { target, output, .. } = first_answer(name, server, &argv, deadline, emit)?;
     for line in output.stdout.lines() {
         emit(Event::Output {
             device: name.to_string(),

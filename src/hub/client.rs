@@ -8,6 +8,7 @@
 //! disagrees with what was asked is an error, never "OK".
 
 use std::fmt;
+use std::process::Command;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -138,6 +139,14 @@ pub enum HubError {
     },
 }
 
+/// `power_off 0x0004`, `get_power_state`: the call as the hub script sees it.
+pub fn command_word(action: HubAction, mask: Option<u16>) -> String {
+    match mask {
+        Some(m) => format!("{action} {}", mask_hex(m)),
+        None => action.to_string(),
+    }
+}
+
 /// Seconds a hub call may wait for the server-side hub lock.
 const HUB_LOCK_WAIT_SECS: u32 = 60;
 
@@ -176,22 +185,12 @@ impl Hub<'_> {
         }
     }
 
-    /// Runs one hub command, serialised on the server; returns its output. `device` is used
-    /// to label log events.
-    pub fn call(
-        &self,
-        action: HubAction,
-        mask: Option<u16>,
-        device: Option<&str>,
-        emit: &dyn Fn(Event),
-    ) -> Result<String, HubError> {
+    /// The remote command line of one hub call: the hub script under the server-wide hub
+    /// lock, as the server's shell runs it.
+    pub fn remote_command(&self, action: HubAction, mask: Option<u16>) -> Result<String, HubError> {
         let hub_cli = self.server.hub_cli.as_deref().ok_or_else(|| {
             HubError::NotAvailable(format!("server `{}` has no `hub_cli`", self.server_name))
         })?;
-        let command = match mask {
-            Some(m) => format!("{action} {}", mask_hex(m)),
-            None => action.to_string(),
-        };
         let lock = format!(
             "{}/stm-remote-hub.lock",
             self.server.remote_tmp.trim_end_matches('/')
@@ -201,10 +200,27 @@ impl Hub<'_> {
         let mut script = vec![hub_cli, action.as_str()];
         script.extend(hex.as_deref());
         // `flock` first, then the script with its own path quoting (a leading `~/` expands).
-        let quoted = remote::quote_command(&["flock", "-w", wait.as_str(), lock.as_str()])
+        remote::quote_command(&["flock", "-w", wait.as_str(), lock.as_str()])
             .and_then(|f| Ok(format!("{f} {}", remote::quote_command(&script)?)))
-            .map_err(|e| self.failed(&command, e.to_string()))?;
-        let mut cmd = self.target.ssh_raw(&quoted);
+            .map_err(|e| self.failed(&command_word(action, mask), e.to_string()))
+    }
+
+    /// The ssh command of one hub call (see [`Hub::remote_command`]).
+    pub fn command(&self, action: HubAction, mask: Option<u16>) -> Result<Command, HubError> {
+        Ok(self.target.ssh_raw(&self.remote_command(action, mask)?))
+    }
+
+    /// Runs one hub command, serialised on the server; returns its output. `device` is used
+    /// to label log events.
+    pub fn call(
+        &self,
+        action: HubAction,
+        mask: Option<u16>,
+        device: Option<&str>,
+        emit: &dyn Fn(Event),
+    ) -> Result<String, HubError> {
+        let command = command_word(action, mask);
+        let mut cmd = self.command(action, mask)?;
         emit(Event::Command {
             device: device.map(str::to_string),
             command: remote::display(&cmd),

@@ -3,21 +3,20 @@
 
 use std::fmt::Write as _;
 
-use super::client::{Hub, HubAction, HubError, mask_hex, mask_ports, parse_target};
-use crate::config::Config;
+use super::client::{Hub, HubAction, HubError, command_word, mask_hex, mask_ports, parse_target};
+use crate::config::{Config, Server};
 use crate::error::Error;
-use crate::jobs::{Event, Session};
+use crate::jobs::{Event, Preview, Session};
 use crate::report::Reporter;
 
-/// Runs the hub subcommand; returns what to print on stdout (the power table for
-/// `get_power_state`, else nothing).
-pub fn hub_command(
-    config: &Config,
+/// Checks a hub command before anything connects: the server exists and can drive its hub
+/// as asked, and the target names ports. Returns the server and the port mask.
+fn check<'c>(
+    config: &'c Config,
     server_name: &str,
     action: HubAction,
     target: Option<&str>,
-    reporter: &mut Reporter,
-) -> Result<String, Error> {
+) -> Result<(&'c Server, Option<u16>), Error> {
     let Some(server) = config.servers.get(server_name) else {
         return Err(Error::Config {
             path: config.path.clone(),
@@ -52,7 +51,56 @@ pub fn hub_command(
             })?,
         ),
     };
+    Ok((server, mask))
+}
 
+/// The hub calls one command makes: a power change is confirmed by reading the state back.
+fn planned_calls(action: HubAction, mask: Option<u16>) -> Vec<(HubAction, Option<u16>)> {
+    match action {
+        HubAction::PowerOn | HubAction::PowerOff => {
+            vec![(action, mask), (HubAction::GetPowerState, None)]
+        }
+        _ => vec![(action, mask)],
+    }
+}
+
+/// `hub --dry-run`: the same checks as the command, then the commands it would start, as
+/// text for stdout. Nothing connects.
+pub fn hub_dry_run(
+    config: &Config,
+    server_name: &str,
+    action: HubAction,
+    target: Option<&str>,
+) -> Result<String, Error> {
+    let (server, mask) = check(config, server_name, action, target)?;
+    let (mut preview, ssh_target) = Preview::start(server_name, server);
+    let workdir = preview.open_session(server, &ssh_target)?;
+    let hub = Hub {
+        server_name,
+        server,
+        target: &ssh_target,
+    };
+    for (call, mask) in planned_calls(action, mask) {
+        let remote = hub.remote_command(call, mask)?;
+        preview.step(
+            &format!("hub `{}`", command_word(call, mask)),
+            &[format!("on the server, under the hub lock: {remote}")],
+            &hub.command(call, mask)?,
+        );
+    }
+    Ok(preview.finish(&workdir))
+}
+
+/// Runs the hub subcommand; returns what to print on stdout (the power table for
+/// `get_power_state`, else nothing).
+pub fn hub_command(
+    config: &Config,
+    server_name: &str,
+    action: HubAction,
+    target: Option<&str>,
+    reporter: &mut Reporter,
+) -> Result<String, Error> {
+    let (server, mask) = check(config, server_name, action, target)?;
     let session = Session::open(server_name, server, &mut |e| reporter.handle(e))?;
     let hub = Hub {
         server_name,

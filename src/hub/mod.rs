@@ -5,4 +5,4 @@ mod client;
 mod command;
 
 pub use client::{Hub, HubAction, HubError, mask_hex, mask_ports, parse_power_state, parse_target};
-pub use command::hub_command;
+pub use command::{hub_command, hub_dry_run};

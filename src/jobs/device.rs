@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::event::Event;
+use super::event::{Event, Step};
 use super::plan::Job;
 use super::recovery::{self, PortLocks};
 use super::session::Session;
@@ -117,6 +117,7 @@ pub fn run_job(ctx: &JobContext<'_>, job: &Job) -> JobResult {
         Ok(()) => {
             let how = recovery.as_deref().map_or("initial", |_| "recovery");
             ctx.send(Event::info(alias, format!("Flash successful ({how})")));
+            ctx.send(Event::progress(alias, Step::Done, None));
             JobResult {
                 device: job.alias.clone(),
                 ok: true,
@@ -131,6 +132,7 @@ pub fn run_job(ctx: &JobContext<'_>, job: &Job) -> JobResult {
                 device: Some(job.alias.clone()),
                 message: format!("Flash failed: {}", f.message),
             });
+            ctx.send(Event::progress(alias, Step::Failed, None));
             JobResult {
                 device: job.alias.clone(),
                 ok: false,
@@ -143,6 +145,46 @@ pub fn run_job(ctx: &JobContext<'_>, job: &Job) -> JobResult {
     }
 }
 
+/// The programmer argv (path first) that writes, verifies and starts `file` (a path in the
+/// work dir) on the job's board. `under_reset` connects SWD targets under reset.
+pub(super) fn programmer_argv(
+    server: &Server,
+    job: &Job,
+    file: &str,
+    under_reset: bool,
+) -> Vec<String> {
+    let iface = match job.device.interface() {
+        Interface::Usb => programmer::Interface::Usb,
+        Interface::Swd => programmer::Interface::Swd,
+    };
+    let mut argv = vec![server.stm32cli.clone()];
+    let args =
+        programmer::args::flash_args(iface, &job.device.serial, file, job.address, true, true);
+    argv.extend(if under_reset {
+        programmer::args::under_reset(args)
+    } else {
+        args
+    });
+    argv
+}
+
+/// `programmer` (from [`programmer_argv`]) under the job wrapper, holding the board's lock.
+pub(super) fn wrapped_argv(server: &Server, job: &Job, programmer: &[String]) -> Vec<String> {
+    let lock = wrapper::lock_file(&server.remote_tmp, &job.device.serial);
+    wrapper::wrap(
+        &lock,
+        server.lock_wait,
+        deadline_secs(server),
+        &wrapper::holder(),
+        programmer,
+    )
+}
+
+/// The programmer's deadline on the server, in whole seconds.
+pub(super) fn deadline_secs(server: &Server) -> u64 {
+    server.programmer_timeout.ceil() as u64
+}
+
 /// One programmer run: connect by serial, write, verify, start; judged on the whole output.
 /// `under_reset` connects SWD targets under reset (a recovery step).
 pub(super) fn flash_attempt(
@@ -151,29 +193,15 @@ pub(super) fn flash_attempt(
     under_reset: bool,
 ) -> Result<(), JobFailure> {
     let alias = job.alias.clone();
-    let iface = match job.device.interface() {
-        Interface::Usb => programmer::Interface::Usb,
-        Interface::Swd => programmer::Interface::Swd,
-    };
     let file = ctx.session.path(&job.remote_name);
-    let mut argv = vec![ctx.server.stm32cli.clone()];
-    let args =
-        programmer::args::flash_args(iface, &job.device.serial, &file, job.address, true, true);
-    argv.extend(if under_reset {
-        programmer::args::under_reset(args)
-    } else {
-        args
-    });
-    let lock = wrapper::lock_file(&ctx.server.remote_tmp, &job.device.serial);
-    let deadline_secs = ctx.server.programmer_timeout.ceil() as u64;
-    let argv = wrapper::wrap(
-        &lock,
-        ctx.server.lock_wait,
-        deadline_secs,
-        &wrapper::holder(),
-        &argv,
+    let argv = wrapped_argv(
+        ctx.server,
+        job,
+        &programmer_argv(ctx.server, job, &file, under_reset),
     );
+    let deadline_secs = deadline_secs(ctx.server);
 
+    ctx.send(Event::progress(&alias, Step::Flashing, None));
     let events = ctx.events.clone();
     let sink_alias = alias.clone();
     let sink: LineSink = Arc::new(move |line, _stderr| {
@@ -186,13 +214,18 @@ pub(super) fn flash_attempt(
         });
         let clean = programmer::normalize(line);
         let step = match clean.trim() {
-            "File download complete" => Some("download complete"),
-            "Download verified successfully" => Some("verified"),
-            "Start operation achieved successfully" => Some("started"),
+            "File download complete" => Some(("download complete", Step::Verifying)),
+            "Download verified successfully" => Some(("verified", Step::Starting)),
+            "Start operation achieved successfully" => Some(("started", Step::Starting)),
             _ => None,
         };
-        if let Some(step) = step {
-            let _ = events.send(Event::info(&sink_alias, step));
+        if let Some((message, next)) = step {
+            let _ = events.send(Event::info(&sink_alias, message));
+            let _ = events.send(Event::progress(&sink_alias, next, None));
+        } else if clean.contains('%')
+            && let Some(percent) = programmer::parse_run(&clean).progress_percent
+        {
+            let _ = events.send(Event::progress(&sink_alias, Step::Flashing, Some(percent)));
         }
     });
 

@@ -25,6 +25,52 @@ pub enum Event {
     },
     /// One line of remote programmer output (shown at `-v 3`).
     Output { device: String, line: String },
+    /// Where one board's job is now, for its progress bar on a terminal (never a log line).
+    Progress {
+        device: String,
+        step: Step,
+        /// How far the programmer's own progress bar is, when it prints one.
+        percent: Option<u8>,
+    },
+}
+
+/// The step a board's job is in, as its progress bar shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// The run is connecting to the server (every board of the run).
+    Connecting,
+    /// The firmware files are being copied to the server (every board of the run).
+    Uploading,
+    /// Waiting for a free job slot (`max_parallel`).
+    Queued,
+    /// The programmer runs: connect to the board, then write.
+    Flashing,
+    /// Written; the programmer reads it back.
+    Verifying,
+    /// Verified; the programmer starts the application.
+    Starting,
+    /// A recovery step (`nrst`, `power_cycle`, ...) is being tried.
+    Recovery(String),
+    /// The board was flashed.
+    Done,
+    /// The board failed (the reason is in the log and the summary).
+    Failed,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Connecting => f.write_str("connecting"),
+            Step::Uploading => f.write_str("uploading"),
+            Step::Queued => f.write_str("queued"),
+            Step::Flashing => f.write_str("flashing"),
+            Step::Verifying => f.write_str("verifying"),
+            Step::Starting => f.write_str("starting"),
+            Step::Recovery(name) => write!(f, "recovery: {name}"),
+            Step::Done => f.write_str("done"),
+            Step::Failed => f.write_str("failed"),
+        }
+    }
 }
 
 impl Event {
@@ -40,6 +86,15 @@ impl Event {
             *device = Some(name.to_string());
         }
         self
+    }
+
+    /// A board's job reached `step`.
+    pub fn progress(device: &str, step: Step, percent: Option<u8>) -> Self {
+        Event::Progress {
+            device: device.to_string(),
+            step,
+            percent,
+        }
     }
 
     /// Progress line about one board.

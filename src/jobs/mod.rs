@@ -4,14 +4,20 @@
 
 mod device;
 mod event;
+mod fanout;
+mod firmware;
 mod plan;
+mod preview;
 mod recovery;
 mod run;
 mod session;
 mod wrapper;
 
 pub use device::{JobFailure, JobResult};
-pub use event::Event;
+pub use event::{Event, Step};
+pub use fanout::each_server;
+pub use firmware::human_size;
 pub use plan::{Assignment, DEFAULT_BIN_ADDRESS, Job, Plan, Upload, parse_assignment, plan};
+pub use preview::{Preview, dry_run};
 pub use run::flash_auto;
-pub use session::{Answer, Session, first_answer};
+pub use session::{Answer, HostFailure, Session, first_answer, parse_df_available};

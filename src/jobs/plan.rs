@@ -1,11 +1,14 @@
 //! Turns `flash-auto <server> <alias>=<firmware>...` and the config into a [`Plan`]: which
-//! board gets which file under which remote name. Pure apart from reading file metadata; every
-//! check that can fail before touching the network happens here, so a bad argument never
-//! leaves anything half done.
+//! board gets which file under which remote name. Pure apart from reading the local firmware
+//! files; every check that can fail before touching the network happens here (the file's
+//! content is checked by [`super::firmware`]), so a bad argument never leaves anything half
+//! done.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use super::event::Event;
+use super::firmware::{self, Image};
 use crate::config::{Config, Device, Server, suggestion, validate_alias};
 use crate::error::Error;
 
@@ -91,6 +94,8 @@ pub struct Job {
     pub remote_name: String,
     /// Write address (`.bin` only).
     pub address: Option<u32>,
+    /// What the file writes (its address range where the format tells).
+    pub image: Image,
 }
 
 /// One file to upload (several jobs may share it).
@@ -107,6 +112,17 @@ pub struct Plan {
     pub server: Server,
     pub jobs: Vec<Job>,
     pub uploads: Vec<Upload>,
+}
+
+impl Plan {
+    /// One `-v 1` line per board naming what its file writes
+    /// (`[INFO][dfu1] app.hex: 0x08000000–0x08003FFF, 16 KiB`).
+    pub fn image_events(&self) -> Vec<Event> {
+        self.jobs
+            .iter()
+            .map(|j| Event::info(&j.alias, format!("{}: {}", j.local.display(), j.image)))
+            .collect()
+    }
 }
 
 fn config_error(config: &Config, message: String, hint: Option<String>) -> Error {
@@ -193,13 +209,22 @@ pub fn plan(config: &Config, server_name: &str, args: &[String]) -> Result<Plan,
                 Some("flash such boards one at a time with only one of them attached, or give them distinct serials".into()),
             ));
         }
-        let ext = check_firmware(&a)?;
+        let (ext, bytes) = read_firmware(&a)?;
         let needs_address = FORMATS.iter().any(|(e, need)| *e == ext && *need);
         let address = match (needs_address, a.address) {
             (true, addr) => Some(addr.unwrap_or(DEFAULT_BIN_ADDRESS)),
             (false, _) => None,
         };
-        let key = (ext.clone(), content_hash(&a)?);
+        let image = firmware::inspect(&ext, &bytes, address).map_err(|why| Error::Firmware {
+            alias: a.alias.clone(),
+            message: format!("`{}` {why}", a.firmware.display()),
+            hint: Some(format!(
+                "check that `{}` is the build output you meant and that it was copied whole; \
+                 rebuild it if in doubt",
+                a.firmware.display()
+            )),
+        })?;
+        let key = (ext.clone(), content_hash(&bytes));
         let remote_name = match by_content.get(&key) {
             Some(name) => name.clone(),
             None => {
@@ -218,6 +243,7 @@ pub fn plan(config: &Config, server_name: &str, args: &[String]) -> Result<Plan,
             local: a.firmware,
             remote_name,
             address,
+            image,
         });
     }
     Ok(Plan {
@@ -228,23 +254,20 @@ pub fn plan(config: &Config, server_name: &str, args: &[String]) -> Result<Plan,
     })
 }
 
-/// sha256 of the firmware file.
-fn content_hash(a: &Assignment) -> Result<[u8; 32], Error> {
+/// sha256 of the firmware file's content.
+fn content_hash(bytes: &[u8]) -> [u8; 32] {
     use sha2::Digest;
-    // Firmware images are at most a few MiB: reading them whole is fine.
-    let bytes = std::fs::read(&a.firmware).map_err(|e| Error::Firmware {
-        alias: a.alias.clone(),
-        message: format!("cannot read `{}`: {e}", a.firmware.display()),
-    })?;
-    Ok(sha2::Sha256::digest(&bytes).into())
+    sha2::Sha256::digest(bytes).into()
 }
 
 /// The firmware file must be a readable, non-empty regular file of a known format; returns
-/// the lower-case extension.
-fn check_firmware(a: &Assignment) -> Result<String, Error> {
+/// the lower-case extension and the content (firmware images are at most a few MiB: reading
+/// them whole is fine).
+fn read_firmware(a: &Assignment) -> Result<(String, Vec<u8>), Error> {
     let fail = |message: String| Error::Firmware {
         alias: a.alias.clone(),
         message,
+        hint: None,
     };
     let shown = a.firmware.display();
     let meta =
@@ -255,7 +278,6 @@ fn check_firmware(a: &Assignment) -> Result<String, Error> {
     if meta.len() == 0 {
         return Err(fail(format!("`{shown}` is empty")));
     }
-    std::fs::File::open(&a.firmware).map_err(|e| fail(format!("cannot open `{shown}`: {e}")))?;
     let ext = a
         .firmware
         .extension()
@@ -274,7 +296,9 @@ fn check_firmware(a: &Assignment) -> Result<String, Error> {
     if a.address.is_some() && ext != "bin" {
         return Err(fail("an `@address` is only used with .bin files".into()));
     }
-    Ok(ext)
+    let bytes =
+        std::fs::read(&a.firmware).map_err(|e| fail(format!("cannot read `{shown}`: {e}")))?;
+    Ok((ext, bytes))
 }
 
 #[cfg(test)]
@@ -297,7 +321,7 @@ mod tests {
 
     fn fw(dir: &tempfile::TempDir, name: &str) -> String {
         let p = dir.path().join(name);
-        std::fs::write(&p, b":00000001FF\n").unwrap();
+        std::fs::write(&p, b":020000040800F2\n:0400000001020304F2\n:00000001FF\n").unwrap();
         p.to_string_lossy().into_owned()
     }
 
@@ -390,5 +414,30 @@ mod tests {
         assert!(e.contains("share the serial FFFFFFFEFFFF"), "{e}");
         let e = err(&[format!("dfu1={}", d.path().display())]);
         assert!(e.contains("not a regular file"), "{e}");
+    }
+
+    #[test]
+    fn the_firmware_content_is_checked_and_its_range_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let a = fw(&d, "a.hex");
+        let p = plan(&config(), "pi1", &[format!("dfu1={a}")]).unwrap();
+        assert_eq!(
+            p.jobs[0].image.to_string(),
+            "0x08000000–0x08000003, 4 bytes"
+        );
+        let bad = d.path().join("bad.hex");
+        std::fs::write(&bad, ":020000040800F2\n:0400000001020304F3\n:00000001FF\n").unwrap();
+        let e = plan(&config(), "pi1", &[format!("dfu1={}", bad.display())]).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("firmware for `dfu1`: `")
+                && msg.contains("bad.hex` is not valid Intel HEX: line 2"),
+            "{msg}"
+        );
+        assert!(e.hint().unwrap().contains("copied whole"), "{:?}", e.hint());
+        let elf = d.path().join("app.elf");
+        std::fs::write(&elf, "not an elf").unwrap();
+        let msg = err(&[format!("dfu1={}", elf.display())]);
+        assert!(msg.contains("app.elf` is not an ELF file"), "{msg}");
     }
 }

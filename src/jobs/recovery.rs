@@ -13,7 +13,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use super::device::{FailureClass, JobContext, JobFailure, flash_attempt};
-use super::event::Event;
+use super::event::{self, Event};
 use super::plan::Job;
 use crate::config::{Device, Interface, Server};
 use crate::hub::{Hub, HubAction, mask_ports};
@@ -157,6 +157,11 @@ pub fn recover(
             break;
         }
         ctx.send(Event::info(alias, format!("recovery step {}", step.name())));
+        ctx.send(Event::progress(
+            alias,
+            event::Step::Recovery(step.name().to_string()),
+            None,
+        ));
         let outcome = run_step(ctx, job, step);
         match outcome {
             Err(problem) => {

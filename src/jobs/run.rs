@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use super::device::{JobContext, JobResult, run_job};
-use super::event::Event;
+use super::event::{Event, Step};
 use super::plan::plan;
 use super::recovery::PortLocks;
 use super::session::Session;
@@ -26,6 +26,27 @@ pub fn flash_auto(
 ) -> Result<Vec<JobResult>, (Error, Vec<JobResult>)> {
     let plan = plan(config, server_name, assignments).map_err(|e| (e, Vec::new()))?;
     reporter.set_devices(plan.jobs.iter().map(|j| j.alias.as_str()));
+    for e in plan.image_events() {
+        reporter.handle(e);
+    }
+    reporter.start_progress(plan.jobs.iter().map(|j| j.alias.as_str()));
+    let outcome = run_plan(&plan, server_name, reporter);
+    reporter.end_progress();
+    outcome
+}
+
+/// Every board of the plan reached `step` (the run's shared steps: connect, upload).
+fn mark_all(plan: &super::Plan, reporter: &mut Reporter, step: &Step) {
+    for job in &plan.jobs {
+        reporter.handle(Event::progress(&job.alias, step.clone(), None));
+    }
+}
+
+fn run_plan(
+    plan: &super::Plan,
+    server_name: &str,
+    reporter: &mut Reporter,
+) -> Result<Vec<JobResult>, (Error, Vec<JobResult>)> {
     let started = Instant::now();
     let all_failed = |e: &Error| -> Vec<JobResult> {
         plan.jobs
@@ -41,14 +62,19 @@ pub fn flash_auto(
             .collect()
     };
 
+    mark_all(plan, reporter, &Step::Connecting);
     let session =
         Session::open(server_name, &plan.server, &mut |e| reporter.handle(e)).map_err(|e| {
             let r = all_failed(&e);
             (e, r)
         })?;
+    mark_all(plan, reporter, &Step::Uploading);
     let outcome = session
         .upload(&plan.uploads, &mut |e| reporter.handle(e))
-        .map(|()| run_pool(&plan, &session, reporter));
+        .map(|()| {
+            mark_all(plan, reporter, &Step::Queued);
+            run_pool(plan, &session, reporter)
+        });
     session.cleanup(&mut |e| reporter.handle(e));
     outcome.map_err(|e| {
         let r = all_failed(&e);

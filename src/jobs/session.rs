@@ -4,6 +4,7 @@
 //! firmware under generated names, and removes the work dir at the end.
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use super::event::Event;
@@ -14,6 +15,9 @@ use crate::remote::{self, SSH_EXIT_CONNECTION, SshFailure, SshTarget};
 
 /// Prefix of every work dir this tool creates on a server.
 pub const WORKDIR_PREFIX: &str = "stm-remote.";
+
+/// Prefix of the local temp dir where uploads are staged under their remote names.
+pub const UPLOAD_STAGE_PREFIX: &str = "stm-remote-upload.";
 
 /// A connected server with this run's work dir.
 #[derive(Debug)]
@@ -36,7 +40,7 @@ const MKTEMP_AND_DF: &str =
     r#"d=$(mktemp -d "$1") || exit 1; printf '%s\n' "$d"; df -Pk "$d" 2>/dev/null | tail -n 1"#;
 
 /// The "Available" column (KiB) of a `df -Pk` data line.
-fn parse_df_available(line: &str) -> Option<u64> {
+pub fn parse_df_available(line: &str) -> Option<u64> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
@@ -45,6 +49,24 @@ fn parse_df_available(line: &str) -> Option<u64> {
 pub struct Answer {
     pub target: SshTarget,
     pub output: remote::Captured,
+    /// The hostnames tried before it, and why each did not answer.
+    pub skipped: Vec<HostFailure>,
+}
+
+/// A hostname that did not answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFailure {
+    pub host: String,
+    /// Why, in words (`connection refused`).
+    pub reason: String,
+    /// The next step, where the reason suggests one (host key, authentication, DNS).
+    pub hint: Option<String>,
+}
+
+impl std::fmt::Display for HostFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.host, self.reason)
+    }
 }
 
 /// Runs `remote_argv` on the server's hostnames in order until one answers: ssh connects
@@ -58,8 +80,7 @@ pub fn first_answer<S: AsRef<str>>(
     deadline: Duration,
     emit: &mut dyn FnMut(Event),
 ) -> Result<Answer, Error> {
-    let mut failures = Vec::new();
-    let mut hints = Vec::new();
+    let mut failures: Vec<HostFailure> = Vec::new();
     for host in &server.hostnames {
         let target = SshTarget::new(server, host);
         let mut cmd = target
@@ -73,7 +94,11 @@ pub fn first_answer<S: AsRef<str>>(
             Ok(out) => out,
             // The local deadline also bounds what ConnectTimeout does not (name resolution).
             Err(remote::ProcessError::Timeout { .. }) => {
-                failures.push(format!("{host}: no answer within {} s", deadline.as_secs()));
+                failures.push(HostFailure {
+                    host: host.clone(),
+                    reason: format!("no answer within {} s", deadline.as_secs()),
+                    hint: None,
+                });
                 emit(Event::Warn {
                     device: None,
                     message: format!(
@@ -95,18 +120,65 @@ pub fn first_answer<S: AsRef<str>>(
                 device: None,
                 message: format!("{host}: {detail}"),
             });
-            failures.push(format!("{host}: {detail}"));
-            hints.extend(why.hint().map(str::to_string));
+            failures.push(HostFailure {
+                host: host.clone(),
+                reason: detail,
+                hint: why.hint().map(str::to_string),
+            });
             continue;
         }
-        return Ok(Answer { target, output });
+        return Ok(Answer {
+            target,
+            output,
+            skipped: failures,
+        });
     }
+    let mut hints: Vec<String> = failures.iter().filter_map(|f| f.hint.clone()).collect();
     hints.dedup();
     Err(Error::Unreachable {
         server: server_name.to_string(),
-        details: failures.join("; "),
+        details: failures
+            .iter()
+            .map(HostFailure::to_string)
+            .collect::<Vec<_>>()
+            .join("; "),
         hint: (!hints.is_empty()).then(|| hints.join("; ")),
     })
+}
+
+/// The `mktemp` template of a run's work dir on `server` (also how `--dry-run` shows it).
+pub fn workdir_template(server: &Server) -> String {
+    format!(
+        "{}/{WORKDIR_PREFIX}XXXXXXXX",
+        server.remote_tmp.trim_end_matches('/')
+    )
+}
+
+/// Absolute remote path of the file `name` in the work dir `workdir`.
+pub fn path_in(workdir: &str, name: &str) -> String {
+    format!("{workdir}/{name}")
+}
+
+/// The remote argv that makes the work dir and prints it and its free space.
+pub fn open_argv(server: &Server) -> Vec<String> {
+    let mut argv: Vec<String> = ["sh", "-c", MKTEMP_AND_DF, "stm-remote-open"]
+        .map(String::from)
+        .to_vec();
+    argv.push(workdir_template(server));
+    argv
+}
+
+/// The remote argv of the keeper of `workdir`.
+pub fn keeper_argv(workdir: &str) -> Vec<String> {
+    ["sh", "-c", KEEPER, "stm-remote-keeper", workdir]
+        .map(String::from)
+        .to_vec()
+}
+
+/// The scp that uploads the staged files `links` into `workdir`.
+pub fn upload_command(target: &SshTarget, links: &[std::path::PathBuf], workdir: &str) -> Command {
+    let refs: Vec<&Path> = links.iter().map(|p| p.as_path()).collect();
+    target.scp_upload(&refs, workdir)
 }
 
 impl Session {
@@ -117,25 +189,10 @@ impl Session {
         server: &Server,
         emit: &mut dyn FnMut(Event),
     ) -> Result<Session, Error> {
-        let template = format!(
-            "{}/{WORKDIR_PREFIX}XXXXXXXX",
-            server.remote_tmp.trim_end_matches('/')
-        );
         let deadline = Duration::from_secs(u64::from(server.connect_timeout) + 5);
         // One round trip: make the work dir, then say how much room it has (for the upload).
-        let Answer { target, output } = first_answer(
-            server_name,
-            server,
-            &[
-                "sh",
-                "-c",
-                MKTEMP_AND_DF,
-                "stm-remote-open",
-                template.as_str(),
-            ],
-            deadline,
-            emit,
-        )?;
+        let Answer { target, output, .. } =
+            first_answer(server_name, server, &open_argv(server), deadline, emit)?;
         let mut lines = output.stdout.lines();
         let workdir = lines.next().unwrap_or_default().trim().to_string();
         let free_kib = lines.next().and_then(parse_df_available);
@@ -158,7 +215,7 @@ impl Session {
             ),
         });
         let keeper = target
-            .ssh(&["sh", "-c", KEEPER, "stm-remote-keeper", workdir.as_str()])
+            .ssh(&keeper_argv(&workdir))
             .ok()
             .and_then(|mut cmd| remote::start_background(&mut cmd).ok());
         Ok(Session {
@@ -172,7 +229,7 @@ impl Session {
 
     /// Absolute remote path of a file in the work dir.
     pub fn path(&self, name: &str) -> String {
-        format!("{}/{name}", self.workdir)
+        path_in(&self.workdir, name)
     }
 
     /// Uploads every file in one scp call, each under its generated remote name.
@@ -183,7 +240,7 @@ impl Session {
         // scp keeps base names, so stage links named like the remote files. This also keeps a
         // `:` or leading `-` in a user's file name away from scp's argument parsing.
         let stage = tempfile::Builder::new()
-            .prefix("stm-remote-upload.")
+            .prefix(UPLOAD_STAGE_PREFIX)
             .tempdir()?;
         let mut links = Vec::new();
         let mut total = 0u64;
@@ -207,8 +264,7 @@ impl Session {
                 ),
             });
         }
-        let refs: Vec<&Path> = links.iter().map(|p| p.as_path()).collect();
-        let mut cmd = self.target.scp_upload(&refs, &self.workdir);
+        let mut cmd = upload_command(&self.target, &links, &self.workdir);
         emit(Event::Command {
             device: None,
             command: remote::display(&cmd),

@@ -82,14 +82,7 @@ pub(crate) fn list_args(which: ListWhich) -> Vec<String> {
     args
 }
 
-/// `--version`.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "no caller yet; remove this once `-l`/`--version` are wired up"
-    )
-)]
+/// `--version` (used by `doctor`).
 pub(crate) fn version_args() -> Vec<String> {
     vec!["--version".to_string()]
 }

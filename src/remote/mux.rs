@@ -102,6 +102,9 @@ pub fn shutdown() {
         .lock()
         .map(|mut u| std::mem::take(&mut *u))
         .unwrap_or_default();
+    // No socket, no master to end: a run that built commands without starting them
+    // (`--dry-run`), or whose connections all failed, starts no ssh here either.
+    let used = if sockets() == 0 { Vec::new() } else { used };
     for (target, slot) in used {
         let mut cmd: Command = target.control_command("exit", &control_path(dir, slot));
         let opts = RunOptions {

@@ -1,18 +1,68 @@
 //! Human-readable logs on stderr in the original tool's form (`[INFO][dfu1] ...`), filtered by
-//! verbosity, and the end-of-run summary. Remote text is sanitised before it reaches the
-//! terminal (no escape sequences or control characters from the server).
+//! verbosity, the end-of-run summary, and on a terminal the live progress of a flash-auto run:
+//! one line per board (indicatif `MultiProgress`) with its current step, log lines printed
+//! above the bars. Without a terminal there are no bars and every log line is written as it
+//! is. Colour only on a terminal, and never when `NO_COLOR` is set. Remote text is sanitised
+//! before it reaches the terminal (no escape sequences or control characters from the
+//! server).
 
-use std::io::Write;
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
 use std::time::Duration;
+
+use console::Style;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::discover::ServerReport;
 use crate::error::Error;
-use crate::jobs::{Event, JobResult};
+use crate::jobs::{Event, JobResult, Step};
+
+/// What stderr can show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terminal {
+    /// Live progress bars (stderr is a terminal).
+    pub bars: bool,
+    /// Colour (stderr is a terminal and `NO_COLOR` is not set).
+    pub color: bool,
+}
+
+impl Terminal {
+    /// Looks at stderr and the environment: bars on a terminal; colour on a terminal unless
+    /// `NO_COLOR` is set to a non-empty value (<https://no-color.org>).
+    pub fn detect() -> Self {
+        let tty = std::io::stderr().is_terminal();
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        Terminal {
+            bars: tty,
+            color: tty && !no_color,
+        }
+    }
+}
+
+/// The live bars of one flash-auto run, one per board in command-line order.
+struct Progress {
+    multi: MultiProgress,
+    boards: HashMap<String, BoardBar>,
+}
+
+/// One board's line and what it needs to word its step.
+struct BoardBar {
+    bar: ProgressBar,
+    /// The recovery step being tried, so that the flash after it says so.
+    recovery: Option<String>,
+    /// The job started (its time is counted from here, not from the run's start).
+    started: bool,
+}
+
+/// How often a board's spinner turns (also the redraw rate of the elapsed time).
+const TICK: Duration = Duration::from_millis(120);
 
 /// Owns stderr for the whole run.
 pub struct Reporter {
     verbosity: u8,
     width: usize,
+    terminal: Terminal,
+    progress: Option<Progress>,
 }
 
 /// Removes ANSI escape sequences and control characters (except tab) from remote text.
@@ -24,12 +74,42 @@ pub fn sanitize(line: &str) -> String {
         .collect()
 }
 
+/// `text` in `style` when colour is on, else as it is.
+fn paint(color: bool, style: Style, text: &str) -> String {
+    if color {
+        style.force_styling(true).apply_to(text).to_string()
+    } else {
+        text.to_string()
+    }
+}
+
+fn style(template: &str) -> ProgressStyle {
+    // The templates are constants; a broken one is a bug that the unit tests catch.
+    ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+        .progress_chars("=> ")
+}
+
+/// A step without a percentage: spinner, time on this board, step.
+const STEP_TEMPLATE: &str = "{prefix} {spinner} {elapsed:>4} {wide_msg}";
+/// A step with the programmer's percentage.
+const PERCENT_TEMPLATE: &str = "{prefix} {spinner} {elapsed:>4} {msg} [{bar:30}] {pos:>3}%";
+/// A board that is done or failed.
+const FINISHED_TEMPLATE: &str = "{prefix} {wide_msg}";
+
 impl Reporter {
-    /// A reporter for verbosity 0..=3.
+    /// A reporter for verbosity 0..=3 on this process's stderr.
     pub fn new(verbosity: u8) -> Self {
+        Self::with_terminal(verbosity, Terminal::detect())
+    }
+
+    /// A reporter for verbosity 0..=3 on a stderr that can show what `terminal` says.
+    pub fn with_terminal(verbosity: u8, terminal: Terminal) -> Self {
         Reporter {
             verbosity,
             width: 0,
+            terminal,
+            progress: None,
         }
     }
 
@@ -38,17 +118,143 @@ impl Reporter {
         self.width = aliases.into_iter().map(str::len).max().unwrap_or(0);
     }
 
+    /// Shows one live line per board until [`Reporter::end_progress`], on a terminal and from
+    /// `-v 1`; otherwise does nothing.
+    pub fn start_progress<'a>(&mut self, aliases: impl IntoIterator<Item = &'a str>) {
+        if !self.terminal.bars || self.verbosity == 0 {
+            return;
+        }
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let boards = aliases
+            .into_iter()
+            .map(|alias| {
+                // Set up before it is shown, so that its first frame is complete.
+                let bar = ProgressBar::with_draw_target(Some(100), ProgressDrawTarget::hidden())
+                    .with_style(style(STEP_TEMPLATE))
+                    .with_prefix(self.bar_prefix(alias))
+                    .with_message("waiting");
+                let bar = multi.add(bar);
+                bar.enable_steady_tick(TICK);
+                let board = BoardBar {
+                    bar,
+                    recovery: None,
+                    started: false,
+                };
+                (alias.to_string(), board)
+            })
+            .collect();
+        self.progress = Some(Progress { multi, boards });
+    }
+
+    /// Removes the live lines (the summary says how each board ended).
+    pub fn end_progress(&mut self) {
+        if let Some(p) = self.progress.take() {
+            for b in p.boards.values() {
+                b.bar.finish_and_clear();
+            }
+            let _ = p.multi.clear();
+        }
+    }
+
+    fn bar_prefix(&self, alias: &str) -> String {
+        format!(
+            "[{alias}]{:pad$}",
+            "",
+            pad = self.width.saturating_sub(alias.len())
+        )
+    }
+
+    fn paint(&self, style: Style, text: &str) -> String {
+        paint(self.terminal.color, style, text)
+    }
+
+    /// Writes one or more lines to stderr, above the live bars while they are shown.
+    fn emit(&self, text: &str) {
+        match &self.progress {
+            Some(p) => {
+                for line in text.lines() {
+                    let _ = p.multi.println(line);
+                }
+            }
+            None => {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "{text}");
+            }
+        }
+    }
+
     fn line(&self, level: &str, device: Option<&str>, message: &str) {
+        let tag = match level {
+            "ERROR" => Style::new().red().bold(),
+            "WARN" => Style::new().yellow().bold(),
+            "INFO" => Style::new().green(),
+            _ => Style::new().dim(),
+        };
+        let tag = self.paint(tag, &format!("[{level}]"));
         let prefix = match device {
             Some(d) => format!(
-                "[{level}][{d}]{:pad$}",
+                "{tag}[{d}]{:pad$}",
                 "",
                 pad = self.width.saturating_sub(d.len())
             ),
-            None => format!("[{level}]"),
+            None => tag,
         };
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "{prefix} {message}");
+        self.emit(&format!("{prefix} {message}"));
+    }
+
+    /// Moves a board's live line to `step`.
+    fn progress(&mut self, device: &str, step: Step, percent: Option<u8>) {
+        let color = self.terminal.color;
+        let Some(board) = self
+            .progress
+            .as_mut()
+            .and_then(|p| p.boards.get_mut(device))
+        else {
+            return;
+        };
+        let bar = &board.bar;
+        if !board.started && step == Step::Flashing {
+            board.started = true;
+            bar.reset_elapsed();
+        }
+        let took = format!("{:.1} s", bar.elapsed().as_secs_f64());
+        match (&step, percent) {
+            (Step::Recovery(name), _) => {
+                board.recovery = Some(name.clone());
+                bar.set_style(style(STEP_TEMPLATE));
+                bar.set_message(step.to_string());
+            }
+            (Step::Done, _) => {
+                let how = match &board.recovery {
+                    Some(r) => format!("done in {took}, recovered by {r}"),
+                    None => format!("done in {took}"),
+                };
+                bar.set_style(style(FINISHED_TEMPLATE));
+                bar.finish_with_message(paint(color, Style::new().green(), &how));
+            }
+            (Step::Failed, _) => {
+                bar.set_style(style(FINISHED_TEMPLATE));
+                bar.finish_with_message(paint(
+                    color,
+                    Style::new().red().bold(),
+                    &format!("failed after {took}"),
+                ));
+            }
+            (_, percent) => {
+                let text = match &board.recovery {
+                    Some(r) => format!("{step} (after {r})"),
+                    None => step.to_string(),
+                };
+                match percent {
+                    Some(p) => {
+                        bar.set_style(style(PERCENT_TEMPLATE));
+                        bar.set_position(u64::from(p.min(100)));
+                    }
+                    None => bar.set_style(style(STEP_TEMPLATE)),
+                }
+                bar.set_message(text);
+            }
+        }
     }
 
     /// Shows one event if the verbosity asks for it.
@@ -67,6 +273,11 @@ impl Reporter {
             Event::Output { device, line } if self.verbosity >= 3 => {
                 self.line("OUT", Some(&device), &sanitize(&line))
             }
+            Event::Progress {
+                device,
+                step,
+                percent,
+            } => self.progress(&device, step, percent),
             _ => {}
         }
     }
@@ -74,36 +285,46 @@ impl Reporter {
     /// The end-of-run table; shown at every verbosity.
     pub fn summary(&mut self, results: &[JobResult], elapsed: Duration) {
         let ok = results.iter().filter(|r| r.ok).count();
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(
-            err,
+        let mut text = format!(
             "Summary: {ok} of {} board(s) flashed in {:.1} s",
             results.len(),
             elapsed.as_secs_f64()
         );
         let w = results.iter().map(|r| r.device.len()).max().unwrap_or(0);
         for r in results {
-            let status = if r.ok { "ok" } else { "FAILED" };
+            let status = if r.ok {
+                self.paint(Style::new().green(), &format!("{:<6}", "ok"))
+            } else {
+                self.paint(Style::new().red().bold(), "FAILED")
+            };
             let detail = match (&r.error, &r.recovery) {
                 (Some(e), _) => sanitize(e),
                 (None, Some(rec)) => format!("after recovery: {rec}"),
                 (None, None) => "initial".into(),
             };
-            let _ = writeln!(
-                err,
-                "  {status:<6}  {:<w$}  {:>6.1} s  {detail}",
+            text.push_str(&format!(
+                "\n  {status}  {:<w$}  {:>6.1} s  {detail}",
                 r.device, r.seconds
-            );
+            ));
             if let Some(h) = &r.hint {
-                let _ = writeln!(err, "  {:<6}  {:<w$}  hint: {h}", "", "");
+                text.push_str(&format!(
+                    "\n  {:<6}  {:<w$}  {} {h}",
+                    "",
+                    "",
+                    self.hint_tag()
+                ));
             }
         }
+        self.emit(&text);
+    }
+
+    fn hint_tag(&self) -> String {
+        self.paint(Style::new().cyan().bold(), "hint:")
     }
 
     /// A result line of a command (not a log line): shown at every verbosity.
     pub fn outcome(&mut self, line: &str) {
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "{line}");
+        self.emit(line);
     }
 
     /// discover: why a server could not be listed (always, with the hint) and, with
@@ -114,7 +335,7 @@ impl Reporter {
             if let Some(e) = &r.error {
                 self.line("ERROR", Some(&r.server), &sanitize(e));
                 if let Some(h) = &r.hint {
-                    self.outcome(&format!("  hint: {h}"));
+                    self.outcome(&format!("  {} {h}", self.hint_tag()));
                 }
                 continue;
             }
@@ -165,17 +386,70 @@ impl Reporter {
 
     /// A fatal error with its hint.
     pub fn fatal(&mut self, error: &Error) {
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "error: {error:#}");
+        let mut text = format!(
+            "{} {error:#}",
+            self.paint(Style::new().red().bold(), "error:")
+        );
         if let Some(h) = error.hint() {
-            let _ = writeln!(err, "  hint: {h}");
+            text.push_str(&format!("\n  {} {h}", self.hint_tag()));
         }
+        self.emit(&text);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bar_templates_are_valid() {
+        // `style` falls back to a plain spinner on a broken template; it must never have to.
+        for t in [STEP_TEMPLATE, PERCENT_TEMPLATE, FINISHED_TEMPLATE] {
+            assert!(ProgressStyle::with_template(t).is_ok(), "{t}");
+        }
+    }
+
+    #[test]
+    fn without_a_terminal_there_are_no_bars_and_progress_events_are_ignored() {
+        let plain = Terminal {
+            bars: false,
+            color: false,
+        };
+        let mut r = Reporter::with_terminal(3, plain);
+        r.set_devices(["dfu1"]);
+        r.start_progress(["dfu1"]);
+        assert!(r.progress.is_none());
+        r.handle(Event::progress("dfu1", Step::Flashing, Some(40)));
+        r.end_progress();
+        // On a terminal, but at -v 0: no bars either.
+        let tty = Terminal {
+            bars: true,
+            color: true,
+        };
+        let mut r = Reporter::with_terminal(0, tty);
+        r.start_progress(["dfu1"]);
+        assert!(r.progress.is_none());
+    }
+
+    #[test]
+    fn colour_only_when_the_terminal_allows_it() {
+        let plain = Reporter::with_terminal(
+            1,
+            Terminal {
+                bars: true,
+                color: false,
+            },
+        );
+        assert_eq!(plain.paint(Style::new().red(), "x"), "x");
+        let colour = Reporter::with_terminal(
+            1,
+            Terminal {
+                bars: true,
+                color: true,
+            },
+        );
+        assert_eq!(colour.paint(Style::new().red(), "x"), "\x1b[31mx\x1b[0m");
+    }
 
     #[test]
     fn remote_escape_sequences_never_reach_the_terminal() {

@@ -1,14 +1,21 @@
-//! The `--json` documents of flash-auto and discover (pure rendering).
+//! The `--json` documents of flash-auto and discover (pure rendering). Both carry
+//! `"schema_version": `[`SCHEMA_VERSION`]; the field tables are in README.md.
 //!
-//! `{"results": [{"device": "<alias>", "ok": bool, "recovery": null|"<step>", "error":
-//! null|"<message>", "seconds": <float>}, ...]}` in command-line order.
+//! `{"schema_version": 1, "results": [{"device": "<alias>", "ok": bool, "recovery":
+//! null|"<step>", "error": null|"<message>", "seconds": <float>}, ...]}` in command-line order.
+//!
+//! Schema rules: adding a field keeps the version (readers must ignore fields they do not
+//! know); removing or renaming a field, or changing its type or meaning, raises it.
 
 use crate::discover::ServerReport;
 use crate::jobs::JobResult;
 
+/// The version of the `--json` documents' schema.
+pub const SCHEMA_VERSION: u32 = 1;
+
 /// Renders the results document (pretty-printed, newline-terminated).
 pub fn render_results(results: &[JobResult]) -> String {
-    let doc = serde_json::json!({ "results": results });
+    let doc = serde_json::json!({ "schema_version": SCHEMA_VERSION, "results": results });
     let mut s = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{\"results\": []}".into());
     s.push('\n');
     s
@@ -16,7 +23,7 @@ pub fn render_results(results: &[JobResult]) -> String {
 
 /// Renders the `discover --json` document (pretty-printed, newline-terminated):
 ///
-/// `{"servers": {"<server>": {"devices": [{"interface": "USB"|"SWD", "serial": "...",
+/// `{"schema_version": 1, "servers": {"<server>": {"devices": [{"interface": "USB"|"SWD", "serial": "...",
 /// "board": "..."|null, "alias": "<configured alias>"|null, "ambiguous": bool,
 /// "usable": bool}], "missing": ["<alias>", ...], "error": null|"..."}}}`, servers in the
 /// order they were asked for.
@@ -30,7 +37,7 @@ pub fn render_discovery(reports: &[ServerReport]) -> String {
             )
         })
         .collect();
-    let doc = serde_json::json!({ "servers": servers });
+    let doc = serde_json::json!({ "schema_version": SCHEMA_VERSION, "servers": servers });
     let mut s = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "{\"servers\": {}}".into());
     s.push('\n');
     s
@@ -53,7 +60,8 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&render_results(&[r])).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"results": [{"device": "dfu1", "ok": false, "recovery": null,
+            serde_json::json!({"schema_version": 1,
+                "results": [{"device": "dfu1", "ok": false, "recovery": null,
                 "error": "Target device not found", "seconds": 1.5}]})
         );
     }
@@ -84,14 +92,15 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             v,
-            serde_json::json!({"servers": {
+            serde_json::json!({"schema_version": 1, "servers": {
                 "pi2": {"devices": [{"interface": "SWD", "serial": "066DFF515754888367131638",
                          "board": "NUCLEO-G0B1RE", "alias": "g0", "ambiguous": false,
                          "usable": true}],
                         "missing": ["old"], "error": null},
                 "pi1": {"devices": [], "missing": [], "error": "cannot reach"}}})
         );
-        // Servers keep the order they were asked for.
+        // Servers keep the order they were asked for; the version comes first.
         assert!(text.find("\"pi2\"").unwrap() < text.find("\"pi1\"").unwrap());
+        assert!(text.starts_with("{\n  \"schema_version\": 1,"), "{text}");
     }
 }

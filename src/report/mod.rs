@@ -1,8 +1,11 @@
 //! The reporter: the one owner of the terminal. Workers send events; only this module writes
-//! to stderr (logs) and stdout (results).
+//! to stderr (logs, progress bars) and stdout (results), and it renders the `--json`
+//! documents and the `--junit` report.
 
 mod human;
 mod json;
+mod junit;
 
-pub use human::{Reporter, sanitize};
-pub use json::{render_discovery, render_results};
+pub use human::{Reporter, Terminal, sanitize};
+pub use json::{SCHEMA_VERSION, render_discovery, render_results};
+pub use junit::{check_junit_path, render_junit, write_junit};

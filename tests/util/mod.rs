@@ -175,12 +175,12 @@ impl TestEnv {
 
     /// A local firmware file with distinct content; returns its file name.
     pub fn firmware(&self, name: &str) -> String {
-        let content = format!(
-            ":020000040800F2\n:10000000{:032X}00\n:00000001FF\n",
-            name.len() * 7919
-        );
-        let content = format!("{content}; {name}\n");
-        std::fs::write(self.local.join(name), content).unwrap();
+        // The name's bytes are the data: distinct names, distinct content.
+        std::fs::write(
+            self.local.join(name),
+            intel_hex(0x0800_0000, name.as_bytes()),
+        )
+        .unwrap();
         name.to_string()
     }
 
@@ -352,6 +352,37 @@ impl TestEnv {
         self.write_config(cfg);
     }
 
+    /// Runs stm-remote on a pseudo-terminal through `tests/util/pty_drive.py`, following the
+    /// driver script `script` (JSON: steps to expect/send); returns the driver's JSON report.
+    pub fn run_in_pty(&self, script: &Value, args: &[&str], extra_env: &[(&str, &str)]) -> Value {
+        let path = self.root.path().join("pty-script.json");
+        std::fs::write(&path, script.to_string()).unwrap();
+        let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/util/pty_drive.py");
+        let mut cmd = std::process::Command::new("python3");
+        cmd.arg(driver)
+            .arg(&path)
+            .arg("--")
+            .arg(assert_cmd::cargo::cargo_bin("stm-remote"))
+            .args(args)
+            .current_dir(&self.local)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", self.root.path())
+            .env("TERM", "xterm-256color")
+            .env("STM_REMOTE_CONFIG", self.config_path());
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "pty driver output is not JSON ({e}): {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
     /// Runs stm-remote with this env's config, in the local dir, with a clean environment.
     pub fn run(&self, args: &[&str]) -> Run {
         let mut cmd = Command::cargo_bin("stm-remote").unwrap();
@@ -455,6 +486,45 @@ impl Run {
         serde_json::from_str(&self.stdout())
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", self.explain()))
     }
+}
+
+/// A valid Intel HEX file (written by the `ihex` crate) holding `data` from `address`, in 16-byte
+/// records.
+pub fn intel_hex(address: u32, data: &[u8]) -> String {
+    use ihex::Record;
+    let mut records = vec![Record::ExtendedLinearAddress((address >> 16) as u16)];
+    for (i, chunk) in data.chunks(16).enumerate() {
+        let offset = (address as u16).wrapping_add((i * 16) as u16);
+        records.push(Record::Data {
+            offset,
+            value: chunk.to_vec(),
+        });
+    }
+    records.push(Record::EndOfFile);
+    ihex::create_object_file_representation(&records).unwrap()
+}
+
+/// Runs stm-remote expecting a usage/config error: exit 2, each of `needles` on stderr, and
+/// nothing connected (no ssh session) or called on the server.
+#[track_caller]
+pub fn refused(env: &TestEnv, args: &[&str], needles: &[&str]) {
+    let run = env.run(args);
+    run.code(2);
+    for n in needles {
+        run.stderr_has(n);
+    }
+    assert!(env.calls().is_empty(), "the programmer ran");
+    let log = env.sshd.log_text();
+    assert!(
+        !log.contains("Accepted publickey"),
+        "an ssh session was opened\n{log}"
+    );
+}
+
+/// A port on 127.0.0.1 where nothing listens.
+pub fn closed_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
 }
 
 /// The local user name (the tests log in to the loopback sshd as themselves).

@@ -14,7 +14,7 @@ program to end, writing `while_waiting.send` every `while_waiting.every` seconds
 user who presses Ctrl-C again when nothing happens). It prints one JSON object on stdout:
 
     {"status": "exited"|"signalled"|"timeout", "code": N, "failed_step": null|i,
-     "transcript": "<all output, ANSI removed>"}
+     "transcript": "<all output, ANSI removed>", "raw": "<all output as the program wrote it>"}
 
 A step that does not match within `step_timeout` seconds ends the run with status
 "timeout": the program is killed and `failed_step` names the step.
@@ -79,7 +79,7 @@ def main():
 
     def finish(status, code, failed_step):
         print(json.dumps({"status": status, "code": code, "failed_step": failed_step,
-                          "transcript": clean()}))
+                          "transcript": clean(), "raw": raw.decode("utf-8", "replace")}))
         sys.exit(0)
 
     def child_status(block):

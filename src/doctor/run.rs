@@ -1,0 +1,306 @@
+//! `doctor` end to end: per server (in parallel), the local checks (key, ssh_config), then at
+//! most three commands over one ssh connection (ControlMaster): `id -un` on the first hostname
+//! that answers (which one, in how long, as whom), the probe (programmer version, remote_tmp,
+//! tools), and, with a hub script, `get_power_state` through the hub client.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use super::checks::{Check, PathState, ServerChecks, parse_probe, probe_argv, probe_checks};
+use crate::config::{self, Server, expand_tilde};
+use crate::error::{EXIT_DEVICE_FAILED, EXIT_OK, Error};
+use crate::hub::Hub;
+use crate::jobs::{Answer, Event, each_server, first_answer};
+use crate::remote::{self, SSH_EXIT_CONNECTION, SshTarget};
+use crate::report::Reporter;
+
+/// What `doctor` leaves for `main`: the report for stdout and the exit code (1 when a check
+/// failed).
+#[derive(Debug)]
+pub struct Outcome {
+    pub report: String,
+    pub code: u8,
+}
+
+/// Checks `servers` (every configured server when empty).
+pub fn doctor(
+    config_path: Option<&Path>,
+    servers: &[String],
+    reporter: &mut Reporter,
+) -> Result<Outcome, Error> {
+    let config = config::load(config_path)?;
+    let servers = config::pick_servers(&config, servers)?;
+    reporter.set_devices(servers.iter().map(String::as_str));
+    let results = each_server(
+        &servers,
+        reporter,
+        |name, emit| ServerChecks {
+            server: name.to_string(),
+            checks: check_server(name, &config.servers[name], emit),
+        },
+        |name, why| ServerChecks {
+            server: name.to_string(),
+            checks: vec![Check::fail("doctor", why, "run `stm-remote doctor` again")],
+        },
+    );
+    let code = if results.iter().any(|s| s.failures() > 0) {
+        EXIT_DEVICE_FAILED
+    } else {
+        EXIT_OK
+    };
+    Ok(Outcome {
+        report: super::checks::render(&results),
+        code,
+    })
+}
+
+/// Every check of one server, in report order.
+fn check_server(name: &str, server: &Server, emit: &mut dyn FnMut(Event)) -> Vec<Check> {
+    let mut checks = vec![local_file(name, "key", server.key.as_deref(), true)];
+    if server.ssh_config.is_some() {
+        checks.push(local_file(
+            name,
+            "ssh_config",
+            server.ssh_config.as_deref(),
+            false,
+        ));
+    }
+    // The doctor reports the hostnames that did not answer itself, as checks.
+    let mut quiet = |e: Event| {
+        if !matches!(e, Event::Warn { .. }) {
+            emit(e)
+        }
+    };
+    let deadline = Duration::from_secs(u64::from(server.connect_timeout) + 5);
+    let answer = match first_answer(name, server, &["id", "-un"], deadline, &mut quiet) {
+        Ok(a) => a,
+        Err(e) => {
+            let why = match &e {
+                Error::Unreachable { details, .. } => format!("no hostname answered: {details}"),
+                other => other.to_string(),
+            };
+            checks.push(Check::fail(
+                "ssh",
+                why,
+                e.hint()
+                    .unwrap_or_else(|| "check the server's entry in config.json".into()),
+            ));
+            checks.push(Check::skip(
+                "server",
+                "the checks on the server need a connection",
+            ));
+            return checks;
+        }
+    };
+    checks.extend(ssh_checks(name, server, &answer));
+    let probe = match run_probe(server, &answer.target, &mut quiet) {
+        Ok(p) => p,
+        Err(why) => {
+            checks.push(Check::fail(
+                "server",
+                why,
+                format!("run `stm-remote -v 2 doctor {name}` to see the command"),
+            ));
+            return checks;
+        }
+    };
+    let mut on_server = probe_checks(name, server, &probe);
+    if let Some(state) = probe.hub {
+        let flock = probe
+            .tools
+            .iter()
+            .any(|(t, path)| t == "flock" && path.is_some());
+        // The hub client reports through a `Fn`: collect, then pass on.
+        let events = std::cell::RefCell::new(Vec::new());
+        let check = hub_check(name, server, &answer.target, state, flock, &|e| {
+            events.borrow_mut().push(e)
+        });
+        events.into_inner().into_iter().for_each(&mut quiet);
+        on_server.insert(1, check);
+    }
+    checks.extend(on_server);
+    checks
+}
+
+/// The key or ssh_config file named in config.json must be a readable local file; ssh refuses
+/// a private key that others can read.
+fn local_file(server_name: &str, field: &str, configured: Option<&str>, key: bool) -> Check {
+    let Some(configured) = configured else {
+        return Check::pass(
+            field,
+            "none set in config.json; ssh uses its own (ssh_config, ~/.ssh/id_*)",
+        );
+    };
+    let path = expand_tilde(configured);
+    let fix = format!(
+        "fix `{field}` of server `{server_name}` in config.json, or remove it to use ssh's default"
+    );
+    let shown = path.display();
+    let meta = match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() => m,
+        Ok(_) => return Check::fail(field, format!("{shown} is not a file"), fix),
+        Err(e) => return Check::fail(field, format!("{shown}: {e}"), fix),
+    };
+    if let Err(e) = std::fs::File::open(&path) {
+        return Check::fail(field, format!("{shown} cannot be read: {e}"), fix);
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if key && mode & 0o077 != 0 {
+        return Check::fail(
+            field,
+            format!("{shown} has mode {mode:04o}: others can read it, so ssh refuses it"),
+            format!("run `chmod 600 {shown}`"),
+        );
+    }
+    Check::pass(
+        field,
+        if key {
+            format!("{shown}: readable, mode {mode:04o}")
+        } else {
+            format!("{shown}: readable")
+        },
+    )
+}
+
+/// The hostnames tried before the one that answered (`!`: every run waits for them), then the
+/// one that answered, in how long and as whom.
+fn ssh_checks(name: &str, server: &Server, answer: &Answer) -> Vec<Check> {
+    let host = &answer.target.host;
+    let mut checks: Vec<Check> = answer
+        .skipped
+        .iter()
+        .map(|f| {
+            Check::warn(
+                "ssh",
+                format!("{f}; every run tries it first and waits for it"),
+                f.hint.clone().unwrap_or_else(|| {
+                    format!(
+                        "put {host} first in `hostnames` of server `{name}` in config.json, or \
+                         remove {} if it is gone for good",
+                        f.host
+                    )
+                }),
+            )
+        })
+        .collect();
+    // The last line: a login script may print something first.
+    let user = answer
+        .output
+        .stdout
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty());
+    let user = user.unwrap_or("?");
+    let whose = if server.user.is_some() {
+        "the `user` of config.json"
+    } else {
+        "ssh's default user"
+    };
+    let untried: Vec<&str> = server
+        .hostnames
+        .iter()
+        .skip_while(|h| *h != host)
+        .skip(1)
+        .map(String::as_str)
+        .collect();
+    let untried = if untried.is_empty() {
+        String::new()
+    } else {
+        format!(" (not tried: {})", untried.join(", "))
+    };
+    checks.push(Check::pass(
+        "ssh",
+        format!(
+            "{host} answered in {:.2} s, logged in as `{}` ({whose}){untried}",
+            answer.output.elapsed.as_secs_f64(),
+            crate::report::sanitize(user)
+        ),
+    ));
+    checks
+}
+
+/// The probe over the connection that answered.
+fn run_probe(
+    server: &Server,
+    target: &SshTarget,
+    emit: &mut dyn FnMut(Event),
+) -> Result<super::checks::Probe, String> {
+    let mut cmd = target.ssh(&probe_argv(server)).map_err(|e| e.to_string())?;
+    emit(Event::Command {
+        device: None,
+        command: remote::display(&cmd),
+    });
+    let deadline = Duration::from_secs(
+        super::checks::VERSION_TIMEOUT_SECS + 15 + u64::from(server.connect_timeout),
+    );
+    let out = remote::run(&mut cmd, Some(deadline), None).map_err(|e| e.to_string())?;
+    for line in out.stdout.lines() {
+        emit(Event::Output {
+            device: target.host.clone(),
+            line: line.to_string(),
+        });
+    }
+    if out.code == Some(SSH_EXIT_CONNECTION) {
+        return Err(format!(
+            "the connection to {} failed during the checks: {}",
+            target.host,
+            out.stderr_tail()
+        ));
+    }
+    parse_probe(&out.stdout)
+}
+
+/// The hub script is there, runs, and `get_power_state` prints a mask.
+fn hub_check(
+    name: &str,
+    server: &Server,
+    target: &SshTarget,
+    state: PathState,
+    flock: bool,
+    emit: &dyn Fn(Event),
+) -> Check {
+    let hub_cli = server.hub_cli.as_deref().unwrap_or_default();
+    let fix = format!("fix `hub_cli` of server `{name}` in config.json");
+    match (state, flock) {
+        (PathState::Missing, _) => Check::fail(
+            "hub",
+            format!("`{hub_cli}` was not found on the server"),
+            fix,
+        ),
+        (PathState::NotUsable, _) => Check::fail(
+            "hub",
+            format!("`{hub_cli}` is not executable on the server"),
+            "it is run as a command: give it a shebang line and `chmod +x` it",
+        ),
+        (PathState::Ok, false) => Check::fail(
+            "hub",
+            "not called: hub calls run under `flock`, which the server lacks",
+            "install util-linux on the server",
+        ),
+        (PathState::Ok, true) => {
+            let hub = Hub {
+                server_name: name,
+                server,
+                target,
+            };
+            match hub.power_state(None, emit) {
+                Ok(mask) => Check::pass(
+                    "hub",
+                    format!(
+                        "{hub_cli} answers get_power_state: {}",
+                        crate::hub::mask_hex(mask)
+                    ),
+                ),
+                Err(e) => Check::fail(
+                    "hub",
+                    e.to_string(),
+                    format!(
+                        "run `stm-remote -v 3 hub {name} get_power_state` to see what the hub \
+                         script prints"
+                    ),
+                ),
+            }
+        }
+    }
+}

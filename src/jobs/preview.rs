@@ -1,0 +1,190 @@
+//! `--dry-run`: the plan of a run as the commands it would start, shown without starting any.
+//!
+//! Every command line is built by the very functions the run uses (`SshTarget::ssh`, the
+//! session's argv builders, the job wrapper, the hub client) and rendered by
+//! [`remote::display`]; nothing here formats a command of its own. Nothing is connected, so
+//! the hostname shown is the first configured one (a run uses the first that answers), the
+//! work dir is shown as its `mktemp` template, and the local upload staging dir as its
+//! template too.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use super::device::{deadline_secs, programmer_argv, wrapped_argv};
+use super::plan::{Plan, plan};
+use super::recovery::ladder;
+use super::session::{
+    UPLOAD_STAGE_PREFIX, keeper_argv, open_argv, path_in, upload_command, workdir_template,
+};
+use super::wrapper;
+use crate::config::{Config, Server};
+use crate::error::Error;
+use crate::remote::{self, SshTarget};
+use crate::report::Reporter;
+
+/// A plan being written: a header, then numbered steps, each with its details and the exact
+/// local command line.
+#[derive(Debug)]
+pub struct Preview {
+    out: String,
+    steps: usize,
+}
+
+fn quote_error(e: remote::QuoteError) -> Error {
+    Error::usage(e.to_string())
+}
+
+impl Preview {
+    /// Starts the plan of a run on `server`; returns the ssh target a run tries first.
+    pub fn start(server_name: &str, server: &Server) -> (Preview, SshTarget) {
+        let host = &server.hostnames[0];
+        let others = if server.hostnames.len() > 1 {
+            format!(
+                "; a run uses the first of {} that answers",
+                server.hostnames.join(", ")
+            )
+        } else {
+            String::new()
+        };
+        let out = format!(
+            "Dry run: nothing is connected, uploaded, flashed or switched.\n\
+             Server `{server_name}`: commands shown for {host}, its first hostname{others}.\n"
+        );
+        (Preview { out, steps: 0 }, SshTarget::new(server, host))
+    }
+
+    /// One numbered step: what it does, details, then the exact command line.
+    pub fn step(&mut self, what: &str, details: &[String], cmd: &Command) {
+        self.steps += 1;
+        self.out.push_str(&format!("\n{}. {what}\n", self.steps));
+        for d in details {
+            self.out.push_str(&format!("   {d}\n"));
+        }
+        self.out
+            .push_str(&format!("   $ {}\n", remote::display(cmd)));
+    }
+
+    /// A line of its own between steps.
+    pub fn note(&mut self, text: &str) {
+        self.out.push_str(&format!("\n{text}\n"));
+    }
+
+    /// The steps that open a run's session (work dir and its keeper); returns the work dir as
+    /// the commands after it name it.
+    pub fn open_session(&mut self, server: &Server, target: &SshTarget) -> Result<String, Error> {
+        let workdir = workdir_template(server);
+        let open = target.ssh(&open_argv(server)).map_err(quote_error)?;
+        self.step(
+            "make this run's work dir on the server and read its free space",
+            &[format!("mktemp picks the name; shown below as {workdir}")],
+            &open,
+        );
+        let keeper = target.ssh(&keeper_argv(&workdir)).map_err(quote_error)?;
+        self.step(
+            "keep the work dir while the run lasts (removed when this ssh ends, also on a crash)",
+            &[],
+            &keeper,
+        );
+        Ok(workdir)
+    }
+
+    /// The plan, ending with how the run cleans up.
+    pub fn finish(mut self, workdir: &str) -> String {
+        self.note(&format!(
+            "At the end the keeper's ssh is closed, which removes {workdir} (if the keeper lost \
+             its connection: `rm -rf -- <work dir>` over ssh instead)."
+        ));
+        self.out
+    }
+}
+
+/// `flash-auto --dry-run`: checks the arguments and firmware files exactly as a run does, then
+/// returns the plan as text for stdout. Argument and config errors are returned as they would
+/// be by the run.
+pub fn dry_run(
+    config: &Config,
+    server_name: &str,
+    assignments: &[String],
+    reporter: &mut Reporter,
+) -> Result<String, Error> {
+    let plan = plan(config, server_name, assignments)?;
+    reporter.set_devices(plan.jobs.iter().map(|j| j.alias.as_str()));
+    for e in plan.image_events() {
+        reporter.handle(e);
+    }
+    let (mut preview, target) = Preview::start(server_name, &plan.server);
+    let workdir = preview.open_session(&plan.server, &target)?;
+    upload_step(&mut preview, &plan, &target, &workdir);
+    let parallel = plan.server.max_parallel.min(plan.jobs.len());
+    preview.note(&format!(
+        "Then one ssh per board, {parallel} at a time (`max_parallel` {}), in this order:",
+        plan.server.max_parallel
+    ));
+    for job in &plan.jobs {
+        let file = path_in(&workdir, &job.remote_name);
+        let programmer = programmer_argv(&plan.server, job, &file, false);
+        let cmd = target
+            .ssh(&wrapped_argv(&plan.server, job, &programmer))
+            .map_err(quote_error)?;
+        let mut details = vec![
+            format!(
+                "on the server: {}",
+                remote::quote_command(&programmer).map_err(quote_error)?
+            ),
+            format!(
+                "under the job wrapper: lock {} (waits up to {} s for another run), programmer \
+                 stopped after {} s",
+                wrapper::lock_file(&plan.server.remote_tmp, &job.device.serial),
+                plan.server.lock_wait,
+                deadline_secs(&plan.server)
+            ),
+        ];
+        let steps: Vec<&str> = ladder(&job.device, &plan.server)
+            .into_iter()
+            .map(|s| s.name())
+            .collect();
+        if !steps.is_empty() {
+            details.push(format!(
+                "if the board cannot be connected: recovery {}",
+                steps.join(", then ")
+            ));
+        }
+        preview.step(
+            &format!(
+                "[{}] write, verify and start {} ({}) over {}, serial {}",
+                job.alias,
+                job.local.display(),
+                job.image,
+                job.device.interface(),
+                job.device.serial
+            ),
+            &details,
+            &cmd,
+        );
+    }
+    Ok(preview.finish(&workdir))
+}
+
+/// The one scp of the run: each distinct file under its generated name, staged as links.
+fn upload_step(preview: &mut Preview, plan: &Plan, target: &SshTarget, workdir: &str) {
+    let stage = std::env::temp_dir().join(format!("{UPLOAD_STAGE_PREFIX}XXXXXX"));
+    let links: Vec<PathBuf> = plan
+        .uploads
+        .iter()
+        .map(|u| stage.join(&u.remote_name))
+        .collect();
+    let mut details: Vec<String> = plan
+        .uploads
+        .iter()
+        .map(|u| format!("{} <- {}", u.remote_name, u.local.display()))
+        .collect();
+    details.push(format!(
+        "(staged as links in a local temp dir, shown as {})",
+        stage.display()
+    ));
+    preview.step(
+        &format!("upload {} file(s) into the work dir", plan.uploads.len()),
+        &details,
+        &upload_command(target, &links, workdir),
+    );
+}

@@ -1,0 +1,245 @@
+//! The `flash-auto --junit PATH` report: a JUnit XML file for CI systems (GitLab, Jenkins,
+//! GitHub test reporters), one `<testcase>` per board. Rendering is pure; the file is written
+//! atomically (a temp file in the same directory, then a rename). XML escaping is quick-xml's.
+//!
+//! ```xml
+//! <testsuites name="stm-remote" tests="3" failures="1" errors="0" time="9.120">
+//!   <testsuite name="flash-auto lab" tests="3" failures="1" errors="0" skipped="0" time="9.120">
+//!     <testcase name="dfu1" classname="lab" time="3.200"/>
+//!     <testcase name="dfu2" classname="lab" time="5.100">
+//!       <system-out>recovered by nrst</system-out>
+//!     </testcase>
+//!     <testcase name="g0" classname="lab" time="4.000">
+//!       <failure message="Download verification failed">Download verification failed
+//! hint: ...</failure>
+//!     </testcase>
+//!   </testsuite>
+//! </testsuites>
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use quick_xml::Writer;
+use quick_xml::events::{BytesDecl, BytesText, Event};
+
+use super::human::sanitize;
+use crate::error::Error;
+use crate::jobs::JobResult;
+
+/// Renders the report of a flash-auto run on `server` that took `elapsed` in all.
+pub fn render_junit(server: &str, results: &[JobResult], elapsed: Duration) -> String {
+    let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
+    // Writing into a Vec cannot fail.
+    let _ = write_document(&mut w, server, results, elapsed);
+    let mut text = String::from_utf8_lossy(&w.into_inner()).into_owned();
+    text.push('\n');
+    text
+}
+
+fn write_document(
+    w: &mut Writer<Vec<u8>>,
+    server: &str,
+    results: &[JobResult],
+    elapsed: Duration,
+) -> std::io::Result<()> {
+    let tests = results.len().to_string();
+    let failures = results.iter().filter(|r| !r.ok).count().to_string();
+    let time = seconds(elapsed.as_secs_f64());
+    w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
+    w.create_element("testsuites")
+        .with_attributes([
+            ("name", "stm-remote"),
+            ("tests", tests.as_str()),
+            ("failures", failures.as_str()),
+            ("errors", "0"),
+            ("time", time.as_str()),
+        ])
+        .write_inner_content(|w| {
+            let suite = format!("flash-auto {server}");
+            w.create_element("testsuite")
+                .with_attributes([
+                    ("name", suite.as_str()),
+                    ("tests", tests.as_str()),
+                    ("failures", failures.as_str()),
+                    ("errors", "0"),
+                    ("skipped", "0"),
+                    ("time", time.as_str()),
+                ])
+                .write_inner_content(|w| {
+                    results.iter().try_for_each(|r| write_case(w, server, r))
+                })?;
+            Ok(())
+        })?;
+    Ok(())
+}
+
+fn write_case(w: &mut Writer<Vec<u8>>, server: &str, r: &JobResult) -> std::io::Result<()> {
+    let time = seconds(r.seconds);
+    let case = w.create_element("testcase").with_attributes([
+        ("name", r.device.as_str()),
+        ("classname", server),
+        ("time", time.as_str()),
+    ]);
+    if r.ok && r.recovery.is_none() {
+        case.write_empty()?;
+        return Ok(());
+    }
+    case.write_inner_content(|w| {
+        if let Some(step) = &r.recovery {
+            w.create_element("system-out")
+                .write_text_content(BytesText::new(&format!("recovered by {}", clean(step))))?;
+        }
+        if !r.ok {
+            let error = r.error.as_deref().map_or_else(
+                || "failed without a reason (internal error)".to_string(),
+                clean,
+            );
+            let mut body = error.clone();
+            if let Some(h) = &r.hint {
+                body.push_str(&format!("\nhint: {}", clean(h)));
+            }
+            w.create_element("failure")
+                .with_attribute(("message", error.replace('\n', " ").as_str()))
+                .write_text_content(BytesText::new(&body))?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Seconds with millisecond precision, as JUnit readers expect.
+fn seconds(s: f64) -> String {
+    format!("{s:.3}")
+}
+
+/// Remote text without escape sequences or control characters (XML 1.0 cannot carry most of
+/// them), keeping its line breaks.
+fn clean(text: &str) -> String {
+    text.lines().map(sanitize).collect::<Vec<_>>().join("\n")
+}
+
+/// Refuses a `--junit` path that cannot be written, before anything is flashed.
+pub fn check_junit_path(path: &Path) -> Result<(), Error> {
+    let dir = parent_dir(path);
+    let problem = if path.is_dir() {
+        Some("it is a directory".to_string())
+    } else if !dir.is_dir() {
+        Some(format!("directory `{}` does not exist", dir.display()))
+    } else {
+        None
+    };
+    match problem {
+        Some(message) => Err(Error::Report {
+            path: path.to_path_buf(),
+            message,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Writes the report to `path` atomically.
+pub fn write_junit(
+    path: &Path,
+    server: &str,
+    results: &[JobResult],
+    elapsed: Duration,
+) -> Result<(), Error> {
+    let text = render_junit(server, results, elapsed);
+    let fail = |e: std::io::Error| Error::Report {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".stm-remote-junit.")
+        .tempfile_in(parent_dir(path))
+        .map_err(fail)?;
+    tmp.write_all(text.as_bytes()).map_err(fail)?;
+    tmp.persist(path).map_err(|e| fail(e.error))?;
+    Ok(())
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(device: &str, ok: bool, recovery: Option<&str>, error: Option<&str>) -> JobResult {
+        JobResult {
+            device: device.into(),
+            ok,
+            recovery: recovery.map(str::to_string),
+            error: error.map(str::to_string),
+            seconds: 1.25,
+            hint: error.map(|_| "check the <cable> & \"power\"".to_string()),
+        }
+    }
+
+    #[test]
+    fn the_report_has_one_case_per_board_and_escapes_what_it_quotes() {
+        let results = [
+            result("dfu1", true, None, None),
+            result("dfu2", true, Some("nrst"), None),
+            result(
+                "g<0>",
+                false,
+                None,
+                Some("Data mismatch at 0x0800 & \"more\"\x1b[31m\nsecond line"),
+            ),
+        ];
+        let xml = render_junit("lab&co", &results, Duration::from_millis(4200));
+        insta::assert_snapshot!(xml);
+    }
+
+    #[test]
+    fn a_run_without_failures_counts_zero() {
+        let xml = render_junit(
+            "lab",
+            &[result("a", true, None, None)],
+            Duration::from_secs(1),
+        );
+        assert!(
+            xml.contains(r#"<testsuite name="flash-auto lab" tests="1" failures="0""#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<testcase name="a" classname="lab" time="1.250"/>"#),
+            "{xml}"
+        );
+    }
+
+    #[test]
+    fn an_unwritable_path_is_refused_up_front() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_junit_path(&dir.path().join("report.xml")).is_ok());
+        assert!(check_junit_path(Path::new("report.xml")).is_ok());
+        let e = check_junit_path(&dir.path().join("nope/report.xml")).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        let e = check_junit_path(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("is a directory"), "{e}");
+        assert!(e.hint().unwrap().contains("--junit"));
+    }
+
+    #[test]
+    fn the_file_is_written_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junit.xml");
+        std::fs::write(&path, "old").unwrap();
+        write_junit(
+            &path,
+            "lab",
+            &[result("a", true, None, None)],
+            Duration::ZERO,
+        )
+        .unwrap();
+        assert!(std::fs::read_to_string(&path).unwrap().starts_with("<?xml"));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
