@@ -209,10 +209,10 @@ pub enum Shell {
 }
 
 /// The environment variable through which the shell asks stm-remote for completions.
-pub const COMPLETE_VAR: &str = "COMPLETE";
+pub const COMPLETE_VAR: &str = "STM_REMOTE_COMPLETE";
 
 /// Answers a completion request from the shell code of [`completion_script`] and exits, when
-/// this process is one (`COMPLETE=<shell> stm-remote -- <words>`); otherwise returns.
+/// this process is one (`STM_REMOTE_COMPLETE=<shell> stm-remote -- <words>`); otherwise returns.
 pub fn complete_if_asked() {
     use clap::CommandFactory;
     clap_complete::CompleteEnv::with_factory(Cli::command)
@@ -489,7 +489,7 @@ mod tests {
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
             let script = completion_script(shell);
             assert!(
-                script.contains("COMPLETE=") && script.contains("stm-remote"),
+                script.contains("STM_REMOTE_COMPLETE=") && script.contains("stm-remote"),
                 "{script}"
             );
         }

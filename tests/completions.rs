@@ -1,5 +1,5 @@
 //! `stm-remote completions <shell>` and the dynamic completions it registers: the shell runs
-//! `COMPLETE=<shell> stm-remote -- <words>` on Tab, and stm-remote answers from config.json.
+//! `STM_REMOTE_COMPLETE=<shell> stm-remote -- <words>` on Tab, and stm-remote answers from config.json.
 
 use assert_cmd::Command;
 use serde_json::json;
@@ -29,7 +29,7 @@ fn bash(dir: &tempfile::TempDir, words: &[&str]) -> Vec<String> {
         .unwrap()
         .current_dir(dir.path())
         .env_clear()
-        .env("COMPLETE", "bash")
+        .env("STM_REMOTE_COMPLETE", "bash")
         .env("_CLAP_COMPLETE_INDEX", (words.len() - 1).to_string())
         .env("STM_REMOTE_CONFIG", dir.path().join("config.json"))
         .arg("--")
@@ -64,7 +64,10 @@ fn the_scripts_register_dynamic_completion_for_each_shell() {
         assert!(out.status.success(), "{shell}: {out:?}");
         let script = String::from_utf8_lossy(&out.stdout);
         assert!(script.contains(needle), "{shell}:\n{script}");
-        assert!(script.contains("COMPLETE="), "{shell}:\n{script}");
+        assert!(
+            script.contains("STM_REMOTE_COMPLETE="),
+            "{shell}:\n{script}"
+        );
     }
     Command::cargo_bin("stm-remote")
         .unwrap()
