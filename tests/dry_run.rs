@@ -167,9 +167,11 @@ fn hub_dry_run_prints_the_hub_calls_and_switches_nothing() {
         .to_string();
     for needle in [
         "Dry run: nothing is connected, uploaded, flashed or switched.".to_string(),
-        "3. hub `power_off 0x0002`".into(),
+        "1. connect (the first hostname that answers is used)".into(),
+        format!("-- {}@127.0.0.1 true", crate::util::whoami()),
+        "2. hub `power_off 0x0002`".into(),
         format!("on the server, under the hub lock: flock -w 60 {lock} {hub} power_off 0x0002"),
-        "4. hub `get_power_state`".into(),
+        "3. hub `get_power_state`".into(),
         format!(
             "-- {}@127.0.0.1 'flock -w 60 {lock} {hub} get_power_state'",
             crate::util::whoami()
@@ -179,8 +181,12 @@ fn hub_dry_run_prints_the_hub_calls_and_switches_nothing() {
     }
     let run = env.run(&["hub", "lab", "nrst_on", "USB3", "--dry-run"]);
     run.code(0);
-    assert!(run.stdout().contains("3. hub `nrst_on 0x0004`"));
-    assert!(!run.stdout().contains("4. "), "{}", run.stdout());
+    assert!(run.stdout().contains("2. hub `nrst_on 0x0004`"));
+    assert!(!run.stdout().contains("3. "), "{}", run.stdout());
+    assert!(
+        !run.stdout().contains("mktemp"),
+        "the hub needs no work dir"
+    );
     untouched(&env, &before);
 }
 

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::client::{Hub, HubAction, HubError, command_word, mask_hex, mask_ports, parse_target};
 use crate::config::{Config, Server};
 use crate::error::Error;
-use crate::jobs::{Event, Preview, Session};
+use crate::jobs::{Event, Preview, connect};
 use crate::report::Reporter;
 
 /// Checks a hub command before anything connects: the server exists and can drive its hub
@@ -74,7 +74,7 @@ pub fn hub_dry_run(
 ) -> Result<String, Error> {
     let (server, mask) = check(config, server_name, action, target)?;
     let (mut preview, ssh_target) = Preview::start(server_name, server);
-    let workdir = preview.open_session(server, &ssh_target)?;
+    preview.connect(&ssh_target)?;
     let hub = Hub {
         server_name,
         server,
@@ -88,7 +88,7 @@ pub fn hub_dry_run(
             &hub.command(call, mask)?,
         );
     }
-    Ok(preview.finish(&workdir))
+    Ok(preview.finish_plain())
 }
 
 /// Runs the hub subcommand; returns what to print on stdout (the power table for
@@ -101,11 +101,11 @@ pub fn hub_command(
     reporter: &mut Reporter,
 ) -> Result<String, Error> {
     let (server, mask) = check(config, server_name, action, target)?;
-    let session = Session::open(server_name, server, &mut |e| reporter.handle(e))?;
+    let target = connect(server_name, server, &mut |e| reporter.handle(e))?;
     let hub = Hub {
         server_name,
         server,
-        target: &session.target,
+        target: &target,
     };
     let events = std::cell::RefCell::new(Vec::new());
     let emit = |e: Event| events.borrow_mut().push(e);
@@ -124,7 +124,6 @@ pub fn hub_command(
     for e in events.into_inner() {
         reporter.handle(e);
     }
-    session.cleanup(&mut |e| reporter.handle(e));
     match (action, result?) {
         (HubAction::GetPowerState, table) => Ok(table),
         (_, line) => {

@@ -89,6 +89,24 @@ impl Preview {
     }
 
     /// The plan, ending with how the run cleans up.
+    /// The connection step of a command that needs no work dir.
+    pub fn connect(&mut self, target: &SshTarget) -> Result<(), Error> {
+        let probe = target
+            .ssh(&super::session::PROBE_ARGV)
+            .map_err(quote_error)?;
+        self.step(
+            "connect (the first hostname that answers is used)",
+            &[],
+            &probe,
+        );
+        Ok(())
+    }
+
+    /// The plan of a command without a work dir.
+    pub fn finish_plain(self) -> String {
+        self.out
+    }
+
     pub fn finish(mut self, workdir: &str) -> String {
         self.note(&format!(
             "At the end the keeper's ssh is closed, which removes {workdir} (if the keeper lost \
