@@ -58,12 +58,7 @@ fn all_hostnames_unreachable_is_one_error_listing_each_reason() {
 fn a_wrong_key_is_an_authentication_error_and_not_retried() {
     let env = one_board();
     let other = env.root.path().join("keys/other_key");
-    let st = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&other)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    crate::util::sshd::keygen(&other);
     env.edit_server(|s| s["key"] = json!(other));
     let fw = env.firmware("app.hex");
     env.run(&["flash-auto", "lab", &format!("b0={fw}")])
@@ -83,12 +78,7 @@ fn a_wrong_key_is_an_authentication_error_and_not_retried() {
 fn a_changed_host_key_is_refused_and_said_so() {
     let env = one_board();
     let impostor = env.root.path().join("keys/impostor");
-    let st = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&impostor)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    crate::util::sshd::keygen(&impostor);
     let pubkey = std::fs::read_to_string(impostor.with_extension("pub")).unwrap();
     let parts: Vec<&str> = pubkey.split_whitespace().collect();
     std::fs::write(

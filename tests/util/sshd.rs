@@ -22,7 +22,8 @@ impl Drop for Sshd {
     }
 }
 
-fn keygen(path: &Path) {
+/// A throw-away ed25519 key pair at `path` (and `path.pub`).
+pub fn keygen(path: &Path) {
     let st = Command::new("ssh-keygen")
         .args([
             "-q",
