@@ -113,7 +113,7 @@ fn flash_auto_dry_run_prints_the_commands_and_touches_nothing() {
     }
     assert!(
         out.contains(&format!(
-            "on the server: {}/STM32_Programmer_CLI -c 'port=USB1' 'sn={DFU1}' -w \
+            "on the server: {}/STM32_Programmer_CLI -c 'port=usb' 'sn={DFU1}' -w \
              {tmp}/stm-remote.XXXXXXXX/fw1.hex -v -s",
             env.lab.display()
         )),

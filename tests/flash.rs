@@ -41,7 +41,7 @@ fn a_dfu_and_an_swd_board_get_their_own_firmware() {
         .iter()
         .find(|a| a.contains(&format!("sn={G0}")))
         .unwrap();
-    assert_eq!(&dfu_run[..3], ["-c", "port=USB1", &format!("sn={DFU1}")]);
+    assert_eq!(&dfu_run[..3], ["-c", "port=usb", &format!("sn={DFU1}")]);
     assert_eq!(&swd_run[..3], ["-c", "port=SWD", &format!("sn={G0}")]);
     for r in [dfu_run, swd_run] {
         assert!(

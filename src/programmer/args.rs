@@ -20,7 +20,7 @@ fn hex_address(address: u32) -> String {
     format!("0x{address:08X}")
 }
 
-/// `-c port=USB1|SWD sn=<serial> -w <file> [addr] [-v] [-s [addr]]`.
+/// `-c port=usb|SWD sn=<serial> -w <file> [addr] [-v] [-s [addr]]`.
 ///
 /// The start address is the write address when one is given (needed for `.bin`);
 /// without one the tool takes the address from the file and starts at its default.
@@ -33,7 +33,7 @@ pub(crate) fn flash_args(
     start: bool,
 ) -> Vec<String> {
     let port = match interface {
-        Interface::Usb => "port=USB1",
+        Interface::Usb => "port=usb",
         Interface::Swd => "port=SWD",
     };
     let address = address.map(hex_address);
@@ -104,7 +104,7 @@ mod tests {
             ),
             [
                 "-c",
-                "port=USB1",
+                "port=usb",
                 "sn=207036B25853",
                 "-w",
                 "/tmp/fw.bin",
@@ -120,11 +120,11 @@ mod tests {
     fn dfu_flash_hex_without_address() {
         assert_eq!(
             flash_args(Interface::Usb, "207036B25853", "app.hex", None, true, false),
-            ["-c", "port=USB1", "sn=207036B25853", "-w", "app.hex", "-v"]
+            ["-c", "port=usb", "sn=207036B25853", "-w", "app.hex", "-v"]
         );
         assert_eq!(
             flash_args(Interface::Usb, "207036B25853", "app.hex", None, false, true),
-            ["-c", "port=USB1", "sn=207036B25853", "-w", "app.hex", "-s"]
+            ["-c", "port=usb", "sn=207036B25853", "-w", "app.hex", "-s"]
         );
     }
 

@@ -172,7 +172,7 @@ pub struct ParseError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Interface {
-    /// USB DFU (`port=USB1`).
+    /// USB DFU (`port=usb sn=...`).
     Usb,
     /// ST-LINK over SWD (`port=SWD`).
     Swd,
