@@ -19,15 +19,14 @@ pub mod programmer;
 pub mod remote;
 pub mod report;
 
-use std::io::Write;
 use std::process::ExitCode;
-use std::time::Instant;
 
 use clap::Parser;
 
 use crate::cli::{Cli, Command};
-use crate::error::{EXIT_DEVICE_FAILED, EXIT_OK, Error};
+use crate::error::{EXIT_OK, Error};
 use crate::report::Reporter;
+use crate::report::print_stdout;
 
 /// Entry point of the binary.
 pub fn main_impl() -> ExitCode {
@@ -65,44 +64,17 @@ fn run(cli: &Cli, reporter: &mut Reporter) -> Result<u8, Error> {
     match &cli.command {
         Command::FlashAuto(args) => {
             let config = config::load(cli.config.as_deref())?;
-            if args.dry_run {
-                let plan = jobs::dry_run(&config, &args.server, &args.assignments, reporter)?;
-                print_stdout(&plan)?;
-                return Ok(EXIT_OK);
-            }
-            if let Some(path) = &args.junit {
-                report::check_junit_path(path)?;
-            }
-            let started = Instant::now();
-            let (results, setup_error) =
-                match jobs::flash_auto(&config, &args.server, &args.assignments, reporter) {
-                    Ok(r) => (r, None),
-                    Err((e, r)) => (r, Some(e)),
-                };
-            if args.json && (setup_error.is_none() || !results.is_empty()) {
-                print_stdout(&report::render_results(&results))?;
-            }
-            let junit_error = match &args.junit {
-                Some(path) if setup_error.is_none() || !results.is_empty() => {
-                    report::write_junit(path, &args.server, &results, started.elapsed()).err()
-                }
-                _ => None,
-            };
-            if let Some(e) = setup_error {
-                if let Some(j) = &junit_error {
-                    reporter.fatal(j);
-                }
-                return Err(e);
-            }
-            reporter.summary(&results, started.elapsed());
-            if let Some(e) = junit_error {
-                return Err(e);
-            }
-            Ok(if results.iter().all(|r| r.ok) {
-                EXIT_OK
-            } else {
-                EXIT_DEVICE_FAILED
-            })
+            jobs::flash_auto_command(
+                &config,
+                &jobs::FlashRequest {
+                    server: &args.server,
+                    assignments: &args.assignments,
+                    json: args.json,
+                    junit: args.junit.as_deref(),
+                    dry_run: args.dry_run,
+                },
+                reporter,
+            )
         }
         Command::Hub(args) => {
             let config = config::load(cli.config.as_deref())?;
@@ -145,14 +117,5 @@ fn run(cli: &Cli, reporter: &mut Reporter) -> Result<u8, Error> {
             }
             Ok(outcome.code)
         }
-    }
-}
-
-/// Writes results to stdout; a closed pipe (`| head`) is not an error.
-fn print_stdout(s: &str) -> Result<(), Error> {
-    let mut out = std::io::stdout().lock();
-    match out.write_all(s.as_bytes()).and_then(|()| out.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
     }
 }

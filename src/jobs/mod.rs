@@ -2,6 +2,7 @@
 //! and the per-board step sequence run on a rayon pool. Workers never print: they send
 //! [`Event`]s to the reporter.
 
+mod command;
 mod device;
 mod event;
 mod fanout;
@@ -13,6 +14,7 @@ mod run;
 mod session;
 mod wrapper;
 
+pub use command::{FlashRequest, flash_auto_command};
 pub use device::{JobFailure, JobResult};
 pub use event::{Event, Step};
 pub use fanout::each_server;

@@ -5,7 +5,9 @@
 mod human;
 mod json;
 mod junit;
+mod stdout;
 
 pub use human::{Reporter, Terminal, sanitize};
 pub use json::{SCHEMA_VERSION, render_discovery, render_results};
 pub use junit::{check_junit_path, render_junit, write_junit};
+pub use stdout::print_stdout;
