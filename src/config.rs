@@ -190,6 +190,25 @@ impl Device {
     }
 }
 
+impl Server {
+    /// The path of `name` directly under `remote_tmp` (lock files, the work dir template).
+    pub fn remote_path(&self, name: &str) -> String {
+        format!("{}/{name}", self.remote_tmp.trim_end_matches('/'))
+    }
+
+    /// How long one command may take on the first contact with an address: ssh's
+    /// ConnectTimeout plus 5 s for the command itself and for what ConnectTimeout does not
+    /// bound (name resolution).
+    pub fn connect_deadline(&self) -> std::time::Duration {
+        connect_deadline(self.connect_timeout)
+    }
+}
+
+/// See [`Server::connect_deadline`].
+pub fn connect_deadline(connect_timeout: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(u64::from(connect_timeout) + 5)
+}
+
 /// `USB` / `SWD` (any case) to an [`Interface`].
 pub fn parse_interface(s: &str) -> Option<Interface> {
     match s.to_ascii_uppercase().as_str() {

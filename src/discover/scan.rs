@@ -66,7 +66,7 @@ fn list(name: &str, server: &Server, emit: &mut dyn FnMut(Event)) -> Result<List
         details,
         hint: Some(hint),
     };
-    if output.code == Some(127) && output.stdout.trim().is_empty() {
+    if output.program_missing() {
         return Err(fail(
             format!(
                 "`{}` was not found there ({})",

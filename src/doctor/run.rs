@@ -72,7 +72,7 @@ fn check_server(name: &str, server: &Server, emit: &mut dyn FnMut(Event)) -> Vec
             emit(e)
         }
     };
-    let deadline = Duration::from_secs(u64::from(server.connect_timeout) + 5);
+    let deadline = server.connect_deadline();
     let answer = match first_answer(name, server, &["id", "-un"], deadline, &mut quiet) {
         Ok(a) => a,
         Err(e) => {

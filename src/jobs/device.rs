@@ -58,6 +58,20 @@ pub struct JobResult {
     pub hint: Option<String>,
 }
 
+impl JobResult {
+    /// A board that was not flashed.
+    pub fn failed(device: &str, error: String, seconds: f64, hint: Option<String>) -> Self {
+        JobResult {
+            device: device.to_string(),
+            ok: false,
+            recovery: None,
+            error: Some(error),
+            seconds,
+            hint,
+        }
+    }
+}
+
 /// What a job needs from the run.
 pub struct JobContext<'a> {
     pub session: &'a Session,
@@ -78,14 +92,7 @@ pub fn run_job(ctx: &JobContext<'_>, job: &Job) -> JobResult {
     let start = Instant::now();
     let alias = job.alias.as_str();
     if remote::cancelled() {
-        return JobResult {
-            device: job.alias.clone(),
-            ok: false,
-            recovery: None,
-            error: Some("not started: interrupted".into()),
-            seconds: 0.0,
-            hint: None,
-        };
+        return JobResult::failed(alias, "not started: interrupted".into(), 0.0, None);
     }
     ctx.send(Event::info(
         alias,
@@ -133,14 +140,8 @@ pub fn run_job(ctx: &JobContext<'_>, job: &Job) -> JobResult {
                 message: format!("Flash failed: {}", f.message),
             });
             ctx.send(Event::progress(alias, Step::Failed, None));
-            JobResult {
-                device: job.alias.clone(),
-                ok: false,
-                recovery,
-                error: Some(f.message),
-                seconds,
-                hint: f.hint,
-            }
+            // Recovery names only a step that made the flash work, so a failure has none.
+            JobResult::failed(alias, f.message, seconds, f.hint)
         }
     }
 }
@@ -170,7 +171,7 @@ pub(super) fn programmer_argv(
 
 /// `programmer` (from [`programmer_argv`]) under the job wrapper, holding the board's lock.
 pub(super) fn wrapped_argv(server: &Server, job: &Job, programmer: &[String]) -> Vec<String> {
-    let lock = wrapper::lock_file(&server.remote_tmp, &job.device.serial);
+    let lock = server.remote_path(&wrapper::lock_name(&job.device.serial));
     wrapper::wrap(
         &lock,
         server.lock_wait,
@@ -339,19 +340,30 @@ pub(super) fn flash_attempt(
                 ),
             });
         }
-        Some(wrapper::EXIT_LOCK_ERROR) | Some(wrapper::EXIT_DEADLINE) => {
+        Some(wrapper::EXIT_DEADLINE) => {
             return Err(JobFailure {
-                class: if out.code == Some(wrapper::EXIT_DEADLINE) { FailureClass::Timeout } else { FailureClass::Transport },
-                message: wrapper::wrapper_message(&out.stderr).unwrap_or_else(|| "the job wrapper failed".into()),
-                hint: (out.code == Some(wrapper::EXIT_DEADLINE)).then(|| {
-                    "raise `programmer_timeout` for this server in config.json if the board is just slow".to_string()
-                }),
+                class: FailureClass::Timeout,
+                message: wrapper::wrapper_message(&out.stderr)
+                    .unwrap_or_else(|| "the job wrapper failed".into()),
+                hint: Some(
+                    "raise `programmer_timeout` for this server in config.json if the board is \
+                     just slow"
+                        .into(),
+                ),
+            });
+        }
+        Some(wrapper::EXIT_LOCK_ERROR) => {
+            return Err(JobFailure {
+                class: FailureClass::Transport,
+                message: wrapper::wrapper_message(&out.stderr)
+                    .unwrap_or_else(|| "the job wrapper failed".into()),
+                hint: None,
             });
         }
         _ => {}
     }
     let stderr = wrapper::without_wrapper_lines(&out.stderr);
-    if matches!(out.code, Some(126 | 127)) && out.stdout.trim().is_empty() {
+    if out.program_missing() {
         return Err(JobFailure {
             class: FailureClass::Programmer(FailureKind::Unknown),
             message: format!(

@@ -88,7 +88,6 @@ impl Preview {
         Ok(workdir)
     }
 
-    /// The plan, ending with how the run cleans up.
     /// The connection step of a command that needs no work dir.
     pub fn connect(&mut self, target: &SshTarget) -> Result<(), Error> {
         let probe = target
@@ -107,6 +106,7 @@ impl Preview {
         self.out
     }
 
+    /// The plan, ending with how the run cleans up.
     pub fn finish(mut self, workdir: &str) -> String {
         self.note(&format!(
             "At the end the keeper's ssh is closed, which removes {workdir} (if the keeper lost \
@@ -152,7 +152,8 @@ pub fn dry_run(
             format!(
                 "under the job wrapper: lock {} (waits up to {} s for another run), programmer \
                  stopped after {} s",
-                wrapper::lock_file(&plan.server.remote_tmp, &job.device.serial),
+                plan.server
+                    .remote_path(&wrapper::lock_name(&job.device.serial)),
                 plan.server.lock_wait,
                 deadline_secs(&plan.server)
             ),

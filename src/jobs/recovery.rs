@@ -306,8 +306,7 @@ fn wait_listed(ctx: &JobContext<'_>, alias: &str, boards: &[PortBoard]) -> Resul
     let start = Instant::now();
     let mut last = String::from("not listed yet");
     loop {
-        let cmd = ctx.session.target.ssh(&argv).map_err(|e| e.to_string())?;
-        let mut cmd = cmd;
+        let mut cmd = ctx.session.target.ssh(&argv).map_err(|e| e.to_string())?;
         ctx.send(Event::Command {
             device: Some(alias.to_string()),
             command: remote::display(&cmd),

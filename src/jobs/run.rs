@@ -51,13 +51,13 @@ fn run_plan(
     let all_failed = |e: &Error| -> Vec<JobResult> {
         plan.jobs
             .iter()
-            .map(|j| JobResult {
-                device: j.alias.clone(),
-                ok: false,
-                recovery: None,
-                error: Some(e.to_string()),
-                seconds: started.elapsed().as_secs_f64(),
-                hint: e.hint(),
+            .map(|j| {
+                JobResult::failed(
+                    &j.alias,
+                    e.to_string(),
+                    started.elapsed().as_secs_f64(),
+                    e.hint(),
+                )
             })
             .collect()
     };
@@ -127,13 +127,13 @@ fn run_pool(plan: &super::Plan, session: &Session, reporter: &mut Reporter) -> V
         .into_iter()
         .zip(&plan.jobs)
         .map(|(slot, job)| {
-            slot.into_inner().unwrap_or_else(|| JobResult {
-                device: job.alias.clone(),
-                ok: false,
-                recovery: None,
-                error: Some("the job ended without a result (internal error)".into()),
-                seconds: 0.0,
-                hint: None,
+            slot.into_inner().unwrap_or_else(|| {
+                JobResult::failed(
+                    &job.alias,
+                    "the job ended without a result (internal error)".into(),
+                    0.0,
+                    None,
+                )
             })
         })
         .collect()

@@ -148,10 +148,7 @@ pub fn first_answer<S: AsRef<str>>(
 
 /// The `mktemp` template of a run's work dir on `server` (also how `--dry-run` shows it).
 pub fn workdir_template(server: &Server) -> String {
-    format!(
-        "{}/{WORKDIR_PREFIX}XXXXXXXX",
-        server.remote_tmp.trim_end_matches('/')
-    )
+    server.remote_path(&format!("{WORKDIR_PREFIX}XXXXXXXX"))
 }
 
 /// Absolute remote path of the file `name` in the work dir `workdir`.
@@ -191,8 +188,13 @@ pub fn connect(
     server: &Server,
     emit: &mut dyn FnMut(Event),
 ) -> Result<SshTarget, Error> {
-    let deadline = Duration::from_secs(u64::from(server.connect_timeout) + 5);
-    let answer = first_answer(server_name, server, &PROBE_ARGV, deadline, emit)?;
+    let answer = first_answer(
+        server_name,
+        server,
+        &PROBE_ARGV,
+        server.connect_deadline(),
+        emit,
+    )?;
     if answer.output.code != Some(0) {
         return Err(Error::Remote {
             server: server_name.to_string(),
@@ -215,10 +217,14 @@ impl Session {
         server: &Server,
         emit: &mut dyn FnMut(Event),
     ) -> Result<Session, Error> {
-        let deadline = Duration::from_secs(u64::from(server.connect_timeout) + 5);
         // One round trip: make the work dir, then say how much room it has (for the upload).
-        let Answer { target, output, .. } =
-            first_answer(server_name, server, &open_argv(server), deadline, emit)?;
+        let Answer { target, output, .. } = first_answer(
+            server_name,
+            server,
+            &open_argv(server),
+            server.connect_deadline(),
+            emit,
+        )?;
         let mut lines = output.stdout.lines();
         let workdir = lines.next().unwrap_or_default().trim().to_string();
         let free_kib = lines.next().and_then(parse_df_available);

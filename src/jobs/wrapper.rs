@@ -74,12 +74,9 @@ pub fn wrap(
     argv
 }
 
-/// The board's lock file on the server.
-pub fn lock_file(remote_tmp: &str, serial: &str) -> String {
-    format!(
-        "{}/stm-remote-board-{serial}.lock",
-        remote_tmp.trim_end_matches('/')
-    )
+/// The name of the board's lock file, directly under the server's `remote_tmp`.
+pub fn lock_name(serial: &str) -> String {
+    format!("stm-remote-board-{serial}.lock")
 }
 
 /// Who we are, for "busy (held by ...)": `user@host pid N`, reduced to harmless characters.
@@ -152,7 +149,11 @@ mod tests {
     #[test]
     fn passes_output_and_exit_codes_through() {
         let dir = tempfile::tempdir().unwrap();
-        let lock = lock_file(&dir.path().to_string_lossy(), "ABC123");
+        let lock = dir
+            .path()
+            .join(lock_name("ABC123"))
+            .to_string_lossy()
+            .into_owned();
         let out = local(
             &wrap(
                 &lock,
@@ -181,7 +182,11 @@ mod tests {
     #[test]
     fn a_held_lock_makes_the_second_run_wait_then_report_busy() {
         let dir = tempfile::tempdir().unwrap();
-        let lock = lock_file(&dir.path().to_string_lossy(), "B0A4D");
+        let lock = dir
+            .path()
+            .join(lock_name("B0A4D"))
+            .to_string_lossy()
+            .into_owned();
         let first = wrap(&lock, 5, 30, "alice@pc1 pid 7", &prog("sleep 3"));
         let t = std::thread::spawn(move || local(&first, true, 30).unwrap());
         std::thread::sleep(Duration::from_millis(800));
@@ -199,7 +204,11 @@ mod tests {
     #[test]
     fn a_hung_programmer_is_stopped_at_its_deadline() {
         let dir = tempfile::tempdir().unwrap();
-        let lock = lock_file(&dir.path().to_string_lossy(), "H1");
+        let lock = dir
+            .path()
+            .join(lock_name("H1"))
+            .to_string_lossy()
+            .into_owned();
         let t = Instant::now();
         let out = local(&wrap(&lock, 5, 1, "me", &prog("sleep 30")), true, 30).unwrap();
         assert_eq!(out.code, Some(EXIT_DEADLINE));
@@ -215,7 +224,11 @@ mod tests {
     fn eof_on_stdin_stops_the_programmer() {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("alive");
-        let lock = lock_file(&dir.path().to_string_lossy(), "E0F");
+        let lock = dir
+            .path()
+            .join(lock_name("E0F"))
+            .to_string_lossy()
+            .into_owned();
         // With stdin null the wrapper sees EOF at once and stops the programmer.
         let script = format!("sleep 20; touch {}", marker.display());
         let t = Instant::now();

@@ -57,7 +57,7 @@ pub fn warm(target: &SshTarget, threads: usize) -> usize {
         SLOT.with(|c| c.set(None));
         let Ok(mut cmd) = cmd else { continue };
         let opts = RunOptions {
-            deadline: Some(Duration::from_secs(u64::from(target.connect_timeout) + 5)),
+            deadline: Some(crate::config::connect_deadline(target.connect_timeout)),
             ..RunOptions::default()
         };
         if matches!(run_with(&mut cmd, opts), Ok(out) if out.code == Some(0)) {

@@ -39,6 +39,12 @@ pub struct Captured {
 }
 
 impl Captured {
+    /// Whether the shell could not find or run the program at all (exit 127 or 126, nothing
+    /// on stdout): not the program's own failure.
+    pub fn program_missing(&self) -> bool {
+        matches!(self.code, Some(126 | 127)) && self.stdout.trim().is_empty()
+    }
+
     /// The last few non-empty lines of stderr, for error messages.
     pub fn stderr_tail(&self) -> String {
         tail(&self.stderr, 5)
