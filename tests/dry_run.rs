@@ -170,10 +170,12 @@ fn hub_dry_run_prints_the_hub_calls_and_switches_nothing() {
         "1. connect (the first hostname that answers is used)".into(),
         format!("-- {}@127.0.0.1 true", crate::util::whoami()),
         "2. hub `power_off 0x0002`".into(),
-        format!("on the server, under the hub lock: flock -w 60 {lock} {hub} power_off 0x0002"),
+        format!(
+            "on the server, under the hub lock: flock -E 75 -w 60 {lock} {hub} power_off 0x0002"
+        ),
         "3. hub `get_power_state`".into(),
         format!(
-            "-- {}@127.0.0.1 'flock -w 60 {lock} {hub} get_power_state'",
+            "-- {}@127.0.0.1 'flock -E 75 -w 60 {lock} {hub} get_power_state'",
             crate::util::whoami()
         ),
     ] {

@@ -150,6 +150,10 @@ pub fn command_word(action: HubAction, mask: Option<u16>) -> String {
 /// Seconds a hub call may wait for the server-side hub lock.
 const HUB_LOCK_WAIT_SECS: u32 = 60;
 
+/// Exit code `flock` gives when the hub lock stays busy for [`HUB_LOCK_WAIT_SECS`]; plain
+/// `flock -w` exits 1 without a word, like a failing hub script.
+const HUB_LOCK_BUSY_EXIT: i32 = 75;
+
 /// The hub of one connected server.
 pub struct Hub<'a> {
     pub server_name: &'a str,
@@ -191,18 +195,23 @@ impl Hub<'_> {
         let hub_cli = self.server.hub_cli.as_deref().ok_or_else(|| {
             HubError::NotAvailable(format!("server `{}` has no `hub_cli`", self.server_name))
         })?;
-        let lock = format!(
-            "{}/stm-remote-hub.lock",
-            self.server.remote_tmp.trim_end_matches('/')
-        );
+        let lock = self.server.remote_path("stm-remote-hub.lock");
         let wait = HUB_LOCK_WAIT_SECS.to_string();
+        let busy = HUB_LOCK_BUSY_EXIT.to_string();
         let hex = mask.map(mask_hex);
         let mut script = vec![hub_cli, action.as_str()];
         script.extend(hex.as_deref());
         // `flock` first, then the script with its own path quoting (a leading `~/` expands).
-        remote::quote_command(&["flock", "-w", wait.as_str(), lock.as_str()])
-            .and_then(|f| Ok(format!("{f} {}", remote::quote_command(&script)?)))
-            .map_err(|e| self.failed(&command_word(action, mask), e.to_string()))
+        remote::quote_command(&[
+            "flock",
+            "-E",
+            busy.as_str(),
+            "-w",
+            wait.as_str(),
+            lock.as_str(),
+        ])
+        .and_then(|f| Ok(format!("{f} {}", remote::quote_command(&script)?)))
+        .map_err(|e| self.failed(&command_word(action, mask), e.to_string()))
     }
 
     /// The ssh command of one hub call (see [`Hub::remote_command`]).
@@ -240,11 +249,7 @@ impl Hub<'_> {
         if out.code == Some(SSH_EXIT_CONNECTION) {
             return Err(self.failed(&command, format!("ssh failed: {}", out.stderr_tail())));
         }
-        if out.code == Some(1)
-            && out.stderr.contains("flock")
-            && out.stdout.is_empty()
-            && out.stderr.contains("lock")
-        {
+        if out.code == Some(HUB_LOCK_BUSY_EXIT) {
             return Err(self.failed(
                 &command,
                 format!("the hub lock was busy for {HUB_LOCK_WAIT_SECS} s"),
