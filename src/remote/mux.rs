@@ -44,13 +44,13 @@ fn slot() -> usize {
 
 /// Starts the masters that `threads` parallel jobs will use, before they start: jobs that
 /// found no master at the same moment would each open a connection of their own. Slot 0 is
-/// started by the run's first command. Returns how many were started.
-pub fn warm(target: &SshTarget, threads: usize) -> usize {
+/// started by the run's first command. A master that does not start is no error: its jobs
+/// connect on their own.
+pub fn warm(target: &SshTarget, threads: usize) {
     if !target.multiplex || dir().is_none() {
-        return 0;
+        return;
     }
     let slots = threads.div_ceil(JOBS_PER_MASTER);
-    let mut started = 0;
     for s in 1..slots {
         SLOT.with(|c| c.set(Some(s)));
         let cmd = target.ssh(&["true"]);
@@ -60,11 +60,8 @@ pub fn warm(target: &SshTarget, threads: usize) -> usize {
             deadline: Some(crate::config::connect_deadline(target.connect_timeout)),
             ..RunOptions::default()
         };
-        if matches!(run_with(&mut cmd, opts), Ok(out) if out.code == Some(0)) {
-            started += 1;
-        }
+        let _ = run_with(&mut cmd, opts);
     }
-    started
 }
 
 /// The `-o` options that make a command use (or start) the master of `target`; registers the
@@ -97,14 +94,16 @@ fn same_address(a: &SshTarget, b: &SshTarget) -> bool {
 
 /// Ends every master this process started (`ssh -O exit`), then removes the socket dir.
 pub fn shutdown() {
-    let Some(dir) = dir() else { return };
+    // Only a directory an ssh command made: a run that never built one has nothing to end.
+    let Some(Some(dir)) = DIR.get() else { return };
+    let dir = dir.path();
     let used = USED
         .lock()
         .map(|mut u| std::mem::take(&mut *u))
         .unwrap_or_default();
     // No socket, no master to end: a run that built commands without starting them
     // (`--dry-run`), or whose connections all failed, starts no ssh here either.
-    let used = if sockets() == 0 { Vec::new() } else { used };
+    let used = if sockets(dir) == 0 { Vec::new() } else { used };
     for (target, slot) in used {
         let mut cmd: Command = target.control_command("exit", &control_path(dir, slot));
         let opts = RunOptions {
@@ -118,9 +117,7 @@ pub fn shutdown() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// How many masters are alive right now (for tests and the benchmark).
-pub fn sockets() -> usize {
-    dir()
-        .and_then(|d| std::fs::read_dir(d).ok())
-        .map_or(0, |r| r.count())
+/// How many master sockets are in `dir`.
+fn sockets(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |r| r.count())
 }
