@@ -283,6 +283,7 @@ fn hub_check(
                 server_name: name,
                 server,
                 target,
+                agents: None,
             };
             match hub.power_state(None, emit) {
                 Ok(mask) => Check::pass(

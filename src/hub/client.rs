@@ -159,6 +159,9 @@ pub struct Hub<'a> {
     pub server_name: &'a str,
     pub server: &'a Server,
     pub target: &'a SshTarget,
+    /// A flash run's agents on the server: when set, hub calls go through them instead of
+    /// a session of their own.
+    pub agents: Option<&'a remote::AgentPool>,
 }
 
 impl Hub<'_> {
@@ -229,7 +232,8 @@ impl Hub<'_> {
         emit: &dyn Fn(Event),
     ) -> Result<String, HubError> {
         let command = command_word(action, mask);
-        let mut cmd = self.command(action, mask)?;
+        let remote_command = self.remote_command(action, mask)?;
+        let mut cmd = self.target.ssh_raw(&remote_command);
         emit(Event::Command {
             device: device.map(str::to_string),
             command: remote::display(&cmd),
@@ -237,8 +241,17 @@ impl Hub<'_> {
         let deadline = Duration::from_secs(
             u64::from(HUB_LOCK_WAIT_SECS) + u64::from(self.server.connect_timeout) + 30,
         );
-        let out = remote::run(&mut cmd, Some(deadline), None)
-            .map_err(|e| self.failed(&command, e.to_string()))?;
+        let out = match self.agents {
+            Some(agents) => {
+                let opts = remote::RunOptions {
+                    deadline: Some(deadline),
+                    ..remote::RunOptions::default()
+                };
+                agents.run_raw(&remote_command, &opts)
+            }
+            None => remote::run(&mut cmd, Some(deadline), None),
+        }
+        .map_err(|e| self.failed(&command, e.to_string()))?;
         let label = device.unwrap_or("hub").to_string();
         for line in out.stdout.lines().chain(out.stderr.lines()) {
             emit(Event::Output {

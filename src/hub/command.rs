@@ -79,6 +79,7 @@ pub fn hub_dry_run(
         server_name,
         server,
         target: &ssh_target,
+        agents: None,
     };
     for (call, mask) in planned_calls(action, mask) {
         let remote = hub.remote_command(call, mask)?;
@@ -106,6 +107,7 @@ pub fn hub_command(
         server_name,
         server,
         target: &target,
+        agents: None,
     };
     let events = std::cell::RefCell::new(Vec::new());
     let emit = |e: Event| events.borrow_mut().push(e);

@@ -235,25 +235,26 @@ pub(super) fn flash_attempt(
     let deadline = Duration::from_secs(
         ctx.server.lock_wait + deadline_secs + 10 + u64::from(ctx.server.connect_timeout),
     );
+    let command = remote::quote_command(&argv).map_err(|e| JobFailure {
+        class: FailureClass::Programmer(FailureKind::Unknown),
+        message: e.to_string(),
+        hint: None,
+    })?;
+    let opts = RunOptions {
+        deadline: Some(deadline),
+        sink: Some(sink),
+        keep_stdin_open: true,
+        uncancellable: false,
+    };
     let mut tries = 0u32;
     let out = loop {
         tries += 1;
-        let mut cmd = ctx.session.target.ssh(&argv).map_err(|e| JobFailure {
-            class: FailureClass::Programmer(FailureKind::Unknown),
-            message: e.to_string(),
-            hint: None,
-        })?;
+        // What runs is this command line, sent to one of the run's agents on the server.
         ctx.send(Event::Command {
             device: Some(alias.clone()),
-            command: remote::display(&cmd),
+            command: remote::display(&ctx.session.target.ssh_raw(&command)),
         });
-        let opts = RunOptions {
-            deadline: Some(deadline),
-            sink: Some(sink.clone()),
-            keep_stdin_open: true,
-            uncancellable: false,
-        };
-        let out = match remote::run_with(&mut cmd, opts) {
+        let out = match ctx.session.run_remote(&command, &opts) {
             Ok(out) => out,
             Err(ProcessError::Timeout { after, .. }) => {
                 return Err(JobFailure {

@@ -206,6 +206,7 @@ fn hub<'a>(ctx: &'a JobContext<'a>) -> Hub<'a> {
         server_name: &ctx.session.server_name,
         server: ctx.server,
         target: &ctx.session.target,
+        agents: Some(ctx.session.agents()),
     }
 }
 
@@ -305,13 +306,17 @@ fn wait_listed(ctx: &JobContext<'_>, alias: &str, boards: &[PortBoard]) -> Resul
     let timeout = Duration::from_secs_f64(ctx.server.reappear_timeout);
     let start = Instant::now();
     let mut last = String::from("not listed yet");
+    let command = remote::quote_command(&argv).map_err(|e| e.to_string())?;
+    let opts = remote::RunOptions {
+        deadline: Some(Duration::from_secs(60)),
+        ..remote::RunOptions::default()
+    };
     loop {
-        let mut cmd = ctx.session.target.ssh(&argv).map_err(|e| e.to_string())?;
         ctx.send(Event::Command {
             device: Some(alias.to_string()),
-            command: remote::display(&cmd),
+            command: remote::display(&ctx.session.target.ssh_raw(&command)),
         });
-        match remote::run(&mut cmd, Some(Duration::from_secs(60)), None) {
+        match ctx.session.run_remote(&command, &opts) {
             Ok(out) if out.code == Some(remote::SSH_EXIT_CONNECTION) => {
                 last = format!("ssh failed: {}", out.stderr_tail())
             }

@@ -68,6 +68,10 @@ fn run_plan(
             let r = all_failed(&e);
             (e, r)
         })?;
+    // The agents the pool's threads will use log in while the firmware uploads.
+    let threads = plan.server.max_parallel.clamp(1, plan.jobs.len().max(1));
+    crate::remote::mux::warm(&session.target, threads);
+    session.prestart_agents(threads);
     mark_all(plan, reporter, &Step::Uploading);
     let outcome = session
         .upload(&plan.uploads, &mut |e| reporter.handle(e))
@@ -84,7 +88,6 @@ fn run_plan(
 
 fn run_pool(plan: &super::Plan, session: &Session, reporter: &mut Reporter) -> Vec<JobResult> {
     let threads = plan.server.max_parallel.clamp(1, plan.jobs.len().max(1));
-    crate::remote::mux::warm(&session.target, threads);
     let ports = PortLocks::new(&plan.jobs);
     let ports = &ports;
     let slots: Vec<OnceLock<JobResult>> = plan.jobs.iter().map(|_| OnceLock::new()).collect();

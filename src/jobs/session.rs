@@ -30,6 +30,8 @@ pub struct Session {
     /// The keeper: a remote shell that removes the work dir when its stdin closes, i.e. when
     /// this run ends, crashes, or loses its connection.
     keeper: std::sync::Mutex<Option<remote::Background>>,
+    /// The run's agents on the server: every job's remote commands go through them.
+    agents: remote::AgentPool,
 }
 
 /// Waits for EOF on stdin, then removes the work dir (`$1`).
@@ -252,11 +254,33 @@ impl Session {
             .and_then(|mut cmd| remote::start_background(&mut cmd).ok());
         Ok(Session {
             server_name: server_name.to_string(),
+            agents: remote::AgentPool::new(target.clone()),
             target,
             workdir,
             free_kib,
             keeper: std::sync::Mutex::new(keeper),
         })
+    }
+
+    /// The run's agents on the server.
+    pub fn agents(&self) -> &remote::AgentPool {
+        &self.agents
+    }
+
+    /// Starts `n` agents now, so that they log in while the firmware uploads.
+    pub fn prestart_agents(&self, n: usize) {
+        self.agents.prestart(n);
+    }
+
+    /// Runs `command` (built by [`remote::quote_command`]) on the server through one of the
+    /// run's agents, with the meaning of [`remote::run_with`] for a one-shot ssh (exit 255 and
+    /// ssh's message when the connection dropped).
+    pub fn run_remote(
+        &self,
+        command: &str,
+        opts: &remote::RunOptions,
+    ) -> Result<remote::Captured, remote::ProcessError> {
+        self.agents.run_raw(command, opts)
     }
 
     /// Absolute remote path of a file in the work dir.
@@ -318,6 +342,7 @@ impl Session {
 
     /// Removes the work dir; a failure is reported, not fatal.
     pub fn cleanup(&self, emit: &mut dyn FnMut(Event)) {
+        self.agents.close();
         let keeper = self.keeper.lock().ok().and_then(|mut k| k.take());
         if let Some(keeper) = keeper
             && matches!(keeper.finish(Duration::from_secs(30)), Ok(out) if out.code == Some(0))

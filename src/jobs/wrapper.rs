@@ -46,6 +46,7 @@ watch=$!
 wait "$pid"
 rc=$?
 kill "$watch" 2>/dev/null
+wait "$watch" 2>/dev/null
 case $rc in
   124) echo "stm-remote: the programmer ran past its deadline of $limit s and was stopped" >&2 ;;
   255) echo "stm-remote: the programmer exited with 255" >&2; rc=96 ;;

@@ -1,12 +1,14 @@
 //! Everything that crosses to the flash server: quoting for the remote shell, validation of
 //! hostnames/users/options, building ssh/scp command lines, and the one process runner.
 
+pub mod agent;
 pub mod mux;
 mod process;
 mod quote;
 mod ssh;
 mod target;
 
+pub use agent::AgentPool;
 pub use process::{
     Background, Captured, LineSink, ProcessError, RunOptions, cancel, cancelled, run, run_with,
     start_background, tail,

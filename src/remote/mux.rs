@@ -1,4 +1,4 @@
-//! Connection reuse: one OpenSSH ControlMaster per server address (and per 8 parallel jobs,
+//! Connection reuse: one OpenSSH ControlMaster per server address (and per 7 parallel jobs,
 //! to stay under sshd's default `MaxSessions 10`), shared by every ssh and scp of the run.
 //!
 //! The masters' sockets live in a private directory made once per process under /tmp (a
@@ -14,9 +14,10 @@ use std::time::Duration;
 use super::process::{RunOptions, run_with};
 use super::ssh::SshTarget;
 
-/// Sessions one master carries at most (sshd's default MaxSessions is 10; keep headroom for
-/// the list polls and hub calls of recovery).
-const JOBS_PER_MASTER: usize = 8;
+/// Parallel jobs (and agents, [`super::agent`]) one master carries at most: sshd's default
+/// `MaxSessions` is 10, and the run's work-dir keeper, its upload and a hub call may need
+/// sessions of their own on the same master.
+pub const JOBS_PER_MASTER: usize = 7;
 
 static DIR: OnceLock<Option<tempfile::TempDir>> = OnceLock::new();
 static USED: Mutex<Vec<(SshTarget, usize)>> = Mutex::new(Vec::new());
@@ -36,10 +37,18 @@ thread_local! {
     static SLOT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
 }
 
-/// The slot of the calling thread: pool threads 0..8 share master 0, 8..16 master 1, ...
+/// The slot of the calling thread: pool threads 0..7 share master 0, 7..14 master 1, ...
 fn slot() -> usize {
     SLOT.with(|s| s.get())
         .unwrap_or_else(|| rayon::current_thread_index().unwrap_or(0) / JOBS_PER_MASTER)
+}
+
+/// Runs `f` (which builds ssh commands) as if on a thread of master slot `slot`.
+pub fn with_slot<T>(slot: usize, f: impl FnOnce() -> T) -> T {
+    let before = SLOT.with(|c| c.replace(Some(slot)));
+    let value = f();
+    SLOT.with(|c| c.set(before));
+    value
 }
 
 /// Starts the masters that `threads` parallel jobs will use, before they start: jobs that
@@ -52,10 +61,9 @@ pub fn warm(target: &SshTarget, threads: usize) {
     }
     let slots = threads.div_ceil(JOBS_PER_MASTER);
     for s in 1..slots {
-        SLOT.with(|c| c.set(Some(s)));
-        let cmd = target.ssh(&["true"]);
-        SLOT.with(|c| c.set(None));
-        let Ok(mut cmd) = cmd else { continue };
+        let Ok(mut cmd) = with_slot(s, || target.ssh(&["true"])) else {
+            continue;
+        };
         let opts = RunOptions {
             deadline: Some(crate::config::connect_deadline(target.connect_timeout)),
             ..RunOptions::default()

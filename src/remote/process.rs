@@ -277,6 +277,139 @@ impl Background {
     }
 }
 
+/// One piece of a [`Duplex`] child's output: a line (with its `\n`, if it had one) of
+/// stdout (`is_err` false) or stderr, or `None` when that stream closed.
+#[derive(Debug)]
+pub struct StreamLine {
+    pub is_err: bool,
+    pub line: Option<String>,
+}
+
+/// A long-lived child that stm-remote talks to: its stdin is written by the caller, its
+/// stdout and stderr lines arrive in order per stream on one channel. Used for the remote
+/// agents ([`super::agent`]). Dropping it closes stdin, kills the child if it is still there
+/// after a short grace and reaps it.
+pub struct Duplex {
+    program: String,
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    lines: std::sync::mpsc::Receiver<StreamLine>,
+}
+
+/// Starts `cmd` as a [`Duplex`] (own process group, as every child).
+pub fn start_duplex(cmd: &mut Command) -> Result<Duplex, ProcessError> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {
+        program: program.clone(),
+        source,
+    })?;
+    let (tx, lines) = std::sync::mpsc::channel();
+    forward(child.stdout.take(), tx.clone(), false);
+    forward(child.stderr.take(), tx, true);
+    Ok(Duplex {
+        program,
+        stdin: child.stdin.take(),
+        child,
+        lines,
+    })
+}
+
+impl Duplex {
+    /// The program's name, for messages.
+    pub fn program(&self) -> &str {
+        &self.program
+    }
+
+    /// Writes `bytes` to the child's stdin.
+    pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::BrokenPipe))?;
+        stdin.write_all(bytes)?;
+        stdin.flush()
+    }
+
+    /// The next output line, waiting at most `timeout`.
+    pub fn recv(
+        &self,
+        timeout: Duration,
+    ) -> Result<StreamLine, std::sync::mpsc::RecvTimeoutError> {
+        self.lines.recv_timeout(timeout)
+    }
+
+    /// Kills the child (if it still runs) and reaps it.
+    pub fn kill(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Closes stdin and waits up to `grace` for the child to exit, then kills it. Returns its
+    /// exit code (`None`: killed or killed by a signal).
+    pub fn close(&mut self, grace: Duration) -> Option<i32> {
+        drop(self.stdin.take());
+        match self.child.wait_timeout(grace) {
+            Ok(Some(status)) => status.code(),
+            _ => {
+                self.kill();
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Duplex {
+    fn drop(&mut self) {
+        if self.stdin.is_some() {
+            self.close(Duration::from_secs(2));
+        } else {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl std::fmt::Debug for Duplex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Duplex")
+            .field("program", &self.program)
+            .field("pid", &self.child.id())
+            .finish()
+    }
+}
+
+fn forward<R: Read + Send + 'static>(
+    pipe: Option<R>,
+    tx: std::sync::mpsc::Sender<StreamLine>,
+    is_err: bool,
+) {
+    thread::spawn(move || {
+        if let Some(pipe) = pipe {
+            let mut reader = BufReader::new(pipe);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf).into_owned();
+                        if tx.send(StreamLine { is_err, line: Some(line) }).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        let _ = tx.send(StreamLine { is_err, line: None });
+    });
+}
+
 fn drain<R: Read + Send + 'static>(
     pipe: Option<R>,
     sink: Option<LineSink>,
