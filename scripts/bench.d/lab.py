@@ -109,6 +109,7 @@ def cmd_lab(labdir, n, t, files_json, server_idx):
         assign.append({"alias": "s%db%02d" % (s, i), "serial": serial,
                        "interface": b["interface"], "file": f["path"], "sha256": f["sha256"]})
     state = {"version": "2.20.0", "ansi": True, "crlf": False, "flash_seconds": t,
+             "flash_seconds_from_exec": True,
              "list_seconds": 0.0,
              "hub": {"power": "0xFFFF", "boot": "0x0000", "nrst": "0x0000",
                      "fail": False, "silent": False},

@@ -428,6 +428,17 @@ check "calls.log: write run has serial and sha" grep -q "\"serial\": \"$DFU_SN\"
 check "calls.log: hub records" grep -q '"tool": "hub", "event": "end", "argv": \["power_off", "0x0002"\], "exit": 0' "$LAB/calls.log"
 
 fresh_state 2.20.0
+set_state 's["flash_seconds"] = 1.0; s["flash_seconds_from_exec"] = True'
+# The process spends 0.5 s before it execs the fake: that is part of its 1 s run time.
+T0=$(date +%s%N)
+sh -c 'sleep 0.5; exec "$0" "$@"' "$PROG" -c port=usb1 sn=$DFU_SN -w "$LAB/app.bin" 0x08000000 -v >"$OUT" 2>"$ERR"
+RC=$?
+MS=$(( ($(date +%s%N) - T0) / 1000000 ))
+within() { [ "$1" -ge "$2" ] && [ "$1" -lt "$3" ]; }
+check "flash_seconds_from_exec: run ok" rc_is 0
+check "flash_seconds_from_exec: exec to exit is flash_seconds, start-up included ($MS ms)" within "$MS" 950 1350
+
+fresh_state 2.20.0
 set_state 's["flash_seconds"] = 5'
 "$PROG" -c port=usb1 sn=$DFU_SN -w "$LAB/app.bin" 0x08000000 >"$OUT" 2>&1 &
 P1=$!
