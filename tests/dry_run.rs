@@ -59,7 +59,7 @@ fn commands(plan: &str) -> Vec<String> {
 }
 
 /// `s` with the names that differ from run to run replaced: the ControlMaster socket dir, the
-/// work dir's random part (and its mktemp template), the upload staging dir and the holder's
+/// work dir's random part (and its mktemp template), an agent's end token and the holder's
 /// pid.
 fn normalized(s: &str) -> String {
     let s = regex::Regex::new(r"stm-remote-cm\.[A-Za-z0-9]+")
@@ -68,9 +68,9 @@ fn normalized(s: &str) -> String {
     let s = regex::Regex::new(r"stm-remote\.[A-Za-z0-9]{8}")
         .unwrap()
         .replace_all(&s, "stm-remote.WORKDIR");
-    let s = regex::Regex::new(r"stm-remote-upload\.[A-Za-z0-9]{6}")
+    let s = regex::Regex::new(r"stm-remote-end-[0-9a-fX]{32}")
         .unwrap()
-        .replace_all(&s, "stm-remote-upload.STAGE");
+        .replace_all(&s, "stm-remote-end-TOKEN");
     regex::Regex::new(r"pid [0-9]+")
         .unwrap()
         .replace_all(&s, "pid N")
@@ -98,16 +98,19 @@ fn flash_auto_dry_run_prints_the_commands_and_touches_nothing() {
     for needle in [
         "Dry run: nothing is connected, uploaded, flashed or switched.",
         "Server `lab`: commands shown for 127.0.0.1, its first hostname.",
-        "1. make this run's work dir on the server",
-        "3. upload 1 file(s) into the work dir",
+        "1. start the run's agents (2, one per parallel job)",
+        "stm-remote-agent stm-remote-end-XXXXXXXX",
+        "2. make this run's work dir on the server",
+        "4. upload 1 file(s) into the work dir (on an agent)",
         "   fw1.hex <- app.hex",
-        "   $ scp ",
-        "4. [dfu1] write, verify and start app.hex (0x08000000–0x08000006, 7 bytes) over USB, \
+        "stm-remote-receive",
+        " fw1.hex 54\" < app.hex\n",
+        "5. [dfu1] write, verify and start app.hex (0x08000000–0x08000006, 7 bytes) over USB, \
          serial 207036B25853",
-        "5. [b1] write, verify and start app.hex",
+        "6. [b1] write, verify and start app.hex",
         "if the board cannot be connected: recovery power_cycle\n",
         "if the board cannot be connected: recovery connect_under_reset\n",
-        "Then one ssh per board, 2 at a time",
+        "Then one command per board on an agent, 2 at a time",
     ] {
         assert!(out.contains(needle), "{needle:?} missing in\n{out}");
     }
@@ -125,8 +128,9 @@ fn flash_auto_dry_run_prints_the_commands_and_touches_nothing() {
     real.code(0);
     let real_err = normalized(&real.stderr());
     let shown = commands(&normalized(&out));
-    // make the work dir, upload, two flashes (the keeper is not logged by a real run).
-    assert_eq!(shown.len(), 5, "{shown:#?}");
+    // agents, make the work dir, keeper, upload, two flashes (the keeper is not logged by a
+    // real run).
+    assert_eq!(shown.len(), 6, "{shown:#?}");
     for cmd in shown.iter().filter(|c| !c.contains("stm-remote-keeper")) {
         assert!(
             real_err.contains(cmd.as_str()),

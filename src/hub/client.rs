@@ -247,7 +247,9 @@ impl Hub<'_> {
                     deadline: Some(deadline),
                     ..remote::RunOptions::default()
                 };
-                agents.run_raw(&remote_command, &opts)
+                agents.run_raw(&remote_command, &opts, &|c| {
+                    emit(crate::jobs::agent_event(device, c))
+                })
             }
             None => remote::run(&mut cmd, Some(deadline), None),
         }

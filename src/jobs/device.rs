@@ -254,7 +254,7 @@ pub(super) fn flash_attempt(
             device: Some(alias.clone()),
             command: remote::display(&ctx.session.target.ssh_raw(&command)),
         });
-        let out = match ctx.session.run_remote(&command, &opts) {
+        let out = match ctx.session.run_remote(&command, &opts, &|e| ctx.send(e)) {
             Ok(out) => out,
             Err(ProcessError::Timeout { after, .. }) => {
                 return Err(JobFailure {

@@ -22,4 +22,6 @@ pub use firmware::human_size;
 pub use plan::{Assignment, DEFAULT_BIN_ADDRESS, Job, Plan, Upload, parse_assignment, plan};
 pub use preview::{Preview, dry_run};
 pub use run::flash_auto;
-pub use session::{Answer, HostFailure, Session, connect, first_answer, parse_df_available};
+pub use session::{
+    Answer, HostFailure, Session, agent_event, connect, first_answer, parse_df_available,
+};

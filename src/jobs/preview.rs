@@ -4,17 +4,15 @@
 //! session's argv builders, the job wrapper, the hub client) and rendered by
 //! [`remote::display`]; nothing here formats a command of its own. Nothing is connected, so
 //! the hostname shown is the first configured one (a run uses the first that answers), the
-//! work dir is shown as its `mktemp` template, and the local upload staging dir as its
-//! template too.
+//! work dir is shown as its `mktemp` template, and an agent's random end token as X's.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use super::device::{deadline_secs, programmer_argv, wrapped_argv};
 use super::plan::{Plan, plan};
 use super::recovery::ladder;
 use super::session::{
-    UPLOAD_STAGE_PREFIX, keeper_argv, open_argv, path_in, upload_command, workdir_template,
+    keeper_argv, open_argv, path_in, upload_argv, upload_display, workdir_template,
 };
 use super::wrapper;
 use crate::config::{Config, Server};
@@ -55,13 +53,17 @@ impl Preview {
 
     /// One numbered step: what it does, details, then the exact command line.
     pub fn step(&mut self, what: &str, details: &[String], cmd: &Command) {
+        self.step_text(what, details, &remote::display(cmd));
+    }
+
+    /// [`Preview::step`] with the command line already rendered.
+    fn step_text(&mut self, what: &str, details: &[String], command: &str) {
         self.steps += 1;
         self.out.push_str(&format!("\n{}. {what}\n", self.steps));
         for d in details {
             self.out.push_str(&format!("   {d}\n"));
         }
-        self.out
-            .push_str(&format!("   $ {}\n", remote::display(cmd)));
+        self.out.push_str(&format!("   $ {command}\n"));
     }
 
     /// A line of its own between steps.
@@ -71,11 +73,30 @@ impl Preview {
 
     /// The steps that open a run's session (work dir and its keeper); returns the work dir as
     /// the commands after it name it.
-    pub fn open_session(&mut self, server: &Server, target: &SshTarget) -> Result<String, Error> {
+    pub fn open_session(
+        &mut self,
+        server: &Server,
+        target: &SshTarget,
+        agents: usize,
+    ) -> Result<String, Error> {
         let workdir = workdir_template(server);
+        let agent = target
+            .ssh(&remote::agent::agent_argv(&format!(
+                "stm-remote-end-{}",
+                "X".repeat(32)
+            )))
+            .map_err(quote_error)?;
+        self.step(
+            &format!(
+                "start the run's agents ({agents}, one per parallel job): each runs the \
+                 commands below that it is sent over its one ssh session"
+            ),
+            &[],
+            &agent,
+        );
         let open = target.ssh(&open_argv(server)).map_err(quote_error)?;
         self.step(
-            "make this run's work dir on the server and read its free space",
+            "make this run's work dir on the server and read its free space (on an agent)",
             &[format!("mktemp picks the name; shown below as {workdir}")],
             &open,
         );
@@ -131,11 +152,12 @@ pub fn dry_run(
         reporter.handle(e);
     }
     let (mut preview, target) = Preview::start(server_name, &plan.server);
-    let workdir = preview.open_session(&plan.server, &target)?;
-    upload_step(&mut preview, &plan, &target, &workdir);
-    let parallel = plan.server.max_parallel.min(plan.jobs.len());
+    let parallel = plan.server.max_parallel.clamp(1, plan.jobs.len().max(1));
+    let workdir = preview.open_session(&plan.server, &target, parallel)?;
+    upload_step(&mut preview, &plan, &target, &workdir)?;
     preview.note(&format!(
-        "Then one ssh per board, {parallel} at a time (`max_parallel` {}), in this order:",
+        "Then one command per board on an agent, {parallel} at a time (`max_parallel` {}), in \
+         this order:",
         plan.server.max_parallel
     ));
     for job in &plan.jobs {
@@ -184,26 +206,38 @@ pub fn dry_run(
     Ok(preview.finish(&workdir))
 }
 
-/// The one scp of the run: each distinct file under its generated name, staged as links.
-fn upload_step(preview: &mut Preview, plan: &Plan, target: &SshTarget, workdir: &str) {
-    let stage = std::env::temp_dir().join(format!("{UPLOAD_STAGE_PREFIX}XXXXXX"));
-    let links: Vec<PathBuf> = plan
+/// The one upload of the run: each distinct file under its generated name, its bytes sent
+/// on the agent's stdin.
+fn upload_step(
+    preview: &mut Preview,
+    plan: &Plan,
+    target: &SshTarget,
+    workdir: &str,
+) -> Result<(), Error> {
+    let sizes: Vec<u64> = plan
         .uploads
         .iter()
-        .map(|u| stage.join(&u.remote_name))
+        .map(|u| std::fs::metadata(&u.local).map_or(0, |m| m.len()))
         .collect();
-    let mut details: Vec<String> = plan
+    let sized: Vec<(&str, u64)> = plan
+        .uploads
+        .iter()
+        .zip(&sizes)
+        .map(|(u, n)| (u.remote_name.as_str(), *n))
+        .collect();
+    let command = remote::quote_command(&upload_argv(workdir, &sized)).map_err(quote_error)?;
+    let details: Vec<String> = plan
         .uploads
         .iter()
         .map(|u| format!("{} <- {}", u.remote_name, u.local.display()))
         .collect();
-    details.push(format!(
-        "(staged as links in a local temp dir, shown as {})",
-        stage.display()
-    ));
-    preview.step(
-        &format!("upload {} file(s) into the work dir", plan.uploads.len()),
+    preview.step_text(
+        &format!(
+            "upload {} file(s) into the work dir (on an agent)",
+            plan.uploads.len()
+        ),
         &details,
-        &upload_command(target, &links, workdir),
+        &upload_display(target, &command, &plan.uploads),
     );
+    Ok(())
 }

@@ -316,7 +316,7 @@ fn wait_listed(ctx: &JobContext<'_>, alias: &str, boards: &[PortBoard]) -> Resul
             device: Some(alias.to_string()),
             command: remote::display(&ctx.session.target.ssh_raw(&command)),
         });
-        match ctx.session.run_remote(&command, &opts) {
+        match ctx.session.run_remote(&command, &opts, &|e| ctx.send(e)) {
             Ok(out) if out.code == Some(remote::SSH_EXIT_CONNECTION) => {
                 last = format!("ssh failed: {}", out.stderr_tail())
             }

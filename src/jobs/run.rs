@@ -71,7 +71,7 @@ fn run_plan(
     // The agents the pool's threads will use log in while the firmware uploads.
     let threads = plan.server.max_parallel.clamp(1, plan.jobs.len().max(1));
     crate::remote::mux::warm(&session.target, threads);
-    session.prestart_agents(threads);
+    session.prestart_agents(threads, &mut |e| reporter.handle(e));
     mark_all(plan, reporter, &Step::Uploading);
     let outcome = session
         .upload(&plan.uploads, &mut |e| reporter.handle(e))

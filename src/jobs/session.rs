@@ -3,8 +3,6 @@
 //! run's own work dir there (`mktemp -d`, so two users or two runs never collide), uploads the
 //! firmware under generated names, and removes the work dir at the end.
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use super::event::Event;
@@ -15,9 +13,6 @@ use crate::remote::{self, SSH_EXIT_CONNECTION, SshFailure, SshTarget};
 
 /// Prefix of every work dir this tool creates on a server.
 pub const WORKDIR_PREFIX: &str = "stm-remote.";
-
-/// Prefix of the local temp dir where uploads are staged under their remote names.
-pub const UPLOAD_STAGE_PREFIX: &str = "stm-remote-upload.";
 
 /// A connected server with this run's work dir.
 #[derive(Debug)]
@@ -36,6 +31,14 @@ pub struct Session {
 
 /// Waits for EOF on stdin, then removes the work dir (`$1`).
 const KEEPER: &str = r#"while read -r _; do :; done; rm -rf -- "$1""#;
+
+/// The `-v 2` event of an agent's start.
+pub fn agent_event(device: Option<&str>, command: String) -> Event {
+    Event::Command {
+        device: device.map(str::to_string),
+        command: format!("{command}  # agent"),
+    }
+}
 
 /// `mktemp -d "$1"`, print it, then the `df -Pk` data line of it.
 const MKTEMP_AND_DF: &str =
@@ -82,17 +85,34 @@ pub fn first_answer<S: AsRef<str>>(
     deadline: Duration,
     emit: &mut dyn FnMut(Event),
 ) -> Result<Answer, Error> {
-    let mut failures: Vec<HostFailure> = Vec::new();
-    for host in &server.hostnames {
-        let target = SshTarget::new(server, host);
-        let mut cmd = target
-            .ssh(remote_argv)
-            .map_err(|e| Error::usage(e.to_string()))?;
+    let command = remote::quote_command(remote_argv).map_err(|e| Error::usage(e.to_string()))?;
+    first_answer_by(server_name, server, deadline, emit, |target, emit| {
+        let mut cmd = target.ssh_raw(&command);
         emit(Event::Command {
             device: None,
             command: remote::display(&cmd),
         });
-        let output = match remote::run(&mut cmd, Some(deadline), None) {
+        remote::run(&mut cmd, Some(deadline), None).map(|out| (out, ()))
+    })
+    .map(|(answer, ())| answer)
+}
+
+/// [`first_answer`] with the way a command is run on one address left to `attempt`, which
+/// returns what the command left and something of its own (a session's agents).
+fn first_answer_by<T>(
+    server_name: &str,
+    server: &Server,
+    deadline: Duration,
+    emit: &mut dyn FnMut(Event),
+    mut attempt: impl FnMut(
+        &SshTarget,
+        &mut dyn FnMut(Event),
+    ) -> Result<(remote::Captured, T), remote::ProcessError>,
+) -> Result<(Answer, T), Error> {
+    let mut failures: Vec<HostFailure> = Vec::new();
+    for host in &server.hostnames {
+        let target = SshTarget::new(server, host);
+        let (output, extra) = match attempt(&target, emit) {
             Ok(out) => out,
             // The local deadline also bounds what ConnectTimeout does not (name resolution).
             Err(remote::ProcessError::Timeout { .. }) => {
@@ -129,11 +149,14 @@ pub fn first_answer<S: AsRef<str>>(
             });
             continue;
         }
-        return Ok(Answer {
-            target,
-            output,
-            skipped: failures,
-        });
+        return Ok((
+            Answer {
+                target,
+                output,
+                skipped: failures,
+            },
+            extra,
+        ));
     }
     let mut hints: Vec<String> = failures.iter().filter_map(|f| f.hint.clone()).collect();
     hints.dedup();
@@ -174,10 +197,45 @@ pub fn keeper_argv(workdir: &str) -> Vec<String> {
         .to_vec()
 }
 
-/// The scp that uploads the staged files `links` into `workdir`.
-pub fn upload_command(target: &SshTarget, links: &[std::path::PathBuf], workdir: &str) -> Command {
-    let refs: Vec<&Path> = links.iter().map(|p| p.as_path()).collect();
-    target.scp_upload(&refs, workdir)
+/// Receives the files of an upload on stdin, in order: `$1` is the work dir, then a name and
+/// a size in bytes for each file.
+const RECEIVE: &str = r#"d=$1
+shift
+while [ $# -ge 2 ]; do
+  head -c "$2" >"$d/$1.part" || exit 1
+  n=$(wc -c <"$d/$1.part")
+  [ $n -eq "$2" ] || { echo "stm-remote: $1: $n of $2 bytes arrived" >&2; exit 1; }
+  mv -f -- "$d/$1.part" "$d/$1" || exit 1
+  shift 2
+done"#;
+
+/// The remote argv that receives `files` (generated name, size) into `workdir`.
+pub fn upload_argv(workdir: &str, files: &[(&str, u64)]) -> Vec<String> {
+    let mut argv: Vec<String> = ["sh", "-c", RECEIVE, "stm-remote-receive", workdir]
+        .map(String::from)
+        .to_vec();
+    for (name, size) in files {
+        argv.push((*name).to_string());
+        argv.push(size.to_string());
+    }
+    argv
+}
+
+/// How `-v 2` (and `--dry-run`) show an upload: the command, as a one-shot ssh would run it,
+/// with the local files that feed its stdin.
+pub fn upload_display(target: &SshTarget, command: &str, uploads: &[Upload]) -> String {
+    let files: Vec<String> = uploads
+        .iter()
+        .map(|u| {
+            let p = u.local.display().to_string();
+            remote::quote(&p).map_or(p.clone(), |q| q.into_owned())
+        })
+        .collect();
+    format!(
+        "{} < {}",
+        remote::display(&target.ssh_raw(command)),
+        files.join(" ")
+    )
 }
 
 /// What [`connect`] runs: it only has to answer.
@@ -219,14 +277,29 @@ impl Session {
         server: &Server,
         emit: &mut dyn FnMut(Event),
     ) -> Result<Session, Error> {
-        // One round trip: make the work dir, then say how much room it has (for the upload).
-        let Answer { target, output, .. } = first_answer(
-            server_name,
-            server,
-            &open_argv(server),
-            server.connect_deadline(),
-            emit,
-        )?;
+        // One round trip, on the run's first agent: make the work dir, then say how much room
+        // it has (for the upload). The agent stays for the upload and the jobs.
+        let command =
+            remote::quote_command(&open_argv(server)).map_err(|e| Error::usage(e.to_string()))?;
+        let deadline = server.connect_deadline();
+        let (Answer { target, output, .. }, agents) =
+            first_answer_by(server_name, server, deadline, emit, |target, emit| {
+                let agents = remote::AgentPool::new(target.clone());
+                let opts = remote::RunOptions {
+                    deadline: Some(deadline),
+                    ..remote::RunOptions::default()
+                };
+                emit(Event::Command {
+                    device: None,
+                    command: remote::display(&target.ssh_raw(&command)),
+                });
+                let started = std::cell::RefCell::new(Vec::new());
+                let out = agents.run_raw(&command, &opts, &|c| {
+                    started.borrow_mut().push(agent_event(None, c));
+                });
+                started.into_inner().into_iter().for_each(&mut *emit);
+                out.map(|out| (out, agents))
+            })?;
         let mut lines = output.stdout.lines();
         let workdir = lines.next().unwrap_or_default().trim().to_string();
         let free_kib = lines.next().and_then(parse_df_available);
@@ -254,7 +327,7 @@ impl Session {
             .and_then(|mut cmd| remote::start_background(&mut cmd).ok());
         Ok(Session {
             server_name: server_name.to_string(),
-            agents: remote::AgentPool::new(target.clone()),
+            agents,
             target,
             workdir,
             free_kib,
@@ -267,20 +340,25 @@ impl Session {
         &self.agents
     }
 
-    /// Starts `n` agents now, so that they log in while the firmware uploads.
-    pub fn prestart_agents(&self, n: usize) {
-        self.agents.prestart(n);
+    /// Starts `n` more agents now, so that they log in while the firmware uploads.
+    pub fn prestart_agents(&self, n: usize, emit: &mut dyn FnMut(Event)) {
+        let started = std::cell::RefCell::new(Vec::new());
+        self.agents
+            .prestart(n, &|c| started.borrow_mut().push(agent_event(None, c)));
+        started.into_inner().into_iter().for_each(emit);
     }
 
     /// Runs `command` (built by [`remote::quote_command`]) on the server through one of the
     /// run's agents, with the meaning of [`remote::run_with`] for a one-shot ssh (exit 255 and
     /// ssh's message when the connection dropped).
+    /// `emit` gets the ssh command line of an agent started for it.
     pub fn run_remote(
         &self,
         command: &str,
         opts: &remote::RunOptions,
+        emit: &dyn Fn(Event),
     ) -> Result<remote::Captured, remote::ProcessError> {
-        self.agents.run_raw(command, opts)
+        self.agents.run_raw(command, opts, &|c| emit(agent_event(None, c)))
     }
 
     /// Absolute remote path of a file in the work dir.
@@ -288,27 +366,22 @@ impl Session {
         path_in(&self.workdir, name)
     }
 
-    /// Uploads every file in one scp call, each under its generated remote name.
+    /// Uploads every file in one request to an agent, each under its generated remote name:
+    /// the bytes follow the request on the agent's stdin, and the server writes each file
+    /// to a `.part` name, checks its size and renames it.
     pub fn upload(&self, uploads: &[Upload], emit: &mut dyn FnMut(Event)) -> Result<(), Error> {
         if uploads.is_empty() {
             return Ok(());
         }
-        // scp keeps base names, so stage links named like the remote files. This also keeps a
-        // `:` or leading `-` in a user's file name away from scp's argument parsing.
-        let stage = tempfile::Builder::new()
-            .prefix(UPLOAD_STAGE_PREFIX)
-            .tempdir()?;
-        let mut links = Vec::new();
-        let mut total = 0u64;
+        let mut files = Vec::new();
         for u in uploads {
-            let src = std::fs::canonicalize(&u.local)?;
-            total += std::fs::metadata(&src)?.len();
-            let link = stage.path().join(&u.remote_name);
-            std::os::unix::fs::symlink(&src, &link)?;
-            links.push(link);
+            files.push(std::fs::read(&u.local).map_err(|e| {
+                Error::usage(format!("cannot read {}: {e}", u.local.display()))
+            })?);
         }
-        // Firmware files are small next to a Pi's disk, but a full /tmp fails scp with a bare
-        // "Failure": say what is wrong before trying.
+        let total: u64 = files.iter().map(|f| f.len() as u64).sum();
+        // Firmware files are small next to a Pi's disk, but a full /tmp fails the write with a
+        // bare "No space left": say what is wrong before trying.
         let need_kib = total.div_ceil(1024) + 16;
         if let Some(free) = self.free_kib.filter(|free| *free < need_kib) {
             return Err(Error::Remote {
@@ -320,12 +393,29 @@ impl Session {
                 ),
             });
         }
-        let mut cmd = upload_command(&self.target, &links, &self.workdir);
+        let sized: Vec<(&str, u64)> = uploads
+            .iter()
+            .zip(&files)
+            .map(|(u, f)| (u.remote_name.as_str(), f.len() as u64))
+            .collect();
+        let command = remote::quote_command(&upload_argv(&self.workdir, &sized))
+            .map_err(|e| Error::usage(e.to_string()))?;
         emit(Event::Command {
             device: None,
-            command: remote::display(&cmd),
+            command: upload_display(&self.target, &command, uploads),
         });
-        let out = remote::run(&mut cmd, Some(Duration::from_secs(600)), None)?;
+        let opts = remote::RunOptions {
+            deadline: Some(Duration::from_secs(600)),
+            ..remote::RunOptions::default()
+        };
+        let started = std::cell::RefCell::new(Vec::new());
+        let out = self
+            .agents
+            .run_feeding(&command, &files.concat(), &opts, &|c| {
+                started.borrow_mut().push(agent_event(None, c));
+            });
+        started.into_inner().into_iter().for_each(&mut *emit);
+        let out = out?;
         if out.code != Some(0) {
             return Err(Error::Remote {
                 server: self.server_name.clone(),

@@ -136,10 +136,16 @@ pub struct Agent {
 impl Agent {
     /// Starts an agent on `target` (the ssh runs in the background; the first request waits
     /// for it to log in).
-    pub fn start(target: &SshTarget, slot: usize) -> Result<Agent, ProcessError> {
+    /// `started` gets the ssh command line, for `-v 2`.
+    pub fn start(
+        target: &SshTarget,
+        slot: usize,
+        started: &dyn Fn(String),
+    ) -> Result<Agent, ProcessError> {
         let end = token();
         let mut cmd = super::mux::with_slot(slot, || target.ssh(&agent_argv(&end)))
             .expect("the agent's argv is plain text");
+        started(super::display(&cmd));
         Ok(Agent {
             duplex: start_duplex(&mut cmd)?,
             end,
@@ -158,6 +164,18 @@ impl Agent {
     /// or 255 with ssh's message when the connection dropped; `Err` on the deadline or on a
     /// cancel, after which the agent is gone (its EOF stops the job on the server).
     pub fn run(&mut self, command: &str, opts: &RunOptions) -> Result<Captured, ProcessError> {
+        self.run_feeding(command, &[], opts)
+    }
+
+    /// [`Agent::run`] with `input` written to the command's stdin right after the request (the
+    /// command must read exactly `input.len()` bytes). A command that fails may have left
+    /// input unread, so the agent is ended then.
+    pub fn run_feeding(
+        &mut self,
+        command: &str,
+        input: &[u8],
+        opts: &RunOptions,
+    ) -> Result<Captured, ProcessError> {
         let start = Instant::now();
         let program = self.duplex.program().to_string();
         if !opts.uncancellable && cancelled() {
@@ -169,7 +187,12 @@ impl Agent {
         }
         let (mut out, mut err) = (Stream::default(), Stream::default());
         let mut code = None;
-        if self.duplex.send(&request(command, opts.keep_stdin_open)).is_err() {
+        let keep_stdin_open = opts.keep_stdin_open || !input.is_empty();
+        let sent = self
+            .duplex
+            .send(&request(command, keep_stdin_open))
+            .and_then(|()| self.duplex.send(input));
+        if sent.is_err() {
             // The agent is gone already: its stderr says why.
             out.ended = true;
         }
@@ -218,6 +241,9 @@ impl Agent {
             }
         }
         if out.ended && err.ended && code.is_some() {
+            if !input.is_empty() && code != Some(0) {
+                self.kill();
+            }
             return Ok(Captured {
                 code,
                 stdout: out.text,
@@ -291,17 +317,18 @@ impl AgentPool {
         &self.target
     }
 
-    /// Starts `n` agents now, so that they log in while other work (the upload) goes on.
-    pub fn prestart(&self, n: usize) {
+    /// Starts `n` more agents now, so that they log in while other work (the upload) goes
+    /// on. `started` gets each one's ssh command line.
+    pub fn prestart(&self, n: usize, started: &dyn Fn(String)) {
         for _ in 0..n {
-            if let Ok(agent) = self.spawn() {
+            if let Ok(agent) = self.spawn(started) {
                 self.idle.lock().expect("agent pool").push(agent);
             }
         }
     }
 
     /// A new agent on the first master slot with room.
-    fn spawn(&self) -> Result<Agent, ProcessError> {
+    fn spawn(&self, started: &dyn Fn(String)) -> Result<Agent, ProcessError> {
         let slot = {
             let mut live = self.live.lock().expect("agent pool");
             let slot = live
@@ -314,7 +341,7 @@ impl AgentPool {
             live[slot] += 1;
             slot
         };
-        Agent::start(&self.target, slot).inspect_err(|_| self.gone(slot))
+        Agent::start(&self.target, slot, started).inspect_err(|_| self.gone(slot))
     }
 
     fn gone(&self, slot: usize) {
@@ -323,14 +350,31 @@ impl AgentPool {
         }
     }
 
-    /// Runs a command string built by [`super::quote_command`] on an idle agent.
-    pub fn run_raw(&self, command: &str, opts: &RunOptions) -> Result<Captured, ProcessError> {
+    /// Runs a command string built by [`super::quote_command`] on an idle agent (a new one
+    /// when none is idle; `started` gets its ssh command line); see [`Agent::run`].
+    pub fn run_raw(
+        &self,
+        command: &str,
+        opts: &RunOptions,
+        started: &dyn Fn(String),
+    ) -> Result<Captured, ProcessError> {
+        self.run_feeding(command, &[], opts, started)
+    }
+
+    /// [`AgentPool::run_raw`] with `input` for the command's stdin; see [`Agent::run_feeding`].
+    pub fn run_feeding(
+        &self,
+        command: &str,
+        input: &[u8],
+        opts: &RunOptions,
+        started: &dyn Fn(String),
+    ) -> Result<Captured, ProcessError> {
         let idle = self.idle.lock().expect("agent pool").pop();
         let mut agent = match idle {
             Some(a) => a,
-            None => self.spawn()?,
+            None => self.spawn(started)?,
         };
-        let result = agent.run(command, opts);
+        let result = agent.run_feeding(command, input, opts);
         if agent.alive() {
             self.idle.lock().expect("agent pool").push(agent);
         } else {
@@ -477,6 +521,31 @@ mod tests {
         let c = a.run("true", &RunOptions::default()).unwrap();
         assert_eq!(c.code, Some(SSH_EXIT_CONNECTION));
         assert!(c.stderr.contains("bad request"), "{}", c.stderr);
+    }
+
+    #[test]
+    fn input_reaches_the_command_and_the_agent_goes_on() {
+        let mut a = local_agent();
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let cmd = super::super::quote_command(&["sh", "-c", "head -c 200000 | cksum"]).unwrap();
+        let c = a.run_feeding(&cmd, &data, &RunOptions::default()).unwrap();
+        let want = Command::new("sh")
+            .args(["-c", "head -c 200000 /dev/stdin | cksum"])
+            .stdin(std::fs::File::open({
+                let dir = tempfile::tempdir().unwrap().keep();
+                let p = dir.join("data");
+                std::fs::write(&p, &data).unwrap();
+                p
+            }).unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(c.stdout.as_bytes(), want.stdout.as_slice());
+        assert!(a.alive());
+        assert_eq!(run(&mut a, &["echo", "next"]).stdout, "next\n");
+        // A command that fails with its input unread ends the agent.
+        let c = a.run_feeding("exit 3", &data, &RunOptions::default()).unwrap();
+        assert_eq!(c.code, Some(3));
+        assert!(!a.alive());
     }
 
     #[test]
