@@ -80,6 +80,13 @@ impl Preview {
         agents: usize,
     ) -> Result<String, Error> {
         let workdir = workdir_template(server);
+        if target.multiplex {
+            self.step(
+                "log in once: the connection master, which every ssh below shares",
+                &[],
+                &target.master_command(),
+            );
+        }
         let agent = target
             .ssh(&remote::agent::agent_argv(&format!(
                 "stm-remote-end-{}",

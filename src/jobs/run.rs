@@ -63,15 +63,15 @@ fn run_plan(
     };
 
     mark_all(plan, reporter, &Step::Connecting);
-    let session =
-        Session::open(server_name, &plan.server, &mut |e| reporter.handle(e)).map_err(|e| {
-            let r = all_failed(&e);
-            (e, r)
-        })?;
-    // The agents the pool's threads will use log in while the firmware uploads.
+    // One agent per pool thread, all started while connecting.
     let threads = plan.server.max_parallel.clamp(1, plan.jobs.len().max(1));
-    crate::remote::mux::warm(&session.target, threads);
-    session.prestart_agents(threads, &mut |e| reporter.handle(e));
+    let session = Session::open(server_name, &plan.server, threads, &mut |e| {
+        reporter.handle(e)
+    })
+    .map_err(|e| {
+        let r = all_failed(&e);
+        (e, r)
+    })?;
     mark_all(plan, reporter, &Step::Uploading);
     let outcome = session
         .upload(&plan.uploads, &mut |e| reporter.handle(e))

@@ -271,34 +271,50 @@ pub fn connect(
 
 impl Session {
     /// Tries each hostname in order by creating the work dir there; the first that answers is
-    /// used for the whole run.
+    /// used for the whole run. On it, the connection master logs in first (`ssh -f -N`), then
+    /// the run's `agents` agents start at once over it, and the first of them makes the work
+    /// dir while the others log in.
     pub fn open(
         server_name: &str,
         server: &Server,
+        agents: usize,
         emit: &mut dyn FnMut(Event),
     ) -> Result<Session, Error> {
-        // One round trip, on the run's first agent: make the work dir, then say how much room
-        // it has (for the upload). The agent stays for the upload and the jobs.
+        // One round trip on the first agent: make the work dir, then say how much room it has
+        // (for the upload).
         let command =
             remote::quote_command(&open_argv(server)).map_err(|e| Error::usage(e.to_string()))?;
         let deadline = server.connect_deadline();
         let (Answer { target, output, .. }, agents) =
             first_answer_by(server_name, server, deadline, emit, |target, emit| {
-                let agents = remote::AgentPool::new(target.clone());
-                let opts = remote::RunOptions {
-                    deadline: Some(deadline),
-                    ..remote::RunOptions::default()
-                };
+                let pool = remote::AgentPool::new(target.clone());
+                let master = remote::mux::warm(target, agents, deadline, &mut |c| {
+                    emit(Event::Command {
+                        device: None,
+                        command: c,
+                    })
+                });
+                if let Some(master) = master {
+                    match master {
+                        Ok(out) if out.code == Some(0) => {}
+                        other => return other.map(|out| (out, pool)),
+                    }
+                }
+                let started = std::cell::RefCell::new(Vec::new());
+                pool.prestart(agents.max(1), &|c| {
+                    started.borrow_mut().push(agent_event(None, c));
+                });
+                started.into_inner().into_iter().for_each(&mut *emit);
                 emit(Event::Command {
                     device: None,
                     command: remote::display(&target.ssh_raw(&command)),
                 });
-                let started = std::cell::RefCell::new(Vec::new());
-                let out = agents.run_raw(&command, &opts, &|c| {
-                    started.borrow_mut().push(agent_event(None, c));
-                });
-                started.into_inner().into_iter().for_each(&mut *emit);
-                out.map(|out| (out, agents))
+                let opts = remote::RunOptions {
+                    deadline: Some(deadline),
+                    ..remote::RunOptions::default()
+                };
+                let out = pool.run_raw(&command, &opts, &|_| {});
+                out.map(|out| (out, pool))
             })?;
         let mut lines = output.stdout.lines();
         let workdir = lines.next().unwrap_or_default().trim().to_string();
@@ -340,14 +356,6 @@ impl Session {
         &self.agents
     }
 
-    /// Starts `n` more agents now, so that they log in while the firmware uploads.
-    pub fn prestart_agents(&self, n: usize, emit: &mut dyn FnMut(Event)) {
-        let started = std::cell::RefCell::new(Vec::new());
-        self.agents
-            .prestart(n, &|c| started.borrow_mut().push(agent_event(None, c)));
-        started.into_inner().into_iter().for_each(emit);
-    }
-
     /// Runs `command` (built by [`remote::quote_command`]) on the server through one of the
     /// run's agents, with the meaning of [`remote::run_with`] for a one-shot ssh (exit 255 and
     /// ssh's message when the connection dropped).
@@ -358,7 +366,8 @@ impl Session {
         opts: &remote::RunOptions,
         emit: &dyn Fn(Event),
     ) -> Result<remote::Captured, remote::ProcessError> {
-        self.agents.run_raw(command, opts, &|c| emit(agent_event(None, c)))
+        self.agents
+            .run_raw(command, opts, &|c| emit(agent_event(None, c)))
     }
 
     /// Absolute remote path of a file in the work dir.
@@ -375,9 +384,10 @@ impl Session {
         }
         let mut files = Vec::new();
         for u in uploads {
-            files.push(std::fs::read(&u.local).map_err(|e| {
-                Error::usage(format!("cannot read {}: {e}", u.local.display()))
-            })?);
+            files
+                .push(std::fs::read(&u.local).map_err(|e| {
+                    Error::usage(format!("cannot read {}: {e}", u.local.display()))
+                })?);
         }
         let total: u64 = files.iter().map(|f| f.len() as u64).sum();
         // Firmware files are small next to a Pi's disk, but a full /tmp fails the write with a

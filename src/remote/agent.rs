@@ -192,10 +192,9 @@ impl Agent {
             .duplex
             .send(&request(command, keep_stdin_open))
             .and_then(|()| self.duplex.send(input));
-        if sent.is_err() {
-            // The agent is gone already: its stderr says why.
-            out.ended = true;
-        }
+        // A failed write means the agent's stdin is closed: it has answered (a command that
+        // left its input unread) or it is gone, and its output says which.
+        let unread = sent.is_err();
         let slice = Duration::from_millis(50);
         while !(out.ended && err.ended) && !(out.closed && err.closed) {
             let left = opts.deadline.map(|d| d.saturating_sub(start.elapsed()));
@@ -241,7 +240,7 @@ impl Agent {
             }
         }
         if out.ended && err.ended && code.is_some() {
-            if !input.is_empty() && code != Some(0) {
+            if unread || (!input.is_empty() && code != Some(0)) {
                 self.kill();
             }
             return Ok(Captured {
@@ -429,7 +428,12 @@ mod tests {
         for (script, out, err, code) in [
             ("echo out; echo err >&2; exit 3", "out\n", "err\n", 3),
             ("printf 'no newline'", "no newline", "", 0),
-            ("printf 'two\\n\\n'; printf 'e\\n\\n' >&2", "two\n\n", "e\n\n", 0),
+            (
+                "printf 'two\\n\\n'; printf 'e\\n\\n' >&2",
+                "two\n\n",
+                "e\n\n",
+                0,
+            ),
             ("printf '\\n'", "\n", "", 0),
             ("printf 'a\\r\\nb\\r\\n'; exit 255", "a\r\nb\r\n", "", 255),
             ("", "", "", 0),
@@ -450,7 +454,10 @@ mod tests {
         let hostile = "a'b\"c $(touch /tmp/x) `id` ;|&\n\\ * ~ 1 n\ni";
         let c = run(&mut a, &["printf", "%s", hostile]);
         assert_eq!(c.stdout, hostile);
-        let c = run(&mut a, &["sh", "-c", "x=1\nif [ $x = 1 ]; then\n  echo yes\nfi"]);
+        let c = run(
+            &mut a,
+            &["sh", "-c", "x=1\nif [ $x = 1 ]; then\n  echo yes\nfi"],
+        );
         assert_eq!(c.stdout, "yes\n");
     }
 
@@ -531,19 +538,24 @@ mod tests {
         let c = a.run_feeding(&cmd, &data, &RunOptions::default()).unwrap();
         let want = Command::new("sh")
             .args(["-c", "head -c 200000 /dev/stdin | cksum"])
-            .stdin(std::fs::File::open({
-                let dir = tempfile::tempdir().unwrap().keep();
-                let p = dir.join("data");
-                std::fs::write(&p, &data).unwrap();
-                p
-            }).unwrap())
+            .stdin(
+                std::fs::File::open({
+                    let dir = tempfile::tempdir().unwrap().keep();
+                    let p = dir.join("data");
+                    std::fs::write(&p, &data).unwrap();
+                    p
+                })
+                .unwrap(),
+            )
             .output()
             .unwrap();
         assert_eq!(c.stdout.as_bytes(), want.stdout.as_slice());
         assert!(a.alive());
         assert_eq!(run(&mut a, &["echo", "next"]).stdout, "next\n");
         // A command that fails with its input unread ends the agent.
-        let c = a.run_feeding("exit 3", &data, &RunOptions::default()).unwrap();
+        let c = a
+            .run_feeding("exit 3", &data, &RunOptions::default())
+            .unwrap();
         assert_eq!(c.code, Some(3));
         assert!(!a.alive());
     }

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use super::process::{RunOptions, run_with};
+use super::process::{Captured, ProcessError, RunOptions, run_with};
 use super::ssh::SshTarget;
 
 /// Parallel jobs (and agents, [`super::agent`]) one master carries at most: sshd's default
@@ -51,25 +51,39 @@ pub fn with_slot<T>(slot: usize, f: impl FnOnce() -> T) -> T {
     value
 }
 
-/// Starts the masters that `threads` parallel jobs will use, before they start: jobs that
-/// found no master at the same moment would each open a connection of their own. Slot 0 is
-/// started by the run's first command. A master that does not start is no error: its jobs
-/// connect on their own.
-pub fn warm(target: &SshTarget, threads: usize) {
+/// Starts the masters that `threads` parallel jobs (or agents) will use, before they start:
+/// jobs that found no master at the same moment would each open a connection of their own.
+/// Each master is an `ssh -f -N` that returns once it has logged in. Returns what the first
+/// one left (exit 255 and ssh's message if it could not connect), or `None` when the target
+/// does not multiplex. A later master that does not start is no error: its jobs connect on
+/// their own. `emit` gets each command line, for `-v 2`.
+pub fn warm(
+    target: &SshTarget,
+    threads: usize,
+    deadline: Duration,
+    emit: &mut dyn FnMut(String),
+) -> Option<Result<Captured, ProcessError>> {
     if !target.multiplex || dir().is_none() {
-        return;
+        return None;
     }
-    let slots = threads.div_ceil(JOBS_PER_MASTER);
-    for s in 1..slots {
-        let Ok(mut cmd) = with_slot(s, || target.ssh(&["true"])) else {
-            continue;
-        };
+    let mut first = None;
+    for s in 0..threads.max(1).div_ceil(JOBS_PER_MASTER) {
+        let mut cmd = with_slot(s, || target.master_command());
+        emit(super::display(&cmd));
         let opts = RunOptions {
-            deadline: Some(crate::config::connect_deadline(target.connect_timeout)),
+            deadline: Some(deadline),
             ..RunOptions::default()
         };
-        let _ = run_with(&mut cmd, opts);
+        let out = run_with(&mut cmd, opts);
+        if s == 0 {
+            let failed = !matches!(&out, Ok(c) if c.code == Some(0));
+            first = Some(out);
+            if failed {
+                break;
+            }
+        }
     }
+    first
 }
 
 /// The `-o` options that make a command use (or start) the master of `target`; registers the

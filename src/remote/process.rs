@@ -336,10 +336,7 @@ impl Duplex {
     }
 
     /// The next output line, waiting at most `timeout`.
-    pub fn recv(
-        &self,
-        timeout: Duration,
-    ) -> Result<StreamLine, std::sync::mpsc::RecvTimeoutError> {
+    pub fn recv(&self, timeout: Duration) -> Result<StreamLine, std::sync::mpsc::RecvTimeoutError> {
         self.lines.recv_timeout(timeout)
     }
 
@@ -399,7 +396,13 @@ fn forward<R: Read + Send + 'static>(
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
                         let line = String::from_utf8_lossy(&buf).into_owned();
-                        if tx.send(StreamLine { is_err, line: Some(line) }).is_err() {
+                        if tx
+                            .send(StreamLine {
+                                is_err,
+                                line: Some(line),
+                            })
+                            .is_err()
+                        {
                             return;
                         }
                     }

@@ -111,6 +111,20 @@ impl SshTarget {
         }
     }
 
+    /// `ssh ... -f -N -- dest`: logs in, then goes to the background (with `multiplex`, as the
+    /// connection master that later commands share) and exits 0; 255 if it could not log in.
+    pub fn master_command(&self) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.args(self.common_options())
+            .arg("-f")
+            .arg("-N")
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("--")
+            .arg(self.destination());
+        cmd
+    }
+
     /// `ssh ... -- dest '<quoted remote argv>'`.
     pub fn ssh<S: AsRef<str>>(&self, remote_argv: &[S]) -> Result<Command, QuoteError> {
         Ok(self.ssh_raw(&quote_command(remote_argv)?))
