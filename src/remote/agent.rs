@@ -196,7 +196,7 @@ impl Agent {
         // left its input unread) or it is gone, and its output says which.
         let unread = sent.is_err();
         let slice = Duration::from_millis(50);
-        while !(out.ended && err.ended) && !(out.closed && err.closed) {
+        while !((out.ended && err.ended) || (out.closed && err.closed)) {
             let left = opts.deadline.map(|d| d.saturating_sub(start.elapsed()));
             if left.is_some_and(|l| l.is_zero()) {
                 self.kill();
