@@ -77,6 +77,11 @@ pub struct Server {
     /// `false` opens a connection per command (stm-remote extension).
     #[serde(default = "default_true")]
     pub multiplex: bool,
+    /// Keep uploaded firmware on the server (`<remote_tmp>/stm-remote-cache-<uid>`), so that a
+    /// later run skips uploading content the server already holds; a cached file is used
+    /// only after its copy's size and sha256 matched (stm-remote extension).
+    #[serde(default = "default_true")]
+    pub firmware_cache: bool,
     /// Seconds a job waits for another job's lock on the same board before it reports the
     /// board busy (stm-remote extension).
     #[serde(default = "default_lock_wait")]

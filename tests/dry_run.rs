@@ -102,13 +102,14 @@ fn flash_auto_dry_run_prints_the_commands_and_touches_nothing() {
         "2. start the run's agents (2, one per parallel job)",
         "stm-remote-agent stm-remote-end-XXXXXXXX",
         "3. make this run's work dir on the server",
-        "5. upload 1 file(s) into the work dir (on an agent)",
+        "5. take what the server's firmware cache holds of the 1 file(s)",
+        "6. upload the files the cache did not hold",
         "   fw1.hex <- app.hex",
         "stm-remote-receive",
-        " fw1.hex 54\" < app.hex\n",
-        "6. [dfu1] write, verify and start app.hex (0x08000000–0x08000006, 7 bytes) over USB, \
+        " 54\" < app.hex\n",
+        "7. [dfu1] write, verify and start app.hex (0x08000000–0x08000006, 7 bytes) over USB, \
          serial 207036B25853",
-        "7. [b1] write, verify and start app.hex",
+        "8. [b1] write, verify and start app.hex",
         "if the board cannot be connected: recovery power_cycle\n",
         "if the board cannot be connected: recovery connect_under_reset\n",
         "Then one command per board on an agent, 2 at a time",
@@ -129,9 +130,9 @@ fn flash_auto_dry_run_prints_the_commands_and_touches_nothing() {
     real.code(0);
     let real_err = normalized(&real.stderr());
     let shown = commands(&normalized(&out));
-    // master, agents, make the work dir, keeper, upload, two flashes (the keeper is not
-    // logged by a real run).
-    assert_eq!(shown.len(), 7, "{shown:#?}");
+    // master, agents, make the work dir, keeper, cache, upload, two flashes (the keeper is
+    // not logged by a real run).
+    assert_eq!(shown.len(), 8, "{shown:#?}");
     for cmd in shown.iter().filter(|c| !c.contains("stm-remote-keeper")) {
         assert!(
             real_err.contains(cmd.as_str()),

@@ -250,7 +250,7 @@ fn verbosity_levels_follow_the_original_tool() {
     let v2 = env.run(&["-v", "2", "flash-auto", "lab", &arg]);
     v2.code(0)
         .stderr_has("[CMD][b0] ssh ")
-        .stderr_has("stm-remote-receive")
+        .stderr_has("stm-remote-fetch")
         .stderr_has("stm-remote-agent stm-remote-end-")
         .stderr_lacks("[OUT]");
     let v3 = env.run(&["-v", "3", "flash-auto", "lab", &arg]);

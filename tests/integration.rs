@@ -3,6 +3,7 @@
 
 mod util;
 
+mod cache;
 mod completions;
 mod config_errors;
 mod discover;

@@ -103,6 +103,10 @@ pub struct Job {
 pub struct Upload {
     pub local: PathBuf,
     pub remote_name: String,
+    /// sha256 of the content, lower-case hex.
+    pub sha256: String,
+    /// The content as checked by the plan: exactly these bytes are uploaded.
+    pub data: std::sync::Arc<[u8]>,
 }
 
 /// Everything flash-auto will do, decided before any connection.
@@ -229,10 +233,12 @@ pub fn plan(config: &Config, server_name: &str, args: &[String]) -> Result<Plan,
             Some(name) => name.clone(),
             None => {
                 let name = format!("fw{}.{ext}", uploads.len() + 1);
-                by_content.insert(key, name.clone());
+                by_content.insert(key.clone(), name.clone());
                 uploads.push(Upload {
                     local: a.firmware.clone(),
                     remote_name: name.clone(),
+                    sha256: key.1.iter().map(|b| format!("{b:02x}")).collect(),
+                    data: bytes.into(),
                 });
                 name
             }

@@ -12,7 +12,7 @@ use super::device::{deadline_secs, programmer_argv, wrapped_argv};
 use super::plan::{Plan, plan};
 use super::recovery::ladder;
 use super::session::{
-    keeper_argv, open_argv, path_in, upload_argv, upload_display, workdir_template,
+    fetch_argv, keeper_argv, open_argv, path_in, upload_argv, upload_display, workdir_template,
 };
 use super::wrapper;
 use crate::config::{Config, Server};
@@ -214,35 +214,45 @@ pub fn dry_run(
 }
 
 /// The one upload of the run: each distinct file under its generated name, its bytes sent
-/// on the agent's stdin.
+/// on the agent's stdin; with `firmware_cache`, the files the server's cache holds first.
 fn upload_step(
     preview: &mut Preview,
     plan: &Plan,
     target: &SshTarget,
     workdir: &str,
 ) -> Result<(), Error> {
-    let sizes: Vec<u64> = plan
-        .uploads
-        .iter()
-        .map(|u| std::fs::metadata(&u.local).map_or(0, |m| m.len()))
-        .collect();
-    let sized: Vec<(&str, u64)> = plan
-        .uploads
-        .iter()
-        .zip(&sizes)
-        .map(|(u, n)| (u.remote_name.as_str(), *n))
-        .collect();
-    let command = remote::quote_command(&upload_argv(workdir, &sized)).map_err(quote_error)?;
     let details: Vec<String> = plan
         .uploads
         .iter()
         .map(|u| format!("{} <- {}", u.remote_name, u.local.display()))
         .collect();
+    if plan.server.firmware_cache {
+        let fetch = target
+            .ssh(&fetch_argv(&plan.server, workdir, &plan.uploads))
+            .map_err(quote_error)?;
+        preview.step(
+            &format!(
+                "take what the server's firmware cache holds of the {} file(s) (on an agent; \
+                 each copy checked by size and sha256)",
+                plan.uploads.len()
+            ),
+            &details,
+            &fetch,
+        );
+    }
+    let command = remote::quote_command(&upload_argv(&plan.server, workdir, &plan.uploads))
+        .map_err(quote_error)?;
     preview.step_text(
-        &format!(
-            "upload {} file(s) into the work dir (on an agent)",
-            plan.uploads.len()
-        ),
+        &if plan.server.firmware_cache {
+            "upload the files the cache did not hold (on an agent; shown for all, as with an \
+             empty cache), keeping a copy in the cache"
+                .to_string()
+        } else {
+            format!(
+                "upload {} file(s) into the work dir (on an agent)",
+                plan.uploads.len()
+            )
+        },
         &details,
         &upload_display(target, &command, &plan.uploads),
     );

@@ -74,7 +74,7 @@ fn run_plan(
     })?;
     mark_all(plan, reporter, &Step::Uploading);
     let outcome = session
-        .upload(&plan.uploads, &mut |e| reporter.handle(e))
+        .upload(&plan.server, &plan.uploads, &mut |e| reporter.handle(e))
         .map(|()| {
             mark_all(plan, reporter, &Step::Queued);
             run_pool(plan, &session, reporter)

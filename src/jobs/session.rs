@@ -197,28 +197,100 @@ pub fn keeper_argv(workdir: &str) -> Vec<String> {
         .to_vec()
 }
 
-/// Receives the files of an upload on stdin, in order: `$1` is the work dir, then a name and
-/// a size in bytes for each file.
-const RECEIVE: &str = r#"d=$1
-shift
-while [ $# -ge 2 ]; do
-  head -c "$2" >"$d/$1.part" || exit 1
-  n=$(wc -c <"$d/$1.part")
-  [ $n -eq "$2" ] || { echo "stm-remote: $1: $n of $2 bytes arrived" >&2; exit 1; }
-  mv -f -- "$d/$1.part" "$d/$1" || exit 1
-  shift 2
-done"#;
+/// Name (under `remote_tmp`) of the server's firmware cache; the user id is appended on the
+/// server, so each user has a cache of their own.
+pub const CACHE_PREFIX: &str = "stm-remote-cache";
 
-/// The remote argv that receives `files` (generated name, size) into `workdir`.
-pub fn upload_argv(workdir: &str, files: &[(&str, u64)]) -> Vec<String> {
+/// Copies the files the cache holds into the work dir: `$1` work dir, `$2` cache prefix, then
+/// name, sha256, size for each file. A cached file is used only if it is in a directory of
+/// ours that no one else can write, and its copy in the work dir has the size and the sha256
+/// asked for. Prints `hit <name>` for each file taken.
+const FETCH: &str = r#"d=$1 c=$2-$(id -u)
+shift 2
+[ -d "$c" ] && [ -O "$c" ] && [ ! -L "$c" ] && command -v sha256sum >/dev/null 2>&1 || exit 0
+chmod 700 "$c" 2>/dev/null || exit 0
+while [ $# -ge 3 ]; do
+  if [ -f "$c/$2" ] && cp -- "$c/$2" "$d/$1.part" 2>/dev/null; then
+    n=$(wc -c <"$d/$1.part") h=$(sha256sum <"$d/$1.part")
+    if [ $n -eq "$3" ] && [ "${h%% *}" = "$2" ] && mv -f -- "$d/$1.part" "$d/$1"; then
+      touch -c -- "$c/$2" 2>/dev/null
+      echo "hit $1"
+    else
+      rm -f -- "$d/$1.part" "$c/$2"
+    fi
+  fi
+  shift 3
+done
+exit 0"#;
+
+/// Receives the files of an upload on stdin, in order: `$1` is the work dir, `$2` the cache
+/// prefix (empty: no cache), then name, sha256 and size in bytes for each file. Each file is
+/// written to a `.part` name, size-checked and renamed; then a copy goes into the cache
+/// (best effort; the oldest entries beyond 64 or older than 30 days are removed).
+const RECEIVE: &str = r#"d=$1 c=$2
+shift 2
+if [ -n "$c" ]; then
+  c=$c-$(id -u)
+  mkdir -m 700 "$c" 2>/dev/null
+  { [ -d "$c" ] && [ -O "$c" ] && [ ! -L "$c" ] && chmod 700 "$c"; } 2>/dev/null || c=
+fi
+while [ $# -ge 3 ]; do
+  head -c "$3" >"$d/$1.part" || exit 1
+  n=$(wc -c <"$d/$1.part")
+  [ $n -eq "$3" ] || { echo "stm-remote: $1: $n of $3 bytes arrived" >&2; exit 1; }
+  mv -f -- "$d/$1.part" "$d/$1" || exit 1
+  if [ -n "$c" ]; then
+    { cp -- "$d/$1" "$c/.$2.$$" && mv -f -- "$c/.$2.$$" "$c/$2"; } 2>/dev/null || rm -f -- "$c/.$2.$$"
+  fi
+  shift 3
+done
+if [ -n "$c" ]; then
+  find "$c" -type f -mtime +30 -exec rm -f -- {} + 2>/dev/null
+  ls -t -- "$c" 2>/dev/null | tail -n +65 | while read -r f; do rm -f -- "$c/$f"; done
+fi
+exit 0"#;
+
+/// One file of an upload as the server scripts take it: generated name, sha256, size.
+fn file_args(argv: &mut Vec<String>, uploads: &[Upload]) {
+    for u in uploads {
+        argv.push(u.remote_name.clone());
+        argv.push(u.sha256.clone());
+        argv.push(u.data.len().to_string());
+    }
+}
+
+/// The remote argv that copies what the cache of `server` holds of `uploads` into `workdir`.
+pub fn fetch_argv(server: &Server, workdir: &str, uploads: &[Upload]) -> Vec<String> {
+    let mut argv: Vec<String> = ["sh", "-c", FETCH, "stm-remote-fetch", workdir]
+        .map(String::from)
+        .to_vec();
+    argv.push(server.remote_path(CACHE_PREFIX));
+    file_args(&mut argv, uploads);
+    argv
+}
+
+/// The remote argv that receives `uploads` into `workdir` (and keeps them in the server's
+/// cache when `firmware_cache` is on).
+pub fn upload_argv(server: &Server, workdir: &str, uploads: &[Upload]) -> Vec<String> {
     let mut argv: Vec<String> = ["sh", "-c", RECEIVE, "stm-remote-receive", workdir]
         .map(String::from)
         .to_vec();
-    for (name, size) in files {
-        argv.push((*name).to_string());
-        argv.push(size.to_string());
-    }
+    argv.push(if server.firmware_cache {
+        server.remote_path(CACHE_PREFIX)
+    } else {
+        String::new()
+    });
+    file_args(&mut argv, uploads);
     argv
+}
+
+/// The generated names of the files a fetch's output says it took from the cache.
+pub fn parse_fetch(stdout: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.trim_end().strip_prefix("hit "))
+        .map(str::to_string)
+        .collect()
 }
 
 /// How `-v 2` (and `--dry-run`) show an upload: the command, as a one-shot ssh would run it,
@@ -375,21 +447,38 @@ impl Session {
         path_in(&self.workdir, name)
     }
 
-    /// Uploads every file in one request to an agent, each under its generated remote name:
-    /// the bytes follow the request on the agent's stdin, and the server writes each file
-    /// to a `.part` name, checks its size and renames it.
-    pub fn upload(&self, uploads: &[Upload], emit: &mut dyn FnMut(Event)) -> Result<(), Error> {
+    /// Puts every file into the work dir. With `firmware_cache`, one request first copies the
+    /// files the server's cache holds (checked by size and sha256); the rest are uploaded in
+    /// one request to an agent: the bytes follow the request on the agent's stdin, and the
+    /// server writes each file to a `.part` name, checks its size, renames it and keeps a copy
+    /// in the cache.
+    pub fn upload(
+        &self,
+        server: &Server,
+        uploads: &[Upload],
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<(), Error> {
         if uploads.is_empty() {
             return Ok(());
         }
-        let mut files = Vec::new();
-        for u in uploads {
-            files
-                .push(std::fs::read(&u.local).map_err(|e| {
-                    Error::usage(format!("cannot read {}: {e}", u.local.display()))
-                })?);
+        let opts = remote::RunOptions {
+            deadline: Some(Duration::from_secs(600)),
+            ..remote::RunOptions::default()
+        };
+        let hits = if server.firmware_cache {
+            self.fetch(server, uploads, &opts, emit)?
+        } else {
+            Vec::new()
+        };
+        let missing: Vec<Upload> = uploads
+            .iter()
+            .filter(|u| !hits.contains(&u.remote_name))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
         }
-        let total: u64 = files.iter().map(|f| f.len() as u64).sum();
+        let total: u64 = missing.iter().map(|u| u.data.len() as u64).sum();
         // Firmware files are small next to a Pi's disk, but a full /tmp fails the write with a
         // bare "No space left": say what is wrong before trying.
         let need_kib = total.div_ceil(1024) + 16;
@@ -403,29 +492,19 @@ impl Session {
                 ),
             });
         }
-        let sized: Vec<(&str, u64)> = uploads
-            .iter()
-            .zip(&files)
-            .map(|(u, f)| (u.remote_name.as_str(), f.len() as u64))
-            .collect();
-        let command = remote::quote_command(&upload_argv(&self.workdir, &sized))
+        let command = remote::quote_command(&upload_argv(server, &self.workdir, &missing))
             .map_err(|e| Error::usage(e.to_string()))?;
         emit(Event::Command {
             device: None,
-            command: upload_display(&self.target, &command, uploads),
+            command: upload_display(&self.target, &command, &missing),
         });
-        let opts = remote::RunOptions {
-            deadline: Some(Duration::from_secs(600)),
-            ..remote::RunOptions::default()
-        };
-        let started = std::cell::RefCell::new(Vec::new());
-        let out = self
-            .agents
-            .run_feeding(&command, &files.concat(), &opts, &|c| {
-                started.borrow_mut().push(agent_event(None, c));
-            });
-        started.into_inner().into_iter().for_each(&mut *emit);
-        let out = out?;
+        let input: Vec<u8> = missing
+            .iter()
+            .flat_map(|u| u.data.iter().copied())
+            .collect();
+        let out = self.run_collecting(emit, |started| {
+            self.agents.run_feeding(&command, &input, &opts, started)
+        })?;
         if out.code != Some(0) {
             return Err(Error::Remote {
                 server: self.server_name.clone(),
@@ -435,9 +514,64 @@ impl Session {
         }
         emit(Event::Info {
             device: None,
-            message: format!("uploaded {} file(s), {total} bytes", uploads.len()),
+            message: format!("uploaded {} file(s), {total} bytes", missing.len()),
         });
         Ok(())
+    }
+
+    /// Copies what the server's cache holds of `uploads` into the work dir; returns the
+    /// generated names it took. A cache that cannot be read is no error: nothing is taken.
+    fn fetch(
+        &self,
+        server: &Server,
+        uploads: &[Upload],
+        opts: &remote::RunOptions,
+        emit: &mut dyn FnMut(Event),
+    ) -> Result<Vec<String>, Error> {
+        let command = remote::quote_command(&fetch_argv(server, &self.workdir, uploads))
+            .map_err(|e| Error::usage(e.to_string()))?;
+        emit(Event::Command {
+            device: None,
+            command: remote::display(&self.target.ssh_raw(&command)),
+        });
+        let out =
+            self.run_collecting(emit, |started| self.agents.run_raw(&command, opts, started))?;
+        if out.code == Some(remote::SSH_EXIT_CONNECTION) {
+            return Err(Error::Remote {
+                server: self.server_name.clone(),
+                step: "looking up the firmware cache".into(),
+                details: out.stderr_tail(),
+            });
+        }
+        let hits = parse_fetch(&out.stdout);
+        if !hits.is_empty() {
+            let bytes: usize = uploads
+                .iter()
+                .filter(|u| hits.contains(&u.remote_name))
+                .map(|u| u.data.len())
+                .sum();
+            emit(Event::Info {
+                device: None,
+                message: format!(
+                    "{} file(s), {bytes} bytes, taken from the server's firmware cache (size and \
+                     sha256 checked)",
+                    hits.len()
+                ),
+            });
+        }
+        Ok(hits)
+    }
+
+    /// Runs `f` with a callback for agents it starts, then reports those starts.
+    fn run_collecting(
+        &self,
+        emit: &mut dyn FnMut(Event),
+        f: impl FnOnce(&dyn Fn(String)) -> Result<remote::Captured, remote::ProcessError>,
+    ) -> Result<remote::Captured, Error> {
+        let started = std::cell::RefCell::new(Vec::new());
+        let out = f(&|c| started.borrow_mut().push(agent_event(None, c)));
+        started.into_inner().into_iter().for_each(&mut *emit);
+        Ok(out?)
     }
 
     /// Removes the work dir; a failure is reported, not fatal.

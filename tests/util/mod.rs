@@ -283,7 +283,8 @@ impl TestEnv {
         std::fs::read_dir(&self.remote_tmp)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| !n.ends_with(".lock"))
+            // Lock files and the firmware cache are meant to stay.
+            .filter(|n| !n.ends_with(".lock") && !n.starts_with("stm-remote-cache-"))
             .collect()
     }
 
