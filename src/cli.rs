@@ -9,7 +9,7 @@ use clap_complete::{ArgValueCandidates, ArgValueCompleter};
 /// Flash, recover and manage STM32 boards attached to a remote Linux flash server over ssh.
 ///
 /// Boards and servers are described in config.json (see the README). Every remote step runs
-/// through the system `ssh` and `scp`; nothing is installed on the server besides
+/// through the system `ssh`; nothing is installed on the server besides
 /// STM32CubeProgrammer.
 #[derive(Debug, Parser)]
 #[command(name = "stm-remote", version, propagate_version = true)]
@@ -19,7 +19,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "STM_REMOTE_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
 
-    /// Verbosity: 0 minimal, 1 progress, 2 also every ssh/scp command, 3 also the full
+    /// Verbosity: 0 minimal, 1 progress, 2 also every ssh command, 3 also the full
     /// STM32_Programmer_CLI output.
     #[arg(
         short = 'v',
@@ -123,7 +123,7 @@ pub struct FlashArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Check the arguments and firmware files, then print the ssh/scp commands and the remote
+    /// Check the arguments and firmware files, then print the ssh commands and the remote
     /// commands the run would start, and stop: nothing is connected, uploaded or flashed.
     #[arg(long, conflicts_with_all = ["json", "junit"])]
     pub dry_run: bool,

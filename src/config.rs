@@ -56,10 +56,10 @@ pub struct Server {
     /// ssh port (stm-remote extension).
     #[serde(default = "default_port")]
     pub port: u16,
-    /// Extra `Key=Value` options passed as `-o` to ssh and scp (stm-remote extension).
+    /// Extra `Key=Value` options passed as `-o` to ssh (stm-remote extension).
     #[serde(default)]
     pub ssh_options: Vec<String>,
-    /// An ssh client config file passed as `-F` to ssh and scp, instead of ~/.ssh/config
+    /// An ssh client config file passed as `-F` to ssh, instead of ~/.ssh/config
     /// (stm-remote extension).
     #[serde(default)]
     pub ssh_config: Option<String>,

@@ -155,9 +155,9 @@ impl Error {
                     .into(),
             ),
             Error::Process(ProcessError::Spawn { program, .. })
-                if program == "ssh" || program == "scp" =>
+                if program == "ssh" =>
             {
-                Some("install the OpenSSH client (ssh and scp must be on PATH)".into())
+                Some("install the OpenSSH client (ssh must be on PATH)".into())
             }
             Error::Hub(crate::hub::HubError::NotAvailable(_)) => Some(
                 "set `hub_cli` (and `power_control: true` for power commands) for this server in config.json".into(),

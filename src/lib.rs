@@ -1,9 +1,9 @@
 //! stm-remote: flash, recover and manage STM32 boards attached to a remote Linux flash server,
-//! over the system `ssh`/`scp`.
+//! over the system `ssh`.
 //!
 //! `main_impl` parses the command line, runs the command and turns the outcome into an exit
 //! code (table in [`error`]). Modules: `cli` (clap types), `config` (config.json), `remote`
-//! (quoting, ssh/scp, the process runner), `programmer` (STM32_Programmer_CLI argv and output
+//! (quoting, ssh, agents, the process runner), `programmer` (STM32_Programmer_CLI argv and output
 //! parsing), `jobs` (the flash-auto run), `discover` (config.json from the attached boards),
 //! `report` (the terminal).
 

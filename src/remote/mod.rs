@@ -1,5 +1,5 @@
 //! Everything that crosses to the flash server: quoting for the remote shell, validation of
-//! hostnames/users/options, building ssh/scp command lines, and the one process runner.
+//! hostnames/users/options, building ssh command lines, the remote agents, and the one process runner.
 
 pub mod agent;
 pub mod mux;

@@ -1,5 +1,5 @@
 //! Connection reuse: one OpenSSH ControlMaster per server address (and per 7 parallel jobs,
-//! to stay under sshd's default `MaxSessions 10`), shared by every ssh and scp of the run.
+//! to stay under sshd's default `MaxSessions 10`), shared by every ssh of the run.
 //!
 //! The masters' sockets live in a private directory made once per process under /tmp (a
 //! socket path must stay short). `ControlMaster=auto` makes the first command to an address

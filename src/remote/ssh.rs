@@ -1,4 +1,4 @@
-//! Builds `ssh` and `scp` command lines for one flash server address. Nothing here spawns:
+//! Builds `ssh` command lines for one flash server address. Nothing here spawns:
 //! the [`Command`]s go to [`super::run`].
 //!
 //! ssh gets a short fixed option set (never prompt, bounded connect time, keepalives, only the
@@ -141,32 +141,6 @@ impl SshTarget {
             .arg("--")
             .arg(self.destination())
             .arg(remote);
-        cmd
-    }
-
-    /// `scp ... -- <local files> dest:<remote_dir>/`: uploads keeping the local base names.
-    /// `remote_dir` must be a path the tool generated (it is not shell-expanded by modern
-    /// scp, and contains only safe characters anyway).
-    pub fn scp_upload(&self, local: &[&Path], remote_dir: &str) -> Command {
-        let host = if self.host.contains(':') && !self.host.starts_with('[') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        let dest = match &self.user {
-            Some(u) => format!("{u}@{host}:{remote_dir}/"),
-            None => format!("{host}:{remote_dir}/"),
-        };
-        let mut cmd = Command::new("scp");
-        cmd.args(self.common_options())
-            .arg("-q")
-            .arg("-P")
-            .arg(self.port.to_string())
-            .arg("--");
-        for p in local {
-            cmd.arg(p);
-        }
-        cmd.arg(dest);
         cmd
     }
 }
@@ -339,21 +313,6 @@ mod tests {
         ] {
             assert!(joined.contains(needle), "{needle} missing in {joined}");
         }
-    }
-
-    #[test]
-    fn scp_targets_the_remote_dir_and_brackets_ipv6() {
-        let mut t = target();
-        let cmd = t.scp_upload(&[Path::new("/l/fw1.hex")], "/tmp/stm-remote.x");
-        assert_eq!(
-            args(&cmd).last().unwrap(),
-            "pi@127.0.0.1:/tmp/stm-remote.x/"
-        );
-        assert!(args(&cmd).contains(&"-P".to_string()));
-        t.host = "::1".into();
-        t.user = None;
-        let cmd = t.scp_upload(&[Path::new("/l/fw1.hex")], "/d");
-        assert_eq!(args(&cmd).last().unwrap(), "[::1]:/d/");
     }
 
     #[test]

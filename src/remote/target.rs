@@ -1,4 +1,4 @@
-//! Validation of everything that ends up on the ssh/scp command line in front of `--`:
+//! Validation of everything that ends up on the ssh command line in front of `--`:
 //! hostnames, users and `-o` options. A value starting with `-` or containing whitespace or
 //! shell metacharacters would be read by ssh as an option or by a shell as code, so it is
 //! refused before any process is started.
