@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Helper of scripts/bench (python3 stdlib only): firmware files, lab state and config.json,
-the analysis of one run (sshd log, sftp-server log, the fake programmer's calls.log), the
-correctness checks, and the Markdown report.
+the analysis of one run (stm-remote's stderr log, the sshd log, the sftp-server log, the fake
+programmer's calls.log), the correctness checks, and the Markdown report.
 
     lab.py firmware DIR K                       -> DIR/files.json
     lab.py lab LABDIR N T FILES.json SERVER_IDX -> LABDIR/state.json, LABDIR/assign.json
@@ -212,6 +212,36 @@ def analyse_calls(labdir, p):
             "gap_mean": statistics.mean(gaps) if gaps else None, "peak": peak}
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# stm-remote's stderr log (src/jobs/session.rs): one line per upload, one when files were
+# taken from the server's firmware cache; no line = nothing of that kind.
+UPLOADED = re.compile(r"^\[INFO\](?:\[[^\]]*\])? uploaded (\d+) file\(s\), (\d+) bytes\s*$", re.M)
+CACHED = re.compile(r"^\[INFO\](?:\[[^\]]*\])? (\d+) file\(s\), (\d+) bytes, taken from the "
+                    r"server's firmware cache", re.M)
+
+
+def stderr_bytes(path):
+    """(files uploaded, bytes uploaded, files from the cache, bytes from the cache, whether a
+    cache line was seen) from stm-remote's stderr log."""
+    try:
+        text = ANSI.sub("", open(path, encoding="utf-8", errors="replace").read())
+    except OSError:
+        text = ""
+    up = [(int(k), int(b)) for k, b in UPLOADED.findall(text)]
+    hit = [(int(k), int(b)) for k, b in CACHED.findall(text)]
+    return (sum(k for k, _ in up), sum(b for _, b in up), sum(k for k, _ in hit),
+            sum(b for _, b in hit), bool(hit))
+
+
+def cache_enabled(config, server):
+    """`firmware_cache` of the server entry (stm-remote's default: true)."""
+    try:
+        entry = json.load(open(config))["servers"][server]
+    except (OSError, ValueError, KeyError):
+        return True
+    return entry.get("firmware_cache", True) is not False
+
+
 def cmd_record(results, *kv):
     a = dict(x.split("=", 1) for x in kv)
     n, p, t = int(a["n"]), int(a["p"]), float(a["t"])
@@ -220,6 +250,7 @@ def cmd_record(results, *kv):
     wall = t1 - t0
     upload = float(a["upload"])
     ideal = math.ceil(n / p) * t + upload
+    warm = a.get("cache") == "warm"
     log, still_open = sshd_slice(a["sshd_log"], a["sshd_off"])
     sftp = read_from(a["sftp_log"], a["sftp_off"])
     conns = len(re.findall(r"^Accepted publickey for ", log, re.M))
@@ -229,9 +260,11 @@ def cmd_record(results, *kv):
     files = json.load(open(a["files"]))
     distinct = {x["file"] for x in json.load(open(os.path.join(labdir, "assign.json")))}
     expected_bytes = sum(f["file_bytes"] for f in files if f["path"] in distinct)
+    up_files, up_bytes, hit_files, hit_bytes, cache_line = stderr_bytes(a["stderr"])
+    cache_on = cache_enabled(a["config"], a["server"])
     calls = analyse_calls(labdir, p)
 
-    fails, warns = [], []
+    fails, warns, notes = [], [], []
     rc = int(a["rc"])
     if rc != 0:
         fails.append("stm-remote exited %d" % rc)
@@ -260,32 +293,69 @@ def cmd_record(results, *kv):
             warns.append("boards written more than once: " + ", ".join(twice[:8]))
     except (ValueError, OSError, KeyError) as e:
         fails.append("state.json unreadable: %s" % e)
-    left = [x for x in os.listdir(os.path.join(labdir, "tmp")) if not x.endswith(".lock")]
+    # Bytes uploaded, from stm-remote's own log. A cold run (the bench removed the server's
+    # firmware cache before it) uploads every distinct file once; a warm run (the same fleet
+    # again, cache kept) uploads nothing and takes every file from the cache, unless
+    # firmware_cache is false, or this stm-remote has no cache (no cache line at all: noted,
+    # not failed, as long as it uploaded the files in full).
+    if cache_line and not cache_on:
+        fails.append("took %d file(s), %d bytes from the firmware cache although "
+                     "`firmware_cache` is false" % (hit_files, hit_bytes))
+    if not warm or not cache_on:
+        if up_bytes != expected_bytes:
+            fails.append("uploaded %d bytes (stm-remote's stderr), the distinct files used hold %d%s"
+                         % (up_bytes, expected_bytes,
+                            "" if not cache_line else "; %d bytes were taken from the firmware "
+                            "cache, which the bench had removed before this run" % hit_bytes))
+    elif cache_line:
+        if up_bytes != 0 or hit_bytes != expected_bytes:
+            fails.append("warm firmware cache: uploaded %d bytes and took %d from the cache "
+                         "(stm-remote's stderr); expected 0 uploaded, %d from the cache"
+                         % (up_bytes, hit_bytes, expected_bytes))
+    elif up_bytes == expected_bytes:
+        notes.append("stm-remote did not use a firmware cache: its stderr has no \"taken from "
+                     "the server's firmware cache\" line, and the warm run uploaded all %d bytes "
+                     "again" % up_bytes)
+    else:
+        fails.append("warm firmware cache: uploaded %d bytes (stm-remote's stderr) and took "
+                     "nothing from the cache; expected 0 uploaded with the files taken from the "
+                     "cache, or (without a cache) all %d bytes uploaded" % (up_bytes, expected_bytes))
+    # stm-remote sends the firmware on an agent's stdin: nothing may go through SFTP.
+    if written or sftp_sessions:
+        fails.append("%d SFTP session(s), %d bytes written by sftp-server: the upload should "
+                     "go through stm-remote's agent, not scp/sftp" % (sftp_sessions, sum(written)))
+    left = [x for x in os.listdir(os.path.join(labdir, "tmp"))
+            if not x.endswith(".lock") and not x.startswith("stm-remote-cache")]
     if left:
         warns.append("work dir(s) left in remote_tmp: " + ", ".join(left))
     if still_open:
         warns.append("%d ssh connection(s) still open 3 s after stm-remote exited" % still_open)
-    if written and sum(written) != expected_bytes:
-        warns.append("sftp-server wrote %d bytes, the distinct files hold %d"
-                     % (sum(written), expected_bytes))
 
     row = {"kind": a["kind"], "label": a.get("label", ""), "n": n, "p": p, "t": t,
            "wall": wall, "ideal": ideal, "upload": upload, "t0": t0, "t1": t1,
            "conns": conns, "cmd_sessions": cmd_sessions, "sftp_sessions": sftp_sessions,
            "sftp_written": sum(written) if written else None, "expected_bytes": expected_bytes,
+           "uploaded": up_bytes, "uploaded_files": up_files, "cached": hit_bytes,
+           "cached_files": hit_files, "cache_line": cache_line, "cache_on": cache_on,
+           "cache": "warm" if warm else "cold",
            "setup": (calls["first_start"] - t0) if calls else None,
            "teardown": (t1 - calls["last_end"]) if calls else None,
            "prog_mean": calls.get("prog_mean"), "gap_mean": calls.get("gap_mean"),
-           "peak": calls.get("peak"), "ok": not fails, "fails": fails, "warns": warns}
+           "peak": calls.get("peak"), "ok": not fails, "fails": fails, "warns": warns,
+           "notes": notes}
     with open(results, "a") as f:
         f.write(json.dumps(row) + "\n")
     tag = "%s N=%d P=%d T=%g" % (a.get("label") or a["kind"], n, p, t)
+    for x in notes:
+        print("NOTE [%s] %s" % (tag, x), file=sys.stderr)
     for w in warns:
         print("WARN [%s] %s" % (tag, w), file=sys.stderr)
     for msg in fails:
         print("FAIL [%s] %s" % (tag, msg), file=sys.stderr)
-    print("  %s: wall %.2f s, ideal %.2f s, overhead %+.2f s (%+.1f %%), %d ssh connections%s"
-          % (tag, wall, ideal, wall - ideal, 100 * (wall - ideal) / ideal, conns,
+    print("  %s: wall %.2f s, ideal %.2f s, overhead %+.2f s (%+.1f %%), %d ssh connections, "
+          "uploaded %d B%s%s"
+          % (tag, wall, ideal, wall - ideal, 100 * (wall - ideal) / ideal, conns, up_bytes,
+             ", %d B from the cache" % hit_bytes if cache_line else "",
              "" if not fails else "  ** FAIL **"), file=sys.stderr)
     sys.exit(1 if fails else 0)
 
@@ -312,11 +382,18 @@ def f2(x, fmt="%.2f"):
     return "–" if x is None else fmt % x
 
 
+def fmt_bytes(x):
+    return "–" if x is None else "{:,}".format(x)
+
+
 def cmd_report(results, meta_path):
     rows = [json.loads(l) for l in open(results) if l.strip()]
     meta = json.load(open(meta_path))
     fake = meta.get("fake") or {}
-    startup = max(0.0, fake.get("median", 0) - fake.get("inner", 0)) if fake else 0.0
+    # The fake's Python start-up before its calls.log start record plus its exit after the end
+    # record (T = 0, alone), and its time beyond T from exec to exit (T > 0, alone).
+    startup = max(0.0, fake["median"] - fake["inner"]) if fake else 0.0
+    tail = max(0.0, fake["tail_median"] - fake["tail_t"]) if fake.get("tail_t") else 0.0
     w = sys.stdout.write
     w("### stm-remote flash overhead (simulated lab behind a loopback sshd)\n\n")
     w("- Machine: %s; %s CPU(s): %s; load average %s at start, %s at end\n"
@@ -336,68 +413,116 @@ def cmd_report(results, meta_path):
          hs["par_n"]))
     if hs.get("mux_median") is not None:
         w("- One more session over an open connection (ControlMaster started by the script, "
-          "`ssh -S … true`, %d runs): median %.3f s\n" % (hs["mux_n"], hs["mux_median"]))
+          "`ssh -S … true`, %d runs; what each of stm-remote's agents costs to start): "
+          "median %.3f s\n" % (hs["mux_n"], hs["mux_median"]))
     if meta.get("shell"):
-        w("- Login shell start-up of the ssh user, paid by every remote command (`%s -c true` "
-          "with SSH_CLIENT set, as sshd starts it, so bash reads ~/.bashrc; %d runs): "
-          "median %.3f s\n" % (meta["shell"]["path"], meta["shell"]["n"], meta["shell"]["median"]))
-    if meta.get("fake"):
-        w("- Fake programmer alone (no ssh, T = 0, `-w` of the 512 KiB hex + `-v -s`, "
-          "process start to exit, %d runs): median %.3f s; inside its own calls.log "
-          "start → end: %.3f s\n" % (meta["fake"]["n"], meta["fake"]["median"],
-                                     meta["fake"]["inner"]))
+        w("- Login shell start-up of the ssh user, paid once per ssh session (each agent and "
+          "the keeper), not per board (`%s -c true` with SSH_CLIENT set, as sshd starts it, so "
+          "bash reads ~/.bashrc; %d runs): median %.3f s\n"
+          % (meta["shell"]["path"], meta["shell"]["n"], meta["shell"]["median"]))
+    if fake:
+        w("- Fake programmer alone (no ssh, `-w` of the 512 KiB hex + `-v -s`, process start "
+          "to exit, %d runs each): with T = 0 median %.3f s, of which %.3f s between its own "
+          "calls.log start and end records, so %.3f s of Python start-up before the start "
+          "record and exit after the end record" % (fake["n"], fake["median"], fake["inner"],
+                                                    startup))
+        if fake.get("tail_t"):
+            w("; with T = %g s median %.3f s, i.e. %.3f s beyond T (its work after the "
+              "sleep: hashing, verify, state.json update, exit)"
+              % (fake["tail_t"], fake["tail_median"], tail))
+        w("\n")
     w("- Simulated lab: tests/lab's fakes, copied with their shebang set to `%s` (no PATH "
-      "lookup, no pyenv shim); state.json `flash_seconds` = T, version 2.20.0 output\n"
-      % meta.get("py_exe", "python3"))
+      "lookup, no pyenv shim); state.json `flash_seconds` = T with `flash_seconds_from_exec`: "
+      "a flash run takes T from the programmer's exec to its exit, its Python start-up "
+      "included (as a real programmer's start-up is part of its own time); version 2.20.0 "
+      "output\n" % meta.get("py_exe", "python3"))
     w("- Server entries: hostnames 127.0.0.1, `max_parallel` P, `remote_tmp` in the lab, "
       "no hub; extra fields: %s\n" % (meta["server_json"] or "none (stm-remote's defaults)"))
     up = meta["upload"]
     w("- Upload time U (plain `scp` of the %d distinct files, %d B, to the same sshd, "
-      "connection included): median %.3f s of %d (min %.3f, max %.3f)\n"
+      "connection included; a reference for moving the bytes once, stm-remote itself sends "
+      "them on an agent's stdin over its own connection): median %.3f s of %d (min %.3f, "
+      "max %.3f)\n"
       % (len(meta["files"]), up["bytes"], up["median"], up["n"], up["min"], up["max"]))
+    w("- Firmware cache: before every run of the one-server and several-server tables the "
+      "bench removes `<remote_tmp>/stm-remote-cache*` on every server, so each of those runs "
+      "starts cold and uploads its files; the warm-cache table is a second run of one fleet "
+      "with the cache kept\n")
     w("\nHow each column is measured:\n\n")
     for line in [
         "**wall**: stm-remote `flash-auto <server> <alias>=<file>... --json`, start to exit, "
         "taken by the script (bash `$EPOCHREALTIME`), process start-up included",
-        "**ideal** = ceil(N/P)·T + U: the programmer's sleep time T per board at P at once, "
-        "plus one upload U (above)",
+        "**ideal** = ceil(N/P)·T + U: the programmer's time T per board (exec to exit) at P at "
+        "once, plus one upload U (above); with a warm firmware cache ceil(N/P)·T, as nothing "
+        "needs uploading",
         "**overhead** = wall − ideal, in s and in % of ideal; **per board** = overhead / N",
         "**ssh conns (sessions)**: `Accepted publickey` lines in the sshd log (LogLevel "
-        "VERBOSE) during the run = every ssh/scp connection (TCP + key exchange + auth) "
-        "stm-remote opened; in brackets the `Starting session:` lines = remote commands and "
-        "sftp sessions, which a multiplexed connection carries several of",
-        "**uploaded**: sum of `bytes … written N` of the `close` lines that sftp-server "
-        "(`Subsystem sftp sftp-server -e -l INFO`, stderr to a file) logs for every file "
-        "written; scp (OpenSSH ≥ 9.0) uploads through SFTP. `–` means nothing went through "
-        "SFTP (legacy scp or an ssh pipe)",
+        "VERBOSE) during the run = the ssh connections (TCP + key exchange + auth) stm-remote "
+        "opened: its ControlMaster (`ssh -f -N`), one per server and per 7 parallel slots, so "
+        "1 for P ≤ 7 (with `multiplex: false` one per session); in brackets the `Starting "
+        "session:` lines = the sessions they carried: one agent per parallel slot (a "
+        "long-lived `sh` loop on the server that runs each command it is sent: work dir, "
+        "firmware, every board's programmer run) and the keeper that removes the work dir at "
+        "the end, so P + 1 when N ≥ P",
+        "**uploaded**: the firmware bytes stm-remote sent, from its own stderr log: the sum of "
+        "its `[INFO] uploaded <k> file(s), <bytes> bytes` lines, 0 if there is none (a fully "
+        "warm cache uploads nothing). The bytes go on an agent's stdin over the ssh "
+        "connection, not through scp/sftp",
+        "**from cache**: the bytes of its `[INFO] <k> file(s), <bytes> bytes, taken from the "
+        "server's firmware cache` lines",
         "**setup**: stm-remote start → first programmer start (calls.log of the fake "
-        "programmer): ssh connect + work dir + upload + the first job's connection",
+        "programmer): the master's login, the agents' sessions, the work dir, the firmware "
+        "(cache lookup, upload), the first board's request, its lock wrapper and the fake's "
+        "Python start-up before its first log record",
         "**gap**: mean time from a programmer run ending to the next one starting in the "
         "freed slot (k-th start − (k−P)-th end, over the starts and ends of calls.log sorted): "
-        "the per-board hand-over (end of the ssh command, next job, new ssh connection or "
-        "session, the remote shell and lock wrapper, the fake's Python start-up before its "
-        "first log record)",
-        "**prog**: mean duration of one fake STM32_Programmer_CLI run (calls.log start → "
-        "end): T plus the fake's own Python start-up, hex parsing and hashing. "
-        "ceil(N/P)·(prog − T) of the overhead is the simulator's, not stm-remote's",
-        "**excl. fake**: overhead − ceil(N/P)·((prog − T) + %.3f s), the fake programmer's "
-        "own cost beyond T (%.3f s = its Python start-up and exit, measured alone above): "
-        "roughly what stm-remote and ssh add" % (startup, startup),
-        "**teardown**: last programmer end → stm-remote exit (the last job's ssh exit, "
-        "work dir removal, summary)",
-        "**check**: stm-remote exited 0, its `--json` lists N results all ok, and in "
-        "state.json every board's `firmware` is the sha256 of the file assigned to it",
+        "the per-board hand-over: the fake's exit after its end record, the agent's answer, "
+        "the next board's request to an agent that is already running (no new ssh connection "
+        "or session, no login shell per board, only a fork of the agent's `sh`), the lock "
+        "wrapper and `timeout`, and the fake's Python start-up before its first log record "
+        "(≈ %.3f s with its exit, above). That start-up is inside T "
+        "(`flash_seconds_from_exec`), so it is counted in both the gap and T" % startup,
+        "**prog**: mean duration of one fake STM32_Programmer_CLI run as its calls.log "
+        "records it (start record → end record): a run takes T from exec to exit and logs "
+        "its start only after its Python start-up, so prog is slightly below T; it is not a "
+        "cost on top of T",
+        "**excl. fake**: overhead − ceil(N/P)·%.3f s, the fake programmer's time beyond T "
+        "per run (measured alone above: its work after the sleep, hashing, verify, "
+        "state.json update and exit), which a real programmer's T would include: roughly "
+        "what stm-remote and ssh add" % tail,
+        "**teardown**: last programmer end → stm-remote exit (the fake's exit, the last "
+        "request's answer, closing the agents, the keeper removing the work dir, the "
+        "master's exit, the summary)",
+        "**check**: stm-remote exited 0, its `--json` lists N results all ok, in state.json "
+        "every board's `firmware` is the sha256 of the file assigned to it; **uploaded** = "
+        "the bytes of the distinct files the run uses on a cold run, 0 on a warm one (all of "
+        "them taken from the cache; with `firmware_cache: false` the full bytes again; a "
+        "full upload with no cache line in the stderr is a note, \"stm-remote did not use a "
+        "firmware cache\", not a failure); and no SFTP session, no byte written by "
+        "sftp-server (`Subsystem sftp sftp-server -e -l INFO`, its `close … written` lines)",
     ]:
         w("- " + line + "\n")
 
-
     def excl_fake(r):
-        """Overhead minus what the simulator itself adds per run beyond T (its Python
-        start-up and exit, measured alone, plus prog − T), ceil(N/P) times."""
-        if r["prog_mean"] is None:
+        """Overhead minus the fake programmer's time beyond T (measured alone), ceil(N/P)
+        times."""
+        if r["prog_mean"] is None or not fake.get("tail_t"):
             return None
-        waves = math.ceil(r["n"] / r["p"])
-        return r["wall"] - r["ideal"] - waves * ((r["prog_mean"] - r["t"]) + startup)
+        return r["wall"] - r["ideal"] - math.ceil(r["n"] / r["p"]) * tail
+
+    def one_server_row(r, extra):
+        ov = r["wall"] - r["ideal"]
+        cells = ["%d" % r["n"], "%d" % r["p"], "%g" % r["t"], "%.2f" % r["wall"],
+                 "%.2f" % r["ideal"], "%.2f" % ov, "%.1f %%" % (100 * ov / r["ideal"]),
+                 "%.3f" % (ov / r["n"]),
+                 "%d (%d)" % (r["conns"], r["cmd_sessions"] + r["sftp_sessions"]),
+                 fmt_bytes(r["uploaded"])]
+        cells += extra[0]
+        cells += [f2(r["setup"]), f2(r["gap_mean"], "%.3f"), f2(r["prog_mean"]),
+                  f2(r["teardown"]), f2(excl_fake(r))]
+        cells += extra[1]
+        cells.append("ok" if r["ok"] else "**FAIL**")
+        return "| " + " | ".join(cells) + " |\n"
 
     matrix = [r for r in rows if r["kind"] == "matrix"]
     if matrix:
@@ -407,14 +532,7 @@ def cmd_report(results, meta_path):
           "| excl. fake (s) | check |\n")
         w("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|\n")
         for r in matrix:
-            ov = r["wall"] - r["ideal"]
-            w("| %d | %d | %g | %.2f | %.2f | %.2f | %.1f %% | %.3f | %d (%d) | %s | %s | %s | %s | %s | %s | %s |\n"
-              % (r["n"], r["p"], r["t"], r["wall"], r["ideal"], ov, 100 * ov / r["ideal"],
-                 ov / r["n"], r["conns"], r["cmd_sessions"] + r["sftp_sessions"],
-                 "–" if r["sftp_written"] is None else "{:,}".format(r["sftp_written"]),
-                 f2(r["setup"]), f2(r["gap_mean"], "%.3f"),
-                 f2(r["prog_mean"]), f2(r["teardown"]), f2(excl_fake(r)),
-                 "ok" if r["ok"] else "**FAIL**"))
+            w(one_server_row(r, ([], [])))
     if meta.get("skipped"):
         w("\nSkipped (ceil(N/P)·T above %s s; run with `--full` or `--max-ideal S`): %s\n"
           % (meta["max_ideal"], ", ".join(meta["skipped"])))
@@ -442,6 +560,32 @@ def cmd_report(results, meta_path):
               % (p, t, ", ".join("N=%d %.3f s" % (r["n"], x) for r, x in zip(rs, per)),
                  "**grows**" if grows else "no growth"))
 
+    warm = [r for r in rows if r["kind"] == "warm"]
+    if warm:
+        w("\n#### One server, warm firmware cache (second run of the same fleet)\n\n")
+        w("The same `flash-auto` as the cold run of the same N, P, T above, started again "
+          "right after it with the server's firmware cache kept (only the simulated boards' "
+          "state reset): ideal = ceil(N/P)·T, nothing needs uploading.\n\n")
+        w("| N | P | T (s) | wall (s) | ideal (s) | overhead (s) | overhead % | per board (s) "
+          "| ssh conns (sessions) | uploaded (B) | from cache (B) | setup (s) | gap (s) "
+          "| prog (s) | teardown (s) | excl. fake (s) | cold run: wall (s) | cold run: setup (s) "
+          "| check |\n")
+        w("|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|\n")
+        for r in warm:
+            cold = [c for c in matrix if (c["n"], c["p"], c["t"]) == (r["n"], r["p"], r["t"])]
+            c = cold[-1] if cold else None
+            w(one_server_row(r, ([fmt_bytes(r["cached"])],
+                                 [f2(c and c["wall"]), f2(c and c["setup"])])))
+        said = []
+        for r in warm:
+            if not r["cache_on"]:
+                said.append("`firmware_cache` is false in the server entries: the warm run "
+                            "uploads every file again (the check expects the full %s B)"
+                            % "{:,}".format(r["expected_bytes"]))
+            said += ["Note: " + x for x in r.get("notes", [])]
+        if said:
+            w("\n" + "".join("- %s\n" % x for x in said))
+
     solo = [r for r in rows if r["kind"] == "solo"]
     conc = [r for r in rows if r["kind"] == "concurrent"]
     if conc:
@@ -457,8 +601,7 @@ def cmd_report(results, meta_path):
             w("| %s | %d | %d | %g | %s | %.2f | %.2f | %.2f | %.1f %% | %d (%d) | %s | %s |\n"
               % (r["label"], r["n"], r["p"], r["t"], f2(s and s["wall"]), r["wall"],
                  r["ideal"], ov, 100 * ov / r["ideal"], r["conns"],
-                 r["cmd_sessions"] + r["sftp_sessions"],
-                 "–" if r["sftp_written"] is None else "{:,}".format(r["sftp_written"]),
+                 r["cmd_sessions"] + r["sftp_sessions"], fmt_bytes(r["uploaded"]),
                  "ok" if ok else "**FAIL**"))
         total = max(r["t1"] for r in conc) - min(r["t0"] for r in conc)
         slowest = max((r["wall"] for r in solo), default=None)

@@ -33,6 +33,10 @@ pub const TOOLS: &[(&str, &str)] = &[
         "mktemp",
         "install coreutils on the server: each run makes its work dir with `mktemp -d`",
     ),
+    (
+        "head",
+        "install coreutils on the server: the run's agents read each request with `head -c`",
+    ),
 ];
 
 /// Gathers every server-side fact in one ssh round trip. `$1` remote_tmp, `$2` hub script
@@ -44,7 +48,7 @@ prog=$1
 shift
 case $prog in "~/"*) prog=$HOME/${prog#"~/"} ;; esac
 case $hub in "~/"*) hub=$HOME/${hub#"~/"} ;; esac
-for t in flock timeout mktemp; do echo "tool $t $(command -v "$t" 2>/dev/null)"; done
+for t in flock timeout mktemp head; do echo "tool $t $(command -v "$t" 2>/dev/null)"; done
 if [ ! -d "$tmp" ]; then echo "tmp missing"; elif [ ! -w "$tmp" ]; then echo "tmp read-only"; else echo "tmp ok"; fi
 echo "df $(df -Pk "$tmp" 2>/dev/null | tail -n 1)"
 if [ -z "$hub" ]; then echo "hub none"; elif [ ! -e "$hub" ]; then echo "hub missing"; elif [ ! -x "$hub" ]; then echo "hub not-executable"; else echo "hub ok"; fi
@@ -362,7 +366,7 @@ mod tests {
     }
 
     const GOOD: &str = "tool flock /usr/bin/flock\ntool timeout /usr/bin/timeout\n\
-        tool mktemp /usr/bin/mktemp\ntmp ok\n\
+        tool mktemp /usr/bin/mktemp\ntool head /usr/bin/head\ntmp ok\n\
         df /dev/root 30497732 9311636 19896724 32% /\nhub ok\n\
         programmer-path /opt/st/STM32_Programmer_CLI\nprogrammer-exit 0\n\
         programmer|       -------------------------------------------------------------------\n\
@@ -408,14 +412,15 @@ mod tests {
              \x20 ✓ flock       /usr/bin/flock\n\
              \x20 ✓ timeout     /usr/bin/timeout\n\
              \x20 ✓ mktemp      /usr/bin/mktemp\n\
-             \x20 all 5 checks passed\n"
+             \x20 ✓ head        /usr/bin/head\n\
+             \x20 all 6 checks passed\n"
         );
     }
 
     #[test]
     fn each_problem_is_a_failed_check_with_a_hint() {
         let s = server("");
-        let bad = "tool flock \ntool timeout /usr/bin/timeout\ntool mktemp /bin/mktemp\n\
+        let bad = "tool flock \ntool timeout /usr/bin/timeout\ntool mktemp /bin/mktemp\ntool head /usr/bin/head\n\
                    tmp ok\ndf tmpfs 1024 1000 24 98% /tmp\nhub none\nprogrammer-path \n\
                    programmer-exit 127\n\
                    programmer| sh: 1: /opt/st/STM32_Programmer_CLI: not found\n";
@@ -456,7 +461,7 @@ mod tests {
             )),
             "{text}"
         );
-        assert!(text.ends_with("  3 of 5 checks failed\n"), "{text}");
+        assert!(text.ends_with("  3 of 6 checks failed\n"), "{text}");
 
         for (probe, needle) in [
             ("tmp missing\nprogrammer-exit 126\n", "is not executable"),
