@@ -305,8 +305,8 @@ def cmd_record(results, *kv):
         if up_bytes != expected_bytes:
             fails.append("uploaded %d bytes (stm-remote's stderr), the distinct files used hold %d%s"
                          % (up_bytes, expected_bytes,
-                            "" if not cache_line else "; %d bytes were taken from the firmware "
-                            "cache, which the bench had removed before this run" % hit_bytes))
+                            "" if not cache_line or warm else "; %d bytes were taken from the "
+                            "firmware cache, which the bench had removed before this run" % hit_bytes))
     elif cache_line:
         if up_bytes != 0 or hit_bytes != expected_bytes:
             fails.append("warm firmware cache: uploaded %d bytes and took %d from the cache "
@@ -580,8 +580,8 @@ def cmd_report(results, meta_path):
         for r in warm:
             if not r["cache_on"]:
                 said.append("`firmware_cache` is false in the server entries: the warm run "
-                            "uploads every file again (the check expects the full %s B)"
-                            % "{:,}".format(r["expected_bytes"]))
+                            "uploads every file again (the check expects the full %s B; its "
+                            "ideal still has no upload term)" % "{:,}".format(r["expected_bytes"]))
             said += ["Note: " + x for x in r.get("notes", [])]
         if said:
             w("\n" + "".join("- %s\n" % x for x in said))
