@@ -388,29 +388,31 @@ fn forward<R: Read + Send + 'static>(
 ) {
     thread::spawn(move || {
         if let Some(pipe) = pipe {
-            let mut reader = BufReader::new(pipe);
-            let mut buf = Vec::new();
-            loop {
-                buf.clear();
-                match reader.read_until(b'\n', &mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        let line = String::from_utf8_lossy(&buf).into_owned();
-                        if tx
-                            .send(StreamLine {
-                                is_err,
-                                line: Some(line),
-                            })
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-            }
+            read_lines(pipe, |line| {
+                let line = Some(line.to_string());
+                tx.send(StreamLine { is_err, line }).is_ok()
+            });
         }
         let _ = tx.send(StreamLine { is_err, line: None });
     });
+}
+
+/// Reads `pipe` line by line (each with its `\n`, lossily decoded) until EOF, a read error,
+/// or `f` returns false.
+fn read_lines<R: Read>(pipe: R, mut f: impl FnMut(&str) -> bool) {
+    let mut reader = BufReader::new(pipe);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                if !f(&String::from_utf8_lossy(&buf)) {
+                    break;
+                }
+            }
+        }
+    }
 }
 
 fn drain<R: Read + Send + 'static>(
@@ -421,21 +423,13 @@ fn drain<R: Read + Send + 'static>(
     thread::spawn(move || {
         let mut all = String::new();
         let Some(pipe) = pipe else { return all };
-        let mut reader = BufReader::new(pipe);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let line = String::from_utf8_lossy(&buf);
-                    if let Some(sink) = &sink {
-                        sink(line.trim_end_matches(['\n', '\r']), is_err);
-                    }
-                    all.push_str(&line);
-                }
+        read_lines(pipe, |line| {
+            if let Some(sink) = &sink {
+                sink(line.trim_end_matches(['\n', '\r']), is_err);
             }
-        }
+            all.push_str(line);
+            true
+        });
         all
     })
 }
