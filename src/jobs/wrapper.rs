@@ -41,7 +41,7 @@ echo "stm-remote: started" >&2
 exec 8<&0
 timeout -k 5 "$limit" "$prog" "$@" </dev/null &
 pid=$!
-( while read -r _ <&8; do :; done; kill -TERM "$pid"; sleep 3; kill -KILL "$pid" ) >/dev/null 2>&1 &
+( while read -r _ <&8; do :; done; kill -TERM -- "-$pid"; kill -TERM "$pid"; sleep 3; kill -KILL -- "-$pid"; kill -KILL "$pid" ) >/dev/null 2>&1 &
 watch=$!
 wait "$pid"
 rc=$?
