@@ -40,6 +40,15 @@ pub fn agent_event(device: Option<&str>, command: String) -> Event {
     }
 }
 
+/// Runs `f` with a callback for the agents it starts, then reports those starts to `emit`
+/// (the callback must be `Fn`, `emit` is `FnMut`).
+fn with_agent_events<T>(emit: &mut dyn FnMut(Event), f: impl FnOnce(&dyn Fn(String)) -> T) -> T {
+    let started = std::cell::RefCell::new(Vec::new());
+    let value = f(&|c| started.borrow_mut().push(agent_event(None, c)));
+    started.into_inner().into_iter().for_each(emit);
+    value
+}
+
 /// `mktemp -d "$1"`, print it, then the `df -Pk` data line of it.
 const MKTEMP_AND_DF: &str =
     r#"d=$(mktemp -d "$1") || exit 1; printf '%s\n' "$d"; df -Pk "$d" 2>/dev/null | tail -n 1"#;
@@ -372,11 +381,7 @@ impl Session {
                         other => return other.map(|out| (out, pool)),
                     }
                 }
-                let started = std::cell::RefCell::new(Vec::new());
-                pool.prestart(agents.max(1), &|c| {
-                    started.borrow_mut().push(agent_event(None, c));
-                });
-                started.into_inner().into_iter().for_each(&mut *emit);
+                with_agent_events(&mut *emit, |started| pool.prestart(agents.max(1), started));
                 emit(Event::Command {
                     device: None,
                     command: remote::display(&target.ssh_raw(&command)),
@@ -502,7 +507,7 @@ impl Session {
             .iter()
             .flat_map(|u| u.data.iter().copied())
             .collect();
-        let out = self.run_collecting(emit, |started| {
+        let out = with_agent_events(emit, |started| {
             self.agents.run_feeding(&command, &input, &opts, started)
         })?;
         if out.code != Some(0) {
@@ -534,8 +539,7 @@ impl Session {
             device: None,
             command: remote::display(&self.target.ssh_raw(&command)),
         });
-        let out =
-            self.run_collecting(emit, |started| self.agents.run_raw(&command, opts, started))?;
+        let out = with_agent_events(emit, |started| self.agents.run_raw(&command, opts, started))?;
         if out.code == Some(remote::SSH_EXIT_CONNECTION) {
             return Err(Error::Remote {
                 server: self.server_name.clone(),
@@ -560,18 +564,6 @@ impl Session {
             });
         }
         Ok(hits)
-    }
-
-    /// Runs `f` with a callback for agents it starts, then reports those starts.
-    fn run_collecting(
-        &self,
-        emit: &mut dyn FnMut(Event),
-        f: impl FnOnce(&dyn Fn(String)) -> Result<remote::Captured, remote::ProcessError>,
-    ) -> Result<remote::Captured, Error> {
-        let started = std::cell::RefCell::new(Vec::new());
-        let out = f(&|c| started.borrow_mut().push(agent_event(None, c)));
-        started.into_inner().into_iter().for_each(&mut *emit);
-        Ok(out?)
     }
 
     /// Removes the work dir; a failure is reported, not fatal.
