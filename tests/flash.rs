@@ -73,9 +73,11 @@ fn eight_boards_with_max_parallel_3_run_exactly_3_at_a_time() {
     env.run(&argv).code(0);
     assert_eq!(env.programmer_runs().len(), 8);
     assert_eq!(env.max_concurrency(), 3, "calls: {:#?}", env.calls());
-    // Setup, upload, 8 flashes and clean-up share one multiplexed ssh connection.
+    // Setup, upload, 8 flashes and clean-up share one multiplexed ssh connection, and the
+    // boards no session each: 3 agents (one per parallel job) and the work dir's keeper.
     let log = env.sshd.log_text();
     assert_eq!(log.matches("Accepted publickey").count(), 1, "{log}");
+    assert_eq!(log.matches("Starting session:").count(), 4, "{log}");
     for i in 0..8 {
         assert_eq!(
             env.flashed(&format!("20703600000{i}")),
