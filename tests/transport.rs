@@ -262,7 +262,7 @@ fn a_hung_programmer_is_killed_at_its_deadline() {
         .to_string();
     assert_eq!(
         err,
-        "the programmer ran past its deadline of 2 s and was stopped"
+        "the programmer ran past its deadline of 2 s (programmer_timeout) and was stopped"
     );
     assert!(env.programmers_end_within(10));
     assert!(env.leftovers().is_empty());

@@ -14,5 +14,7 @@ pub use process::{
     start_background, tail,
 };
 pub use quote::{QuoteError, quote, quote_command, quote_remote_path};
+#[cfg(test)]
+pub(crate) use quote::{test_shells, under};
 pub use ssh::{SSH_EXIT_CONNECTION, SshFailure, SshTarget, display};
 pub use target::{validate_host, validate_ssh_option, validate_user};
