@@ -1,0 +1,345 @@
+//! Hardening against real servers and real ssh set-ups (issue 15): programmers that ignore
+//! SIGTERM or die by a signal, board locks that cannot be opened, runs that give up on a busy
+//! board or are interrupted, frozen connections, and connect headers that do not confirm the
+//! board. Each test asserts what the lab really did (calls.log, state.json, the server's
+//! files and processes), not only what stm-remote printed.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::util::{TestEnv, finish};
+
+const SERIAL: &str = "207036B25853";
+
+fn one_board() -> TestEnv {
+    TestEnv::new(
+        vec![json!({"alias": "b0", "serial": SERIAL, "interface": "USB", "hub_port": "USB1"})],
+        1,
+    )
+}
+
+fn set_board(env: &TestEnv, field: &str, value: Value) {
+    env.edit_state(|s| s["boards"][0][field] = value);
+}
+
+/// The `--json` error of the only board.
+#[track_caller]
+fn error_of(run: &crate::util::Run) -> String {
+    run.json()["results"][0]["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error in {}", run.stdout()))
+        .to_string()
+}
+
+/// Whether a process with this pid runs on the machine (the lab's server is this machine); a
+/// zombie that no one has reaped yet is dead.
+fn alive(pid: &Value) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.as_u64().unwrap()));
+    // pid (comm) state ...
+    stat.is_ok_and(|s| {
+        s.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+/// The board lock of `SERIAL` in the lab's remote_tmp.
+fn lock_path(env: &TestEnv) -> std::path::PathBuf {
+    env.remote_tmp
+        .join(format!("stm-remote-board-{SERIAL}.lock"))
+}
+
+/// Whether someone holds the flock of the board lock right now.
+fn lock_held(env: &TestEnv) -> bool {
+    let st = std::process::Command::new("flock")
+        .arg("-n")
+        .arg(lock_path(env))
+        .arg("true")
+        .status()
+        .unwrap();
+    !st.success()
+}
+
+/// Processes on the machine whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if entry.file_name().to_string_lossy().parse::<u32>().is_err() {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push(cmdline);
+        }
+    }
+    found
+}
+
+/// Polls `f` every 100 ms for up to `secs`; true as soon as it holds.
+fn within(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if t.elapsed() > Duration::from_secs(secs) {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_programmer_that_ignores_sigterm_is_killed_at_its_deadline_and_said_so() {
+    let env = one_board();
+    env.edit_state(|s| s["flash_seconds"] = json!(60));
+    set_board(&env, "fail", json!("ignore_term"));
+    env.edit_server(|s| s["programmer_timeout"] = json!(1));
+    env.firmware("app.hex");
+    let run = env.run(&["flash-auto", "lab", "b0=app.hex", "--json"]);
+    run.code(1)
+        .stderr_has("hint: raise `programmer_timeout`")
+        .stderr_lacks("write address");
+    assert_eq!(
+        error_of(&run),
+        "the programmer ran past its deadline of 1 s (programmer_timeout), ignored SIGTERM and \
+         was killed"
+    );
+    let calls = env.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c["event"] == "signal" && c["signal"] == "SIGTERM" && c["ignored"] == true),
+        "timeout's SIGTERM never reached the programmer: {calls:#?}"
+    );
+    let runs: Vec<&Value> = calls
+        .iter()
+        .filter(|c| c["tool"] == "programmer" && c["event"] == "start")
+        .collect();
+    assert_eq!(runs.len(), 1, "a killed flash must not be retried");
+    assert!(!alive(&runs[0]["pid"]), "the programmer survived its KILL");
+    assert_eq!(env.flashed(SERIAL), None);
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+}
+
+#[test]
+fn a_programmer_killed_by_a_signal_is_named_without_a_write_hint() {
+    let env = one_board();
+    set_board(&env, "fail", json!("crash"));
+    env.firmware("app.hex");
+    for (signal, code) in [("SIGSEGV", 139), ("SIGABRT", 134), ("SIGKILL", 137)] {
+        set_board(&env, "crash_signal", json!(signal));
+        let run = env.run(&["flash-auto", "lab", "b0=app.hex", "--json"]);
+        run.code(1)
+            .stderr_has("hint: the programmer itself died on the server")
+            .stderr_lacks("write address");
+        assert_eq!(
+            error_of(&run),
+            format!(
+                "programmer killed by a signal: {signal} (signal {}; exit code {code})",
+                code - 128
+            )
+        );
+        let ends: Vec<Value> = env
+            .calls()
+            .into_iter()
+            .filter(|c| c["event"] == "end" && c["signal"] == signal)
+            .collect();
+        assert_eq!(ends.len(), 1, "{signal}: {:#?}", env.calls());
+        assert_eq!(ends[0]["exit"], code);
+    }
+    assert_eq!(env.programmer_runs().len(), 3, "a crash is not retried");
+    assert_eq!(env.flashed(SERIAL), None);
+}
+
+#[test]
+fn a_dangling_symlink_at_the_board_lock_is_reported_and_nothing_runs() {
+    let env = one_board();
+    env.firmware("app.hex");
+    let lock = lock_path(&env);
+    std::os::unix::fs::symlink(env.root.path().join("gone/elsewhere"), &lock).unwrap();
+    let run = env.run(&["flash-auto", "lab", "b0=app.hex", "--json"]);
+    run.code(1)
+        .stderr_has("hint: the programmer did not run; check `remote_tmp`");
+    let err = error_of(&run);
+    assert!(
+        err.starts_with(&format!(
+            "cannot open the board lock {}: it is a symbolic link (to ",
+            lock.display()
+        )) && err.contains("gone/elsewhere"),
+        "{err}"
+    );
+    assert!(env.programmer_runs().is_empty(), "{:#?}", env.calls());
+    assert!(!env.root.path().join("gone").exists());
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+}
+
+#[test]
+fn a_run_that_gives_up_on_a_busy_board_ends_while_the_first_still_flashes() {
+    let env = one_board();
+    env.edit_state(|s| s["flash_seconds"] = json!(8));
+    env.edit_server(|s| s["lock_wait"] = json!(1));
+    env.firmware("a.hex");
+    env.firmware("b.hex");
+    let first_args = ["flash-auto", "lab", "b0=a.hex"];
+    let first = env.spawn(&first_args);
+    env.wait_for_programmer_starts(1, 20);
+    let second = env.run(&["flash-auto", "lab", "b0=b.hex", "--json"]);
+    second.code(1);
+    assert!(
+        error_of(&second).contains("busy (held by "),
+        "{}",
+        second.stdout()
+    );
+    // The second process has exited; the first one's programmer still runs.
+    assert_eq!(env.programmer_running(), 1, "{:#?}", env.calls());
+    finish(&env, first, &first_args).code(0);
+    assert_eq!(env.programmer_runs().len(), 1);
+}
+
+#[test]
+fn a_client_killed_while_waiting_for_a_busy_board_stops_waiting_on_the_server() {
+    let env = one_board();
+    env.edit_state(|s| s["flash_seconds"] = json!(10));
+    env.edit_server(|s| s["lock_wait"] = json!(60));
+    env.firmware("a.hex");
+    env.firmware("b.hex");
+    let first_args = ["flash-auto", "lab", "b0=a.hex"];
+    let first = env.spawn(&first_args);
+    env.wait_for_programmer_starts(1, 20);
+    let lock = lock_path(&env).display().to_string();
+    let mut second = env.spawn(&["flash-auto", "lab", "b0=b.hex"]);
+    assert!(
+        within(20, || processes_with("flock -w 60 9").len() == 1),
+        "the second run never waited for the lock"
+    );
+    second.kill().unwrap();
+    second.wait().unwrap();
+    // Its wrapper stops waiting as soon as the server sees the client gone, long before the
+    // first run frees the board.
+    assert!(
+        within(5, || processes_with("flock -w 60 9").is_empty()),
+        "the wrapper of a killed client still waits for {lock}: {:?}",
+        processes_with("flock -w")
+    );
+    assert_eq!(env.programmer_running(), 1, "{:#?}", env.calls());
+    finish(&env, first, &first_args).code(0);
+    assert_eq!(env.programmer_runs().len(), 1, "{:#?}", env.calls());
+    assert!(
+        std::fs::read_to_string(lock_path(&env))
+            .unwrap()
+            .contains(" since "),
+        "the lock file lost its holder"
+    );
+}
+
+#[test]
+fn after_ctrl_c_the_board_lock_is_free_as_soon_as_the_programmer_ended() {
+    let env = one_board();
+    env.edit_state(|s| s["flash_seconds"] = json!(30));
+    env.firmware("app.hex");
+    let args = ["flash-auto", "lab", "b0=app.hex", "--json"];
+    let child = env.spawn(&args);
+    env.wait_for_programmer_starts(1, 20);
+    assert!(lock_held(&env));
+    let st = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    finish(&env, child, &args).code(130);
+    assert!(env.programmers_end_within(10), "{:#?}", env.calls());
+    // The watchdog's `sleep 3` used to keep the lock's descriptor for 3 s more.
+    assert!(
+        within(1, || !lock_held(&env)),
+        "the board lock is still held after the programmer ended"
+    );
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+}
+
+#[test]
+fn a_frozen_server_is_reported_as_a_lost_connection_without_claiming_the_programmer_stopped() {
+    let env = one_board();
+    env.edit_state(|s| s["flash_seconds"] = json!(120));
+    env.firmware("app.hex");
+    let args = ["flash-auto", "lab", "b0=app.hex", "--json"];
+    let child = env.spawn(&args);
+    env.wait_for_programmer_starts(1, 20);
+    // The server stops answering (SIGSTOP of its sshd sessions): the programmer runs on.
+    assert!(env.sshd.signal_sessions("STOP") > 0);
+    struct Resume<'a>(&'a TestEnv);
+    impl Drop for Resume<'_> {
+        fn drop(&mut self) {
+            self.0.sshd.signal_sessions("CONT");
+        }
+    }
+    let resume = Resume(&env);
+    let run = finish(&env, child, &args);
+    run.code(1);
+    let err = error_of(&run);
+    assert!(
+        err.starts_with("the connection to 127.0.0.1 was lost during the flash")
+            && err.ends_with(
+                "; the server will stop the programmer when it notices, and the board may be \
+                 partly written"
+            ),
+        "{err}"
+    );
+    assert!(!err.contains("()"), "{err}");
+    // It was still running when stm-remote gave up: saying it was stopped would be wrong.
+    assert_eq!(env.programmer_running(), 1, "{:#?}", env.calls());
+    drop(resume);
+    assert!(
+        env.programmers_end_within(15),
+        "the server never stopped the programmer: {:#?}",
+        env.calls()
+    );
+    assert_eq!(env.flashed(SERIAL), None);
+}
+
+#[test]
+fn a_connect_header_without_a_serial_is_accepted_with_a_note_at_v1() {
+    let env = one_board();
+    set_board(&env, "header_serial", json!(false));
+    env.firmware("app.hex");
+    let note = "the board's identity could not be confirmed: the programmer's output showed no \
+                serial number for the connected board (expected 207036B25853)";
+    env.run(&["-v", "1", "flash-auto", "lab", "b0=app.hex"])
+        .code(0)
+        .stderr_has(note);
+    assert_eq!(env.flashed(SERIAL), Some(env.sha256("app.hex")));
+    env.run(&["-v", "0", "flash-auto", "lab", "b0=app.hex"])
+        .code(0)
+        .stderr_lacks("identity");
+    // With the serial shown, nothing to say.
+    set_board(&env, "header_serial", json!(true));
+    env.run(&["-v", "1", "flash-auto", "lab", "b0=app.hex"])
+        .code(0)
+        .stderr_lacks("identity");
+}
+
+#[test]
+fn a_connect_header_naming_another_board_says_that_board_was_written() {
+    let env = one_board();
+    set_board(&env, "header_serial", json!("0000DEADBEEF"));
+    env.firmware("app.hex");
+    let run = env.run(&["flash-auto", "lab", "b0=app.hex", "--json"]);
+    run.code(1);
+    assert_eq!(
+        error_of(&run),
+        "connected to the wrong board: connected to serial 0000DEADBEEF, expected 207036B25853, \
+         and the firmware was written to that board (serial 0000DEADBEEF)"
+    );
+    // The programmer did write (to the board it connected to).
+    assert_eq!(
+        env.calls()
+            .iter()
+            .filter(|c| c["event"] == "end" && c["exit"] == 0)
+            .count(),
+        1
+    );
+}
