@@ -174,14 +174,17 @@ fn hub_dry_run_prints_the_hub_calls_and_switches_nothing() {
     for needle in [
         "Dry run: nothing is connected, uploaded, flashed or switched.".to_string(),
         "1. connect (the first hostname that answers is used)".into(),
-        format!("-- {}@127.0.0.1 true", crate::util::whoami()),
+        format!(
+            "-- {}@127.0.0.1 'echo stm-remote-begin; echo stm-remote-begin >&2; true'",
+            crate::util::whoami()
+        ),
         "2. hub `power_off 0x0002`".into(),
         format!(
             "on the server, under the hub lock: flock -E 75 -w 60 {lock} {hub} power_off 0x0002"
         ),
         "3. hub `get_power_state`".into(),
         format!(
-            "-- {}@127.0.0.1 'flock -E 75 -w 60 {lock} {hub} get_power_state'",
+            "-- {}@127.0.0.1 'echo stm-remote-begin; echo stm-remote-begin >&2; flock -E 75 -w 60 {lock} {hub} get_power_state'",
             crate::util::whoami()
         ),
     ] {

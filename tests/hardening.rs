@@ -343,3 +343,68 @@ fn a_connect_header_naming_another_board_says_that_board_was_written() {
         1
     );
 }
+
+/// A lab whose login shell greets before every command, on stdout (one line, then a partial
+/// line) and on stderr, as a `.bashrc` with `echo`s does on many lab Pis. sshd runs the
+/// greeting script through the user's login shell (ForceCommand), and it `exec`s that shell
+/// with the command, as sshd itself would.
+fn greeting_lab() -> (TestEnv, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("greet.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\necho 'Welcome to the lab Pi'\nprintf 'Last login: never'\n\
+         echo 'greeting on stderr' >&2\nexec \"$SHELL\" -c \"$SSH_ORIGINAL_COMMAND\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let env = TestEnv::with_sshd_config(
+        vec![json!({"alias": "b0", "serial": SERIAL, "interface": "USB", "hub_port": "USB1"})],
+        1,
+        &format!("ForceCommand {}", script.display()),
+    );
+    (env, dir)
+}
+
+#[test]
+fn a_login_shell_that_prints_breaks_nothing_and_doctor_names_it() {
+    let (env, _dir) = greeting_lab();
+    let fw = env.firmware("app.hex");
+    env.run(&["-v", "1", "flash-auto", "lab", &format!("b0={fw}")])
+        .code(0)
+        .stderr_lacks("Welcome");
+    assert_eq!(env.flashed(SERIAL), Some(env.sha256(&fw)));
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+    // Listing parses the programmer's output, the hub command the hub's answer.
+    let run = env.run(&["discover", "--json"]);
+    run.code(0);
+    assert_eq!(
+        run.json()["servers"]["lab"]["devices"][0]["serial"],
+        SERIAL,
+        "{}",
+        run.stdout()
+    );
+    let run = env.run(&["hub", "lab", "get_power_state"]);
+    run.code(0);
+    assert!(
+        run.stdout().starts_with("power state of `lab`: 0xFFFF\n"),
+        "{}",
+        run.stdout()
+    );
+    // doctor: every check passes, and the greeting is named with where it comes from.
+    let run = env.run(&["doctor"]);
+    run.code(0);
+    let out = run.stdout();
+    assert!(
+        out.contains(
+            "  ! login       the login shell prints \"Welcome to the lab Pi\" on stdout and \
+             \"greeting on stderr\" on stderr before every command"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("hint: bash reads ~/.bashrc"), "{out}");
+    assert!(out.contains("logged in as `"), "{out}");
+    assert!(!out.contains("logged in as `Last login"), "{out}");
+    assert!(out.ends_with("  no check failed; 1 warning(s)\n"), "{out}");
+}

@@ -1,7 +1,8 @@
 //! `doctor` end to end: per server (in parallel), the local checks (key, ssh_config), then at
 //! most three commands over one ssh connection (ControlMaster): `id -un` on the first hostname
-//! that answers (which one, in how long, as whom), the probe (programmer version, remote_tmp,
-//! tools), and, with a hub script, `get_power_state` through the hub client.
+//! that answers (which one, in how long, as whom, and whether the login shell prints a
+//! greeting first), the probe (programmer version, remote_tmp, tools), and, with a hub
+//! script, `get_power_state` through the hub client.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -94,6 +95,7 @@ fn check_server(name: &str, server: &Server, emit: &mut dyn FnMut(Event)) -> Vec
         }
     };
     checks.extend(ssh_checks(name, server, &answer));
+    checks.push(super::checks::login_check(&answer.greeting));
     let probe = match run_probe(server, &answer.target, &mut quiet) {
         Ok(p) => p,
         Err(why) => {
@@ -184,7 +186,7 @@ fn ssh_checks(name: &str, server: &Server, answer: &Answer) -> Vec<Check> {
             )
         })
         .collect();
-    // The last line: a login script may print something first.
+    // The last line (what a login script printed first is not in the output).
     let user = answer
         .output
         .stdout
@@ -226,7 +228,9 @@ fn run_probe(
     target: &SshTarget,
     emit: &mut dyn FnMut(Event),
 ) -> Result<super::checks::Probe, String> {
-    let mut cmd = target.ssh(&probe_argv(server)).map_err(|e| e.to_string())?;
+    let mut cmd = remote::quote_command(&probe_argv(server))
+        .map(|probe| target.ssh_framed(&probe))
+        .map_err(|e| e.to_string())?;
     emit(Event::Command {
         device: None,
         command: remote::display(&cmd),
@@ -234,7 +238,9 @@ fn run_probe(
     let deadline = Duration::from_secs(
         super::checks::VERSION_TIMEOUT_SECS + 15 + u64::from(server.connect_timeout),
     );
-    let out = remote::run(&mut cmd, Some(deadline), None).map_err(|e| e.to_string())?;
+    let (out, _) = remote::run(&mut cmd, Some(deadline), None)
+        .map(remote::unframe)
+        .map_err(|e| e.to_string())?;
     for line in out.stdout.lines() {
         emit(Event::Output {
             device: target.host.clone(),

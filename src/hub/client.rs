@@ -217,9 +217,14 @@ impl Hub<'_> {
         .map_err(|e| self.failed(&command_word(action, mask), e.to_string()))
     }
 
-    /// The ssh command of one hub call (see [`Hub::remote_command`]).
+    /// The ssh command of one hub call (see [`Hub::remote_command`]). A one-shot ssh is
+    /// framed: a greeting of the login shell must not pass for the hub's answer.
     pub fn command(&self, action: HubAction, mask: Option<u16>) -> Result<Command, HubError> {
-        Ok(self.target.ssh_raw(&self.remote_command(action, mask)?))
+        let remote = self.remote_command(action, mask)?;
+        Ok(match self.agents {
+            Some(_) => self.target.ssh_raw(&remote),
+            None => self.target.ssh_framed(&remote),
+        })
     }
 
     /// Runs one hub command, serialised on the server; returns its output. `device` is used
@@ -233,7 +238,7 @@ impl Hub<'_> {
     ) -> Result<String, HubError> {
         let command = command_word(action, mask);
         let remote_command = self.remote_command(action, mask)?;
-        let mut cmd = self.target.ssh_raw(&remote_command);
+        let mut cmd = self.command(action, mask)?;
         emit(Event::Command {
             device: device.map(str::to_string),
             command: remote::display(&cmd),
@@ -251,7 +256,7 @@ impl Hub<'_> {
                     emit(crate::jobs::agent_event(device, c))
                 })
             }
-            None => remote::run(&mut cmd, Some(deadline), None),
+            None => remote::run(&mut cmd, Some(deadline), None).map(|out| remote::unframe(out).0),
         }
         .map_err(|e| self.failed(&command, e.to_string()))?;
         let label = device.unwrap_or("hub").to_string();

@@ -87,12 +87,7 @@ impl Preview {
                 &target.master_command(),
             );
         }
-        let agent = target
-            .ssh(&remote::agent::agent_argv(&format!(
-                "stm-remote-end-{}",
-                "X".repeat(32)
-            )))
-            .map_err(quote_error)?;
+        let agent = remote::agent::command(target, &format!("stm-remote-end-{}", "X".repeat(32)));
         self.step(
             &format!(
                 "start the run's agents ({agents}, one per parallel job): each runs the \
@@ -119,8 +114,7 @@ impl Preview {
     /// The connection step of a command that needs no work dir.
     pub fn connect(&mut self, target: &SshTarget) -> Result<(), Error> {
         let probe = target
-            .ssh(&super::session::PROBE_ARGV)
-            .map_err(quote_error)?;
+            .ssh_framed(&remote::quote_command(&super::session::PROBE_ARGV).map_err(quote_error)?);
         self.step(
             "connect (the first hostname that answers is used)",
             &[],

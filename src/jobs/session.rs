@@ -62,7 +62,10 @@ pub fn parse_df_available(line: &str) -> Option<u64> {
 #[derive(Debug)]
 pub struct Answer {
     pub target: SshTarget,
+    /// What the command printed, without what the login shell printed before it.
     pub output: remote::Captured,
+    /// What the login shell printed before the command ran (a greeting in `.bashrc`).
+    pub greeting: remote::Greeting,
     /// The hostnames tried before it, and why each did not answer.
     pub skipped: Vec<HostFailure>,
 }
@@ -95,15 +98,17 @@ pub fn first_answer<S: AsRef<str>>(
     emit: &mut dyn FnMut(Event),
 ) -> Result<Answer, Error> {
     let command = remote::quote_command(remote_argv).map_err(|e| Error::usage(e.to_string()))?;
-    first_answer_by(server_name, server, deadline, emit, |target, emit| {
-        let mut cmd = target.ssh_raw(&command);
-        emit(Event::Command {
-            device: None,
-            command: remote::display(&cmd),
-        });
-        remote::run(&mut cmd, Some(deadline), None).map(|out| (out, ()))
-    })
-    .map(|(answer, ())| answer)
+    let (mut answer, greeting) =
+        first_answer_by(server_name, server, deadline, emit, |target, emit| {
+            let mut cmd = target.ssh_framed(&command);
+            emit(Event::Command {
+                device: None,
+                command: remote::display(&cmd),
+            });
+            remote::run(&mut cmd, Some(deadline), None).map(remote::unframe)
+        })?;
+    answer.greeting = greeting;
+    Ok(answer)
 }
 
 /// [`first_answer`] with the way a command is run on one address left to `attempt`, which
@@ -162,6 +167,7 @@ fn first_answer_by<T>(
             Answer {
                 target,
                 output,
+                greeting: remote::Greeting::default(),
                 skipped: failures,
             },
             extra,
@@ -576,9 +582,8 @@ impl Session {
             return;
         }
         // No keeper, or it lost its connection: remove the dir explicitly.
-        let result = self
-            .target
-            .ssh(&["rm", "-rf", "--", self.workdir.as_str()])
+        let result = remote::quote_command(&["rm", "-rf", "--", self.workdir.as_str()])
+            .map(|rm| self.target.ssh_framed(&rm))
             .map_err(|e| e.to_string())
             .and_then(|mut cmd| {
                 emit(Event::Command {
@@ -591,7 +596,9 @@ impl Session {
                     uncancellable: true,
                     ..remote::RunOptions::default()
                 };
-                remote::run_with(&mut cmd, opts).map_err(|e| e.to_string())
+                remote::run_with(&mut cmd, opts)
+                    .map(|out| remote::unframe(out).0)
+                    .map_err(|e| e.to_string())
             });
         match result {
             Ok(out) if out.code == Some(0) => {}

@@ -2,6 +2,7 @@
 //! hostnames/users/options, building ssh command lines, the remote agents, and the one process runner.
 
 pub mod agent;
+mod frame;
 pub mod mux;
 mod process;
 mod quote;
@@ -9,6 +10,7 @@ mod ssh;
 mod target;
 
 pub use agent::AgentPool;
+pub use frame::{Greeting, unframe};
 pub use process::{
     Background, Captured, LineSink, ProcessError, RunOptions, cancel, cancelled, run, run_with,
     start_background, tail,

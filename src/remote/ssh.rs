@@ -130,6 +130,13 @@ impl SshTarget {
         Ok(self.ssh_raw(&quote_command(remote_argv)?))
     }
 
+    /// [`SshTarget::ssh_raw`] of `remote` framed by [`super::frame::wrap`]: for a command
+    /// whose output is read (pass it to [`super::frame::unframe`]), so that what the login
+    /// shell prints first is told apart.
+    pub fn ssh_framed(&self, remote: &str) -> Command {
+        self.ssh_raw(&super::frame::wrap(remote))
+    }
+
     /// `ssh ... -- dest <remote>` where `remote` is a command string already built from
     /// quoted parts by [`super::quote_command`].
     pub fn ssh_raw(&self, remote: &str) -> Command {
