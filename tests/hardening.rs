@@ -408,3 +408,31 @@ fn a_login_shell_that_prints_breaks_nothing_and_doctor_names_it() {
     assert!(!out.contains("logged in as `Last login"), "{out}");
     assert!(out.ends_with("  no check failed; 1 warning(s)\n"), "{out}");
 }
+
+#[test]
+fn a_hostile_client_ssh_config_neither_breaks_a_run_nor_runs_local_commands() {
+    let env = one_board();
+    let pwned = env.root.path().join("pwned");
+    // A forwarding that cannot be bound (the port is taken) fails a connection that tries.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let mut config = std::fs::read_to_string(&env.ssh_config).unwrap();
+    config.push_str(&format!(
+        "  RemoteCommand tmux attach\n  RequestTTY force\n  PermitLocalCommand yes\n  \
+         LocalCommand touch {}\n  LocalForward 127.0.0.1:{port} 127.0.0.1:22\n  \
+         ExitOnForwardFailure yes\n",
+        pwned.display()
+    ));
+    std::fs::write(&env.ssh_config, config).unwrap();
+    let fw = env.firmware("app.hex");
+    env.run(&["flash-auto", "lab", &format!("b0={fw}")]).code(0);
+    assert_eq!(env.flashed(SERIAL), Some(env.sha256(&fw)));
+    env.run(&["doctor"]).code(0);
+    env.run(&["hub", "lab", "get_power_state"]).code(0);
+    assert!(
+        !pwned.exists(),
+        "a LocalCommand of the user's ssh config ran"
+    );
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+    drop(taken);
+}
