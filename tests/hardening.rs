@@ -436,3 +436,109 @@ fn a_hostile_client_ssh_config_neither_breaks_a_run_nor_runs_local_commands() {
     assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
     drop(taken);
 }
+
+/// Asserts that no ssh login was even tried (the key was refused locally). (The one bare
+/// connection in the log is the test's readiness poll.)
+#[track_caller]
+fn no_login_tried(env: &TestEnv) {
+    let log = env.sshd.log_text();
+    assert!(!log.contains("publickey"), "ssh tried to log in\n{log}");
+}
+
+#[test]
+fn key_problems_are_named_before_connecting_by_flash_and_doctor() {
+    let env = one_board();
+    let fw = env.firmware("app.hex");
+    let flash = ["flash-auto", "lab", &format!("b0={fw}")];
+    // Readable by others: ssh would ignore it.
+    let key = env.client_key.clone();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    env.run(&flash)
+        .code(2)
+        .stderr_has(&format!(
+            "error: server `lab`: the key {} has mode 0644: group or others can read it, so ssh \
+             refuses it",
+            key.display()
+        ))
+        .stderr_has(&format!("hint: run `chmod 600 {}`", key.display()));
+    let run = env.run(&["doctor"]);
+    run.code(1);
+    let out = run.stdout();
+    assert!(
+        out.contains(&format!("  ✗ key         {}: has mode 0644", key.display())),
+        "{out}"
+    );
+    assert!(
+        out.contains("  - ssh         not tried: the key cannot be used"),
+        "{out}"
+    );
+    no_login_tried(&env);
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Missing.
+    let missing = env.root.path().join("keys/no_such_key");
+    env.edit_server(|s| s["key"] = json!(missing));
+    env.run(&flash)
+        .code(2)
+        .stderr_has(&format!(
+            "error: server `lab`: the key {} does not exist",
+            missing.display()
+        ))
+        .stderr_has("hint: fix `key` of server `lab` in config.json");
+    no_login_tried(&env);
+    // Protected by a passphrase, and no agent: stm-remote never prompts.
+    let locked = env.root.path().join("keys/locked_key");
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-C", "locked", "-N", "sesame", "-f"])
+        .arg(&locked)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let authorized = env.root.path().join("keys/authorized_keys");
+    let mut keys = std::fs::read_to_string(&authorized).unwrap();
+    keys.push_str(&std::fs::read_to_string(locked.with_extension("pub")).unwrap());
+    std::fs::write(&authorized, keys).unwrap();
+    env.edit_server(|s| s["key"] = json!(locked));
+    env.run(&flash)
+        .code(2)
+        .stderr_has("is protected by a passphrase and no ssh-agent is running")
+        .stderr_has(&format!("`ssh-add {}`", locked.display()));
+    let run = env.run(&["doctor"]);
+    run.code(1);
+    assert!(
+        run.stdout().contains("is protected by a passphrase"),
+        "{}",
+        run.stdout()
+    );
+    no_login_tried(&env);
+    assert!(env.calls().is_empty());
+    // With an agent that holds it (named by IdentityAgent), the run logs in through it.
+    let socket = env.root.path().join("agent.sock");
+    let mut agent = std::process::Command::new("ssh-agent")
+        .arg("-D")
+        .arg("-a")
+        .arg(&socket)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(within(10, || socket.exists()));
+    let askpass = env.root.path().join("askpass.sh");
+    std::fs::write(&askpass, "#!/bin/sh\necho sesame\n").unwrap();
+    std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let st = std::process::Command::new("ssh-add")
+        .arg(&locked)
+        .env("SSH_AUTH_SOCK", &socket)
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", "none")
+        .stdin(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    env.edit_server(|s| s["ssh_options"] = json!([format!("IdentityAgent={}", socket.display())]));
+    let run = env.run(&flash);
+    let _ = agent.kill();
+    let _ = agent.wait();
+    run.code(0);
+    assert_eq!(env.flashed(SERIAL), Some(env.sha256(&fw)));
+}

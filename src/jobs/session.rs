@@ -123,6 +123,18 @@ fn first_answer_by<T>(
         &mut dyn FnMut(Event),
     ) -> Result<(remote::Captured, T), remote::ProcessError>,
 ) -> Result<(Answer, T), Error> {
+    // A key that ssh cannot use would only say "Permission denied" on every hostname.
+    if let Some(first) = server.hostnames.first() {
+        let target = SshTarget::new(server, first);
+        if let (Some(path), Err(e)) = (&target.key, remote::check_key(&target)) {
+            return Err(Error::Key {
+                server: server_name.to_string(),
+                path: path.clone(),
+                problem: e.problem,
+                hint: e.hint,
+            });
+        }
+    }
     let mut failures: Vec<HostFailure> = Vec::new();
     for host in &server.hostnames {
         let target = SshTarget::new(server, host);

@@ -3,6 +3,7 @@
 
 pub mod agent;
 mod frame;
+mod key;
 pub mod mux;
 mod process;
 mod quote;
@@ -11,6 +12,7 @@ mod target;
 
 pub use agent::AgentPool;
 pub use frame::{Greeting, unframe};
+pub use key::{KeyProblem, check_key};
 pub use process::{
     Background, Captured, LineSink, ProcessError, RunOptions, cancel, cancelled, run, run_with,
     start_background, tail,

@@ -126,6 +126,24 @@ impl SshTarget {
         }
     }
 
+    /// `ssh -G ... -- dest`: prints the effective client config for the destination (the
+    /// user's config files and `ssh_options` applied) without connecting.
+    pub fn effective_config(&self) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.arg("-G");
+        if let Some(f) = &self.config_file {
+            cmd.arg("-F").arg(f);
+        }
+        for o in &self.options {
+            cmd.arg("-o").arg(o);
+        }
+        cmd.arg("-p")
+            .arg(self.port.to_string())
+            .arg("--")
+            .arg(self.destination());
+        cmd
+    }
+
     /// `ssh ... -f -N -- dest`: logs in, then goes to the background (with `multiplex`, as the
     /// connection master that later commands share) and exits 0; 255 if it could not log in.
     pub fn master_command(&self) -> Command {
