@@ -103,21 +103,24 @@ fn a_changed_host_key_is_refused_and_said_so() {
 fn hostile_aliases_and_serials_are_refused_and_hostile_file_names_are_flashed() {
     let env = one_board();
     let fw = env.firmware("app.hex");
-    for alias in [
-        "$(touch pwned)",
-        "`id`",
-        "a;b",
-        "-rf",
-        "a b",
-        "{a,b}",
-        "x\ny",
+    for (alias, why) in [
+        ("$(touch pwned)", "may only use letters"),
+        ("`id`", "may only use letters"),
+        ("a;b", "may only use letters"),
+        ("-rf", "may only use letters"),
+        ("a b", "may only use letters"),
+        ("{a,b}", "may only use letters"),
+        (
+            "x\ny",
+            "devices.x\\ny: the name contains a control character",
+        ),
     ] {
         let mut cfg = env.config();
         cfg["devices"][alias] = json!({"serial": "ABCDEF012345", "server": "lab"});
         env.write_config(cfg);
         env.run(&["flash-auto", "lab", &format!("b0={fw}")])
             .code(2)
-            .stderr_has("may only use letters");
+            .stderr_has(why);
         let mut cfg = env.config();
         cfg["devices"].as_object_mut().unwrap().remove(alias);
         env.write_config(cfg);
