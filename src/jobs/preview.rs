@@ -195,7 +195,7 @@ pub fn dry_run(
             &format!(
                 "[{}] write, verify and start {} ({}) over {}, serial {}",
                 job.alias,
-                job.local.display(),
+                crate::report::escape_path(&job.local),
                 job.image,
                 job.device.interface(),
                 job.device.serial
@@ -218,7 +218,13 @@ fn upload_step(
     let details: Vec<String> = plan
         .uploads
         .iter()
-        .map(|u| format!("{} <- {}", u.remote_name, u.local.display()))
+        .map(|u| {
+            format!(
+                "{} <- {}",
+                u.remote_name,
+                crate::report::escape_path(&u.local)
+            )
+        })
         .collect();
     if plan.server.firmware_cache {
         let fetch = target

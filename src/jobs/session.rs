@@ -326,7 +326,8 @@ pub fn upload_display(target: &SshTarget, command: &str, uploads: &[Upload]) -> 
     let files: Vec<String> = uploads
         .iter()
         .map(|u| {
-            let p = u.local.display().to_string();
+            // Shown only: a local name with a newline must not forge a log line.
+            let p = crate::report::escape_path(&u.local);
             remote::quote(&p).map_or(p.clone(), |q| q.into_owned())
         })
         .collect();

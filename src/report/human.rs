@@ -199,6 +199,13 @@ impl Reporter {
             ),
             None => tag,
         };
+        // Names the user typed (a file name with a newline or ESC) must not forge or wipe a
+        // line; a command's scripts keep their line breaks.
+        let message = if level == "CMD" {
+            super::escape::escape_keeping_lines(message)
+        } else {
+            super::escape::escape(message)
+        };
         self.emit(&format!("{prefix} {message}"));
     }
 
@@ -387,10 +394,12 @@ impl Reporter {
     /// A fatal error with its hint.
     pub fn fatal(&mut self, error: &Error) {
         let mut text = format!(
-            "{} {error:#}",
-            self.paint(Style::new().red().bold(), "error:")
+            "{} {}",
+            self.paint(Style::new().red().bold(), "error:"),
+            super::escape::escape(&format!("{error:#}"))
         );
         if let Some(h) = error.hint() {
+            let h = super::escape::escape(&h);
             text.push_str(&format!("\n  {} {h}", self.hint_tag()));
         }
         self.emit(&text);
