@@ -542,3 +542,168 @@ fn key_problems_are_named_before_connecting_by_flash_and_doctor() {
     run.code(0);
     assert_eq!(env.flashed(SERIAL), Some(env.sha256(&fw)));
 }
+
+/// Writes `edit`ed config.json, expects `args` to be refused (exit 2, never a panic) with
+/// each of `needles` on stderr and nothing connected, then restores the config.
+#[track_caller]
+fn refused_with(env: &TestEnv, edit: impl FnOnce(&mut Value), args: &[&str], needles: &[&str]) {
+    let good = env.config();
+    let mut cfg = good.clone();
+    edit(&mut cfg);
+    env.write_config(cfg);
+    crate::util::refused(env, args, needles);
+    env.write_config(good);
+}
+
+#[test]
+fn control_characters_in_config_names_and_paths_are_refused_naming_the_field() {
+    let env = one_board();
+    env.firmware("app.hex");
+    let rename = |c: &mut Value, to: &str| {
+        let lab = c["servers"]["lab"].take();
+        c["servers"].as_object_mut().unwrap().remove("lab");
+        c["servers"][to] = lab;
+        c["devices"]["b0"]["server"] = json!(to);
+    };
+    // A NUL in a server name used to panic doctor, discover and list --live (thread names).
+    for args in [
+        &["doctor"][..],
+        &["discover", "--json"],
+        &["list", "--live"],
+        &["flash-auto", "lab", "b0=app.hex"],
+    ] {
+        refused_with(
+            &env,
+            |c| rename(c, "la\u{0}b"),
+            args,
+            &["servers.la\\x00b: the name contains a control character (\\x00)"],
+        );
+    }
+    for (field, value, shown) in [
+        ("key", "/k/id\u{0}x", "/k/id\\x00x"),
+        ("ssh_config", "/c\nfg", "/c\\nfg"),
+        ("stm32cli", "/opt/\u{1b}[2Jcli", "/opt/\\x1b[2Jcli"),
+        ("hub_cli", "/h\u{7f}", "/h\\x7f"),
+        ("remote_tmp", "/tmp\u{9b}", "/tmp\\u{9b}"),
+        ("user", "pi\u{0}", "pi\\x00"),
+    ] {
+        refused_with(
+            &env,
+            |c| c["servers"]["lab"][field] = json!(value),
+            &["flash-auto", "lab", "b0=app.hex"],
+            &[&format!(
+                "servers.lab.{field}: \"{shown}\" contains a control character"
+            )],
+        );
+    }
+    refused_with(
+        &env,
+        |c| c["servers"]["lab"]["hostnames"] = json!(["127.0.0.1", "h\u{1b}"]),
+        &["doctor"],
+        &["servers.lab.hostnames[1]: \"h\\x1b\" contains a control character (\\x1b)"],
+    );
+    refused_with(
+        &env,
+        |c| c["servers"]["lab"]["ssh_options"] = json!(["ProxyCommand=a\u{0}b"]),
+        &["flash-auto", "lab", "b0=app.hex"],
+        &["servers.lab.ssh_options[0]: \"ProxyCommand=a\\x00b\" contains a control character"],
+    );
+    // Nothing with a control character reached the terminal.
+    let good = env.config();
+    let mut cfg = good.clone();
+    rename(&mut cfg, "l\u{1b}[2Jab");
+    env.write_config(cfg);
+    let run = env.run(&["doctor"]);
+    run.code(2);
+    assert!(!run.stderr().contains('\u{1b}'), "{:?}", run.stderr());
+    env.write_config(good);
+}
+
+#[test]
+fn dot_dot_in_a_remote_path_and_a_wrong_type_are_refused_naming_the_field() {
+    let env = one_board();
+    env.firmware("app.hex");
+    let flash = ["flash-auto", "lab", "b0=app.hex"];
+    for field in ["remote_tmp", "stm32cli", "hub_cli"] {
+        refused_with(
+            &env,
+            |c| c["servers"]["lab"][field] = json!("/tmp/../.."),
+            &flash,
+            &[&format!(
+                "servers.lab.{field}: \"/tmp/../..\" has a `..` component; give the directory \
+                 itself (no `..`)"
+            )],
+        );
+    }
+    refused_with(
+        &env,
+        |c| c["servers"]["lab"]["max_parallel"] = json!("4"),
+        &flash,
+        &["servers.lab.max_parallel: expected a whole number (0 or more), found the string \"4\""],
+    );
+    refused_with(
+        &env,
+        |c| c["devices"]["b0"]["signals"]["boot"] = json!("yes"),
+        &flash,
+        &["devices.b0.signals.boot: expected a boolean, found the string \"yes\""],
+    );
+    // A remote_tmp spelt with `//` and a trailing `/` is the same directory.
+    let tmp = env.remote_tmp.display().to_string();
+    env.edit_server(|s| s["remote_tmp"] = json!(format!("/{}//", tmp)));
+    env.run(&flash).code(0);
+    assert_eq!(env.flashed(SERIAL), Some(env.sha256("app.hex")));
+    assert!(
+        lock_path(&env).exists(),
+        "the board lock is not in remote_tmp"
+    );
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+}
+
+#[test]
+fn a_firmware_name_with_control_characters_can_neither_forge_a_line_nor_clear_the_screen() {
+    let env = one_board();
+    // The board fails, so a real `Flash successful` line would be a forgery.
+    set_board(&env, "fail", json!("verify"));
+    let forged = env.firmware("x\n[INFO][b0] Flash successful (initial)\n.hex");
+    let clear = env.firmware("\u{1b}[2J\u{1b}[H.hex");
+    for v in ["1", "2", "3"] {
+        let run = env.run(&["-v", v, "flash-auto", "lab", &format!("b0={forged}")]);
+        run.code(1);
+        let err = run.stderr();
+        assert!(
+            !err.lines()
+                .any(|l| l.starts_with("[INFO][b0] Flash successful")),
+            "-v {v}: a forged line\n{err}"
+        );
+        if v != "0" {
+            assert!(
+                err.contains("x\\n[INFO][b0] Flash successful (initial)\\n.hex"),
+                "-v {v}: the name is not shown escaped\n{err}"
+            );
+        }
+        let run = env.run(&["-v", v, "flash-auto", "lab", &format!("b0={clear}")]);
+        run.code(1);
+        assert!(
+            !run.stderr().contains('\u{1b}'),
+            "-v {v}: {:?}",
+            run.stderr()
+        );
+        assert!(
+            run.stderr().contains("\\x1b[2J\\x1b[H.hex"),
+            "{}",
+            run.stderr()
+        );
+    }
+    // The dry run and a refused file show the name the same way.
+    let run = env.run(&["flash-auto", "lab", &format!("b0={forged}"), "--dry-run"]);
+    run.code(0);
+    assert!(
+        !run.stdout().lines().any(|l| l.starts_with("[INFO]")),
+        "{}",
+        run.stdout()
+    );
+    std::fs::write(env.local.join("e\u{1b}[2Jmpty.hex"), "").unwrap();
+    let run = env.run(&["flash-auto", "lab", "b0=e\u{1b}[2Jmpty.hex"]);
+    run.code(2).stderr_has("e\\x1b[2Jmpty.hex");
+    assert!(!run.stderr().contains('\u{1b}'), "{:?}", run.stderr());
+}
