@@ -707,3 +707,50 @@ fn a_firmware_name_with_control_characters_can_neither_forge_a_line_nor_clear_th
     run.code(2).stderr_has("e\\x1b[2Jmpty.hex");
     assert!(!run.stderr().contains('\u{1b}'), "{:?}", run.stderr());
 }
+
+#[test]
+fn a_board_lock_that_cannot_be_created_for_lack_of_inodes_says_so() {
+    if crate::util::whoami() != "root" {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let env = one_board();
+    // Room for the root dir, the run's work dir and its one firmware file: no inode is
+    // left for the board's lock file.
+    let small = env.root.path().join("few-inodes");
+    std::fs::create_dir_all(&small).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m,nr_inodes=3", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(small.clone());
+    env.edit_server(|s| {
+        s["remote_tmp"] = json!(small);
+        s["firmware_cache"] = json!(false);
+    });
+    env.firmware("app.hex");
+    let run = env.run(&["flash-auto", "lab", "b0=app.hex", "--json"]);
+    run.code(1).stderr_has("df -i");
+    assert_eq!(
+        error_of(&run),
+        format!(
+            "cannot open the board lock {}/stm-remote-board-{SERIAL}.lock: No space left on device",
+            small.display()
+        )
+    );
+    assert!(env.programmer_runs().is_empty(), "{:#?}", env.calls());
+    let left: Vec<_> = std::fs::read_dir(&small)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
