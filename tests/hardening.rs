@@ -710,28 +710,13 @@ fn a_firmware_name_with_control_characters_can_neither_forge_a_line_nor_clear_th
 
 #[test]
 fn a_board_lock_that_cannot_be_created_for_lack_of_inodes_says_so() {
-    if crate::util::whoami() != "root" {
-        eprintln!("skipped: mounting a small tmpfs needs root");
-        return;
-    }
     let env = one_board();
     // Room for the root dir, the run's work dir and its one firmware file: no inode is
     // left for the board's lock file.
     let small = env.root.path().join("few-inodes");
-    std::fs::create_dir_all(&small).unwrap();
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=1m,nr_inodes=3", "tmpfs"])
-        .arg(&small)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount tmpfs");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(small.clone());
+    let Some(_guard) = crate::util::mount_tmpfs(&small, "size=1m,nr_inodes=3") else {
+        return;
+    };
     env.edit_server(|s| {
         s["remote_tmp"] = json!(small);
         s["firmware_cache"] = json!(false);

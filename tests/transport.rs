@@ -321,26 +321,11 @@ fn ctrl_c_stops_running_boards_skips_the_rest_cleans_up_and_exits_130() {
 
 #[test]
 fn a_full_disk_on_upload_is_reported_clearly() {
-    if !nix_is_root() {
-        eprintln!("skipped: mounting a small tmpfs needs root");
-        return;
-    }
     let env = one_board();
     let small = env.root.path().join("small");
-    std::fs::create_dir_all(&small).unwrap();
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-        .arg(&small)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mount tmpfs");
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _guard = Unmount(small.clone());
+    let Some(_guard) = crate::util::mount_tmpfs(&small, "size=64k") else {
+        return;
+    };
     env.edit_server(|s| s["remote_tmp"] = json!(small));
     std::fs::write(env.local.join("big.bin"), vec![0x5a_u8; 512 * 1024]).unwrap();
     let run = env.run(&["flash-auto", "lab", "b0=big.bin", "--json"]);
@@ -357,10 +342,6 @@ fn a_full_disk_on_upload_is_reported_clearly() {
         .map(|e| e.file_name())
         .collect();
     assert!(left.is_empty(), "{left:?}");
-}
-
-fn nix_is_root() -> bool {
-    crate::util::whoami() == "root"
 }
 
 #[test]
