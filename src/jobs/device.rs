@@ -54,6 +54,10 @@ pub struct JobResult {
     pub recovery: Option<String>,
     pub error: Option<String>,
     pub seconds: f64,
+    /// What the board was left with that its user must know, even when it was flashed
+    /// (BOOT0 still held high by the hub).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     #[serde(skip)]
     pub hint: Option<String>,
 }
@@ -67,6 +71,7 @@ impl JobResult {
             recovery: None,
             error: Some(error),
             seconds,
+            warnings: Vec::new(),
             hint,
         }
     }
@@ -111,12 +116,12 @@ pub fn run_job(ctx: &JobContext<'_>, job: &Job) -> JobResult {
     };
 
     // Step 2: a board that is absent or cannot be connected goes through the recovery ladder.
-    let (attempt, recovery) = match attempt {
+    let (attempt, recovery, warnings) = match attempt {
         Err(f) if recovery::should_recover(&f) => {
-            let (outcome, step) = recovery::recover(ctx, job, f);
-            (outcome, step.map(str::to_string))
+            let r = recovery::recover(ctx, job, f);
+            (r.outcome, r.step.map(str::to_string), r.warnings)
         }
-        other => (other, None),
+        other => (other, None, Vec::new()),
     };
 
     let seconds = start.elapsed().as_secs_f64();
@@ -131,6 +136,7 @@ pub fn run_job(ctx: &JobContext<'_>, job: &Job) -> JobResult {
                 recovery,
                 error: None,
                 seconds,
+                warnings,
                 hint: None,
             }
         }
@@ -141,7 +147,10 @@ pub fn run_job(ctx: &JobContext<'_>, job: &Job) -> JobResult {
             });
             ctx.send(Event::progress(alias, Step::Failed, None));
             // Recovery names only a step that made the flash work, so a failure has none.
-            JobResult::failed(alias, f.message, seconds, f.hint)
+            JobResult {
+                warnings,
+                ..JobResult::failed(alias, f.message, seconds, f.hint)
+            }
         }
     }
 }

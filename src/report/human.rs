@@ -314,6 +314,15 @@ impl Reporter {
                     self.hint_tag()
                 ));
             }
+            for warning in &r.warnings {
+                let tag = self.paint(Style::new().yellow().bold(), "warning:");
+                text.push_str(&format!(
+                    "\n  {:<6}  {:<w$}  {tag} {}",
+                    "",
+                    "",
+                    sanitize(warning)
+                ));
+            }
         }
         self.emit(&text);
     }

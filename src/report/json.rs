@@ -55,6 +55,7 @@ mod tests {
             recovery: None,
             error: Some("Target device not found".into()),
             seconds: 1.5,
+            warnings: Vec::new(),
             hint: Some("not serialised".into()),
         };
         let v: serde_json::Value = serde_json::from_str(&render_results(&[r])).unwrap();
