@@ -628,3 +628,29 @@ fn the_hub_daemon_of_the_original_is_named_not_used() {
         .code(0)
         .stderr_lacks("hubd");
 }
+
+#[test]
+fn a_client_killed_mid_power_cycle_still_gets_the_port_switched_on() {
+    let env = env();
+    let mut child = env.spawn(&["hub", "lab", "power_cycle", "USB3", "--off-seconds", "2"]);
+    let t = std::time::Instant::now();
+    while env.state()["hub"]["power"] != "0xFFFB" {
+        assert!(t.elapsed().as_secs() < 20, "the port never went off");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The connection dies while the port is off (sshd's session processes are killed, as when
+    // the network or the client goes away).
+    assert!(env.sshd.kill_sessions() > 0);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t = std::time::Instant::now();
+    while env.state()["hub"]["power"] != "0xFFFF" {
+        assert!(
+            t.elapsed().as_secs() < 15,
+            "the port was left off: {}",
+            env.state()["hub"]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(env.hub_calls().contains(&"power_on 0x0004".to_string()));
+}
