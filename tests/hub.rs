@@ -205,6 +205,74 @@ fn recoveries(m: &Mode) {
     }
 }
 
+/// The probe serial of the boards behind the simulated hub's ST-LINK multiplexer.
+const MUX_PROBE: &str = "066DFF485457725187092834";
+
+/// Three boards behind the mux (channels 1 to 3) and a plain SWD board, `max_parallel` 4.
+fn mux_env() -> TestEnv {
+    let env = TestEnv::new(
+        vec![
+            json!({"alias": "m1", "serial": MUX_PROBE, "interface": "SWD", "board": "NUCLEO-L4", "mux": 1}),
+            json!({"alias": "m2", "serial": MUX_PROBE, "interface": "SWD", "board": "NUCLEO-L4", "mux": 2}),
+            json!({"alias": "m3", "serial": MUX_PROBE, "interface": "SWD", "board": "NUCLEO-L4", "mux": 3}),
+            json!({"alias": "plain", "serial": "066CFF383333554157243011", "interface": "SWD",
+                   "board": "NUCLEO-G0B1RE"}),
+        ],
+        4,
+    );
+    env.edit_state(|s| {
+        s["hub"]["mux"] = json!(1);
+        s["hub"]["silent_seconds"] = json!(0.2);
+        s["flash_seconds"] = json!(0.6);
+    });
+    env
+}
+
+/// The firmware the fake recorded on the board behind the mux on `channel`.
+fn mux_firmware(env: &TestEnv, channel: u64) -> Value {
+    env.state()["boards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["mux"] == channel)
+        .map(|b| b["firmware"].clone())
+        .unwrap()
+}
+
+/// A board behind the ST-LINK mux on a hub in `mode`: flashed on its channel when the hub
+/// confirms the switch, else not flashed at all (on no channel), with the hub's reason.
+fn mux_board(m: &Mode) {
+    let env = mux_env();
+    env.edit_state(|s| s["hub"]["mode"] = json!(m.name));
+    let fw = env.firmware("m2.hex");
+    let run = env.run(&["flash-auto", "lab", &format!("m2={fw}"), "--json"]);
+    if m.confirmed {
+        run.code(0).stderr_has("ST-LINK mux on channel 2");
+        assert_eq!(mux_firmware(&env, 2), json!(env.sha256(&fw)));
+        assert_eq!(env.state()["hub"]["mux"], 2);
+    } else {
+        run.code(1);
+        let err = run.json()["results"][0]["error"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.starts_with("the ST-LINK mux was not switched to channel 2, so nothing was flashed: hub `stlink_mux 2`"),
+            "{}: {err}",
+            m.name
+        );
+        assert!(err.contains(m.needle), "{}: {err}", m.name);
+        assert!(
+            env.programmer_runs().is_empty(),
+            "{}: the programmer ran",
+            m.name
+        );
+        assert_eq!(mux_firmware(&env, 1), Value::Null, "{}", m.name);
+        assert_eq!(mux_firmware(&env, 2), Value::Null, "{}", m.name);
+    }
+    assert!(env.leftovers().is_empty());
+}
+
 /// Runs every hub action on a hub in `mode` and checks exit code, message and the hub's real
 /// registers after each.
 fn every_action(m: &Mode) {
@@ -285,30 +353,35 @@ fn every_action(m: &Mode) {
 fn a_normal_hub_does_every_action_and_confirms_it() {
     every_action(mode("normal"));
     recoveries(mode("normal"));
+    mux_board(mode("normal"));
 }
 
 #[test]
 fn a_silent_hub_never_counts_as_done() {
     every_action(mode("silent"));
     recoveries(mode("silent"));
+    mux_board(mode("silent"));
 }
 
 #[test]
 fn a_mute_hub_acts_but_is_not_confirmed() {
     every_action(mode("mute"));
     recoveries(mode("mute"));
+    mux_board(mode("mute"));
 }
 
 #[test]
 fn a_refusing_hub_exits_0_in_the_script_and_fails_here() {
     every_action(mode("refuses"));
     recoveries(mode("refuses"));
+    mux_board(mode("refuses"));
 }
 
 #[test]
 fn a_missing_serial_port_is_one_line_and_a_hint_not_a_traceback() {
     every_action(mode("port_missing"));
     recoveries(mode("port_missing"));
+    mux_board(mode("port_missing"));
     let env = env();
     for (mode, needle, hint) in [
         (
@@ -334,6 +407,7 @@ fn a_missing_serial_port_is_one_line_and_a_hint_not_a_traceback() {
 fn a_stuck_relay_is_not_confirmed() {
     every_action(mode("stuck"));
     recoveries(mode("stuck"));
+    mux_board(mode("stuck"));
 }
 
 #[test]
@@ -653,4 +727,118 @@ fn a_client_killed_mid_power_cycle_still_gets_the_port_switched_on() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert!(env.hub_calls().contains(&"power_on 0x0004".to_string()));
+}
+
+/// The runs of the fake programmer on the probe `serial`, as (start, end) times.
+fn runs_on(env: &TestEnv, serial: &str) -> Vec<(f64, f64)> {
+    let mut open = std::collections::HashMap::new();
+    let mut spans = Vec::new();
+    for c in env.calls().iter().filter(|c| c["tool"] == "programmer") {
+        let pid = c["pid"].as_u64().unwrap();
+        match c["event"].as_str() {
+            Some("start") if c["argv"].to_string().contains(serial) => {
+                open.insert(pid, c["t"].as_f64().unwrap());
+            }
+            Some("end") => {
+                if let Some(t0) = open.remove(&pid) {
+                    spans.push((t0, c["t"].as_f64().unwrap()));
+                }
+            }
+            _ => {}
+        }
+    }
+    spans
+}
+
+fn overlap(a: (f64, f64), b: (f64, f64)) -> bool {
+    a.0 < b.1 && b.0 < a.1
+}
+
+#[test]
+fn boards_behind_the_mux_are_flashed_one_at_a_time_and_the_others_beside_them() {
+    let env = mux_env();
+    // The boards behind the mux queue in the run, not on the server's board lock: three
+    // writes of 0.8 s would outlast a 1 s `lock_wait` there.
+    env.edit_server(|s| s["lock_wait"] = json!(1));
+    env.edit_state(|s| s["flash_seconds"] = json!(0.8));
+    let fws: Vec<String> = ["m1.hex", "m2.hex", "m3.hex", "g.hex"]
+        .iter()
+        .map(|f| env.firmware(f))
+        .collect();
+    let run = env.run(&[
+        "flash-auto",
+        "lab",
+        &format!("m1={}", fws[0]),
+        &format!("m2={}", fws[1]),
+        &format!("m3={}", fws[2]),
+        &format!("plain={}", fws[3]),
+        "--json",
+    ]);
+    run.code(0);
+    for (channel, fw) in [(1, &fws[0]), (2, &fws[1]), (3, &fws[2])] {
+        assert_eq!(mux_firmware(&env, channel), json!(env.sha256(fw)));
+    }
+    assert_eq!(
+        env.flashed("066CFF383333554157243011"),
+        Some(env.sha256(&fws[3]))
+    );
+    // No write was cut by a mux switch, and the mux runs never overlapped...
+    for b in env.state()["boards"].as_array().unwrap() {
+        assert_eq!(b.get("mux_cut_flashes"), None, "{b}");
+    }
+    let mux = runs_on(&env, MUX_PROBE);
+    assert_eq!(mux.len(), 3, "{mux:?}");
+    for (i, a) in mux.iter().enumerate() {
+        for b in &mux[i + 1..] {
+            assert!(!overlap(*a, *b), "the mux boards overlapped: {mux:?}");
+        }
+    }
+    // ...while the plain board ran beside one of them.
+    let plain = runs_on(&env, "066CFF383333554157243011");
+    assert!(
+        mux.iter().any(|m| overlap(plain[0], *m)),
+        "the plain board waited: {plain:?} {mux:?}"
+    );
+    let mut calls = env.hub_calls();
+    calls.sort();
+    assert_eq!(
+        calls,
+        [
+            "get_stlink_mux",
+            "get_stlink_mux",
+            "get_stlink_mux",
+            "stlink_mux 1",
+            "stlink_mux 2",
+            "stlink_mux 3"
+        ]
+    );
+}
+
+#[test]
+fn two_runs_on_boards_behind_one_mux_never_switch_it_under_each_other() {
+    let env = mux_env();
+    let (f1, f2) = (env.firmware("m1.hex"), env.firmware("m2.hex"));
+    let a = env.spawn(&["flash-auto", "lab", &format!("m1={f1}")]);
+    let b = env.spawn(&["flash-auto", "lab", &format!("m2={f2}")]);
+    crate::util::finish(&env, a, &["m1"]).code(0);
+    crate::util::finish(&env, b, &["m2"]).code(0);
+    assert_eq!(mux_firmware(&env, 1), json!(env.sha256(&f1)));
+    assert_eq!(mux_firmware(&env, 2), json!(env.sha256(&f2)));
+    for b in env.state()["boards"].as_array().unwrap() {
+        assert_eq!(b.get("mux_cut_flashes"), None, "{b}");
+    }
+}
+
+#[test]
+fn no_board_is_flashed_on_a_mux_channel_that_was_not_confirmed() {
+    let env = mux_env();
+    // The mux stays on channel 1 whatever it is told, and says OK.
+    env.edit_state(|s| s["hub"]["mode"] = json!("stuck"));
+    let fw = env.firmware("m2.hex");
+    env.run(&["flash-auto", "lab", &format!("m2={fw}")])
+        .code(1)
+        .stderr_has("not confirmed: the hub said OK but reads back channel 1");
+    assert!(env.programmer_runs().is_empty());
+    assert_eq!(mux_firmware(&env, 1), Value::Null);
+    assert_eq!(mux_firmware(&env, 2), Value::Null);
 }

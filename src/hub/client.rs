@@ -336,7 +336,7 @@ fn calls_of(steps: &[Step]) -> Vec<Call> {
         .iter()
         .filter_map(|s| match s {
             Step::Call(c) => Some(*c),
-            Step::Sleep(_) => None,
+            Step::Sleep(_) | Step::Expect(_) => None,
         })
         .collect()
 }
@@ -384,6 +384,7 @@ pub fn batch_deadline(server: &Server, steps: &[Step]) -> Duration {
         .map(|s| match s {
             Step::Call(_) => f64::from(HUB_LOCK_WAIT_SECS) + 20.0,
             Step::Sleep(t) => *t,
+            Step::Expect(_) => 0.0,
         })
         .sum();
     Duration::from_secs_f64(secs + f64::from(server.connect_timeout) + 10.0)

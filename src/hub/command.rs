@@ -294,6 +294,7 @@ fn describe_step(step: &Step) -> String {
             None => format!("`{c}`"),
         },
         Step::Sleep(s) => format!("a pause of {s} s"),
+        Step::Expect(v) => format!("a check that it reads {v}"),
     }
 }
 

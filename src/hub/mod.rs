@@ -7,7 +7,9 @@ mod command;
 mod protocol;
 mod target;
 
-pub use client::{CallResult, Hub, HubError, Problem, cycle_steps, cycle_verdict};
+pub use client::{
+    CallResult, Hub, HubError, Problem, batch_argv_for, cycle_steps, cycle_verdict, judge_batch,
+};
 pub use command::{HubAction, HubRequest, hub_command};
-pub use protocol::{Call, Line, Step, mask_hex, mask_ports};
+pub use protocol::{Call, EXIT_NOT_CONFIRMED, Line, Step, mask_hex, mask_ports};
 pub use target::{parse_channel, parse_ports};

@@ -156,38 +156,80 @@ pub enum Step {
     Call(Call),
     /// A pause without the lock (a reset pulse, a port kept off).
     Sleep(f64),
+    /// A check on the server that the last read-back shows this value; the batch exits 3 if
+    /// it does not.
+    Expect(u32),
 }
 
 /// Runs hub calls on the server: `$1` the hub lock, `$2` seconds to wait for it, `$3` the hub
-/// script, then the steps: `call <command> <argument or ''> <read-back or ''>` or
-/// `sleep <seconds>`. Each call's output (stdout and stderr) is followed by a line
-/// `stm-remote-hub: rc <exit code>`; a pair whose lock could not be taken by
-/// `stm-remote-hub: lock <flock's exit code>`. Hangups and closed pipes are ignored, so a batch
-/// that was started runs to its end (a `power_on` after a `power_off`) even when the client is
-/// gone. The lock is a `flock` on the file the original's hub tools use; it is created
-/// world-writable when missing, so those tools (which open it for writing) can still take it.
+/// script, then the steps: `call <command> <argument or ''> <read-back or ''>`,
+/// `sleep <seconds>`, or `expect <value>`. Each call's output (stdout and stderr) is followed
+/// by a line `stm-remote-hub: rc <exit code>`; a pair whose lock could not be taken by
+/// `stm-remote-hub: lock <flock's exit code>`. `expect` checks the last answer (the read-back
+/// of the call before it): exit 0, no error in it, and the value [`reply_value`] reads equal to
+/// `<value>`; the batch then exits 3 if any check failed, so that a caller on the server can
+/// refuse to go on (the board behind the ST-LINK mux is flashed only on a confirmed channel).
+/// Hangups and closed pipes are ignored, so a batch that was started runs to its end (a
+/// `power_on` after a `power_off`) even when the client is gone. The lock is a `flock` on the
+/// file the original's hub tools use; it is created world-writable when missing, so those
+/// tools (which open it for writing) can still take it.
 const BATCH: &str = r#"lock=$1 wait=$2 hub=$3
 shift 3
 case $hub in "~/"*) hub=$HOME/${hub#"~/"} ;; esac
 case $lock in "~/"*) lock=$HOME/${lock#"~/"} ;; esac
 trap '' HUP PIPE
 [ -e "$lock" ] || (umask 0; : >>"$lock") 2>/dev/null
+bad=0 last= lastrc=1
+value() {
+  v=$(printf '%s
+' "$1" | grep -o '0[xX][0-9a-fA-F]\{1,8\}' | head -n 1)
+  if [ -n "$v" ]; then echo $((v)); return; fi
+  printf '%s
+' "$1" | grep -o ':[[:space:]]*[0-9]\{1,10\}' | head -n 1 | tr -dc 0-9
+}
 echo "stm-remote-hub: begin"
 while [ $# -ge 2 ]; do
-  if [ "$1" = sleep ]; then sleep "$2"; shift 2; continue; fi
-  ( flock -E 75 -w "$wait" 9 || exit $?
-    "$hub" "$2" ${3:+"$3"} 2>&1; printf '\nstm-remote-hub: rc %s\n' "$?"
-    if [ -n "$4" ]; then "$hub" "$4" 2>&1; printf '\nstm-remote-hub: rc %s\n' "$?"; fi
-  ) 9<"$lock" || printf '\nstm-remote-hub: lock %s\n' "$?"
+  case $1 in
+    sleep) sleep "$2"; shift 2; continue ;;
+    expect)
+      v=$(value "$last")
+      if [ "$lastrc" != 0 ] || printf '%s
+' "$last" | grep -qi 'error\|unknown command' ||
+        [ -z "$v" ] || [ "$v" -ne "$2" ]; then bad=3; fi
+      shift 2; continue ;;
+  esac
+  lastrc=1 last=
+  { if flock -E 75 -w "$wait" 9; then
+      last=$("$hub" "$2" ${3:+"$3"} 2>&1); lastrc=$?
+      printf '%s
+
+stm-remote-hub: rc %s
+' "$last" "$lastrc"
+      if [ -n "$4" ]; then
+        last=$("$hub" "$4" 2>&1); lastrc=$?
+        printf '%s
+
+stm-remote-hub: rc %s
+' "$last" "$lastrc"
+      fi
+    else printf '
+stm-remote-hub: lock %s
+' "$?"; fi
+  } 9<"$lock" || printf '
+stm-remote-hub: lock %s
+' "$?"
   shift 4
 done
-exit 0"#;
+exit $bad"#;
 
 /// The prefix of the batch's own lines.
 const MARK: &str = "stm-remote-hub: ";
 
 /// The line a batch prints before its first call: once it is in the output, the batch ran.
 pub const BEGIN_LINE: &str = "stm-remote-hub: begin";
+
+/// The exit code of a batch whose `expect` check failed.
+pub const EXIT_NOT_CONFIRMED: i32 = 3;
 
 /// The remote argv of a batch (see [`BATCH`]).
 pub fn batch_argv(lock: &str, lock_wait_secs: u32, hub_cli: &str, steps: &[Step]) -> Vec<String> {
@@ -210,6 +252,10 @@ pub fn batch_argv(lock: &str, lock_wait_secs: u32, hub_cli: &str, steps: &[Step]
             Step::Sleep(secs) => {
                 argv.push("sleep".into());
                 argv.push(format!("{secs:.3}"));
+            }
+            Step::Expect(value) => {
+                argv.push("expect".into());
+                argv.push(value.to_string());
             }
         }
     }
@@ -643,6 +689,54 @@ mod tests {
             ]
         );
         assert_eq!(split_batch("", &steps())[0], PairOutput::Missing);
+    }
+
+    /// The server-side check of a read-back reads the same value as [`reply_value`], and a
+    /// batch whose check fails exits [`EXIT_NOT_CONFIRMED`].
+    #[test]
+    fn the_server_side_check_agrees_with_the_parser() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = dir.path().join("hub.sh");
+        let lock = dir.path().join("hub.lock");
+        for (reply, want) in [
+            ("['+STLINKMUX: 3', 'OK']", Some(3)),
+            ("['STLINKMUX=0x03', 'OK']", Some(3)),
+            ("['+STLINKMUX: 0x000C', 'OK']", Some(12)),
+            ("['+POWERSTATE: 65534', 'OK']", Some(65534)),
+            ("['OK']", None),
+            ("['ERROR']", None),
+            ("['+STLINKMUX: 3', 'ERROR: busy']", None),
+            ("Unknown command: get_stlink_mux", None),
+        ] {
+            std::fs::write(&hub, format!("#!/bin/sh\necho \"{reply}\"\n")).unwrap();
+            std::process::Command::new("chmod")
+                .arg("+x")
+                .arg(&hub)
+                .status()
+                .unwrap();
+            let items = parse_list(reply).unwrap_or_default();
+            let parsed = match judge(0, reply) {
+                Reply::Answered { .. } => reply_value(&items),
+                _ => None,
+            };
+            assert_eq!(parsed, want, "{reply}");
+            for expected in [3u32, 12, 65534] {
+                let steps = [Step::Call(Call::GetMux), Step::Expect(expected)];
+                let argv = batch_argv(&lock.to_string_lossy(), 5, &hub.to_string_lossy(), &steps);
+                let status = std::process::Command::new("dash")
+                    .arg("-c")
+                    .arg(crate::remote::quote_command(&argv).unwrap())
+                    .output()
+                    .unwrap()
+                    .status;
+                let confirmed = want == Some(expected);
+                assert_eq!(
+                    status.code(),
+                    Some(if confirmed { 0 } else { EXIT_NOT_CONFIRMED }),
+                    "{reply} expecting {expected}"
+                );
+            }
+        }
     }
 
     /// The batch script against a stand-in hub script, through a real `sh` (dash here, as on

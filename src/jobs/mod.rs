@@ -2,11 +2,13 @@
 //! and the per-board step sequence run on a rayon pool. Workers never print: they send
 //! [`Event`]s to the reporter.
 
+mod attempt;
 mod command;
 mod device;
 mod event;
 mod fanout;
 mod firmware;
+mod locks;
 mod plan;
 mod preview;
 mod recovery;
@@ -14,8 +16,9 @@ mod run;
 mod session;
 mod wrapper;
 
+pub use attempt::JobFailure;
 pub use command::{FlashRequest, flash_auto_command};
-pub use device::{JobFailure, JobResult};
+pub use device::JobResult;
 pub use event::{Event, Step};
 pub use fanout::each_server;
 pub use firmware::human_size;

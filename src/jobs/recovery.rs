@@ -8,12 +8,11 @@
 //! hub drives BOOT0), connect-under-reset for SWD, then a hub power cycle. After each step the
 //! board must be listed again by the programmer (bounded wait) before the next flash attempt.
 
-use std::collections::HashMap;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use super::device::{FailureClass, JobContext, JobFailure, flash_attempt};
+use super::attempt::{FailureClass, JobContext, JobFailure, flash_attempt};
 use super::event::{self, Event};
+use super::locks::PortBoard;
 use super::plan::Job;
 use crate::config::{Device, Interface, Server};
 use crate::hub::{
@@ -71,55 +70,6 @@ pub fn ladder(device: &Device, server: &Server) -> Vec<Step> {
 /// connected. Verify, write, start, file and transport failures are reported as they are.
 pub fn should_recover(f: &JobFailure) -> bool {
     matches!(f.class, FailureClass::Programmer(kind) if kind.is_connect_failure())
-}
-
-/// A board of the run: what has to be listed again after its port was power-cycled.
-#[derive(Debug, Clone)]
-struct PortBoard {
-    serial: String,
-    interface: Interface,
-}
-
-/// Read/write locks per hub port of the run's boards: a flash attempt holds its port's read
-/// lock, a power cycle the write lock, so a power cycle waits for every other flash on that
-/// port and no flash starts on it while it is off.
-#[derive(Debug, Default)]
-pub struct PortLocks {
-    ports: HashMap<u16, (RwLock<()>, Vec<PortBoard>)>,
-}
-
-impl PortLocks {
-    /// Locks for the hub ports of these jobs.
-    pub fn new(jobs: &[Job]) -> Self {
-        let mut ports: HashMap<u16, (RwLock<()>, Vec<PortBoard>)> = HashMap::new();
-        for job in jobs {
-            if let Some(mask) = job.device.hub_mask() {
-                ports.entry(mask).or_default().1.push(PortBoard {
-                    serial: job.device.serial.clone(),
-                    interface: job.device.interface(),
-                });
-            }
-        }
-        PortLocks { ports }
-    }
-
-    /// Shared hold on the port of `device` (none for a board without hub port).
-    pub fn flashing(&self, device: &Device) -> Option<RwLockReadGuard<'_, ()>> {
-        let (lock, _) = self.ports.get(&device.hub_mask()?)?;
-        Some(lock.read().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    fn exclusive(&self, mask: u16) -> Option<RwLockWriteGuard<'_, ()>> {
-        let (lock, _) = self.ports.get(&mask)?;
-        Some(lock.write().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    fn boards(&self, mask: u16) -> Vec<PortBoard> {
-        self.ports
-            .get(&mask)
-            .map(|(_, b)| b.clone())
-            .unwrap_or_default()
-    }
 }
 
 /// How a walk down the ladder ended.

@@ -426,6 +426,34 @@ hub power_on 0x0002
 wait $H1
 check "two scripts on the UART at once are counted" state_is "s['hub']['collisions']" "1"
 
+# ---------------------------------------------------------------- ST-LINK mux
+# Boards behind the hub's ST-LINK multiplexer share one probe serial; the probe reaches
+# the board on the hub's current channel.
+MUX_SN=066DFF485457725187092834
+fresh_state 2.20.0
+set_state 's["hub"]["write_pause"] = 0; s["boards"] += [
+    {"serial": "'$MUX_SN'", "interface": "SWD", "board": "NUCLEO-L4", "mux": 1, "firmware": None},
+    {"serial": "'$MUX_SN'", "interface": "SWD", "board": "NUCLEO-L4", "mux": 2, "firmware": None}]'
+prog -l st-link
+check "mux probe listed once" [ "$(grep -c "ST-LINK SN  : $MUX_SN" "$OUT")" = 1 ]
+hub stlink_mux 2
+prog -c port=SWD sn=$MUX_SN -w "$LAB/app.hex" -v
+check "mux: flash on channel 2 exit 0" rc_is 0
+check "mux: channel 2 written" state_is "[x.get('firmware') for x in s['boards'] if x.get('mux')]" "[None, '$HEX_SHA']"
+hub stlink_mux 5
+prog -c port=SWD sn=$MUX_SN
+check "mux: empty channel, no target" rc_is 1
+check "mux: empty channel says no target" has "Error: No STM32 target found!"
+hub stlink_mux 1
+set_state 's["flash_seconds"] = 1.0'
+"$PROG" -c port=SWD sn=$MUX_SN -w "$LAB/app.bin" 0x08000000 >"$LAB/m1.out" 2>&1 &
+P1=$!
+for _ in $(seq 50); do grep -q "Download in Progress:" "$LAB/m1.out" && break; sleep 0.1; done
+hub stlink_mux 2
+wait $P1; R1=$?
+check "mux switched mid-write: the write fails" [ "$R1" = 1 ]
+check "mux switched mid-write: counted" state_is "[x.get('mux_cut_flashes') for x in s['boards'] if x.get('mux')]" "[1, None]"
+
 set_state 'del s["hub"]'
 prog -l usb
 check "no hub object: ports powered by default" line "  Serial number          : $DFU_SN"

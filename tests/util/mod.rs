@@ -107,6 +107,10 @@ impl TestEnv {
                 if let Some(sig) = b.get("signals") {
                     d["signals"] = sig.clone();
                 }
+                // A board behind the hub's ST-LINK mux: its channel.
+                if let Some(mux) = b.get("mux") {
+                    d["stlink_mux"] = mux.clone();
+                }
                 (b.get("alias").and_then(Value::as_str).map(str::to_string).unwrap_or(format!("b{i}")), d)
             })
             .collect();
