@@ -701,6 +701,10 @@ fn the_hub_daemon_of_the_original_is_named_not_used() {
     env.run(&["-v", "0", "hub", "lab", "boot_off", "USB1"])
         .code(0)
         .stderr_lacks("hubd");
+    let fw = env.firmware("app.hex");
+    let run = env.run(&["flash-auto", "lab", &format!("dfu1={fw}")]);
+    run.code(0);
+    assert_eq!(run.stderr().matches("`hubd` in config.json").count(), 1);
 }
 
 #[test]
@@ -841,4 +845,79 @@ fn no_board_is_flashed_on_a_mux_channel_that_was_not_confirmed() {
     assert!(env.programmer_runs().is_empty());
     assert_eq!(mux_firmware(&env, 1), Value::Null);
     assert_eq!(mux_firmware(&env, 2), Value::Null);
+}
+
+#[test]
+fn list_and_discover_show_the_boards_behind_the_mux() {
+    let env = mux_env();
+    let run = env.run(&["list"]);
+    run.code(0);
+    let out = run.stdout();
+    let header = out.lines().next().unwrap();
+    assert!(header.contains("MUX"), "{out}");
+    let m2 = out.lines().find(|l| l.starts_with("m2 ")).unwrap();
+    assert!(m2.trim_end().ends_with(" 2"), "{m2}");
+    let plain = out.lines().find(|l| l.starts_with("plain ")).unwrap();
+    assert!(plain.trim_end().ends_with(" -"), "{plain}");
+    let doc = env.run(&["list", "--json"]).json();
+    assert_eq!(doc["devices"][1]["stlink_mux"], 2);
+    // discover sees one probe for the three boards: known, by channel, never "new" or
+    // "ambiguous", and nothing is written.
+    let before = std::fs::read_to_string(env.config_path()).unwrap();
+    let run = env.run(&["discover", "--json"]);
+    run.code(0);
+    let probe = run.json()["servers"]["lab"]["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["serial"] == MUX_PROBE)
+        .cloned()
+        .unwrap();
+    assert_eq!(probe["ambiguous"], false);
+    assert_eq!(
+        probe["mux"],
+        json!([{"channel": 1, "alias": "m1"}, {"channel": 2, "alias": "m2"},
+               {"channel": 3, "alias": "m3"}])
+    );
+    env.run(&["discover", "--yes"])
+        .code(0)
+        .stderr_has("ST-LINK mux: m1 (mux 1), m2 (mux 2), m3 (mux 3)");
+    assert_eq!(std::fs::read_to_string(env.config_path()).unwrap(), before);
+}
+
+#[test]
+fn the_originals_workdir_is_where_runs_work_when_remote_tmp_is_absent() {
+    let env = env();
+    let workdir = env.lab.join("legacy-workdir");
+    std::fs::create_dir_all(&workdir).unwrap();
+    env.edit_server(|s| {
+        s.as_object_mut().unwrap().remove("remote_tmp");
+        s["workdir"] = json!(workdir);
+    });
+    let fw = env.firmware("app.hex");
+    let run = env.run(&["flash-auto", "lab", &format!("dfu1={fw}"), "--dry-run"]);
+    run.code(0);
+    assert!(
+        run.stdout()
+            .contains(&format!("{}/stm-remote.XXXXXXXX", workdir.display())),
+        "{}",
+        run.stdout()
+    );
+    env.run(&["-v", "2", "flash-auto", "lab", &format!("dfu1={fw}")])
+        .code(0)
+        .stderr_has(&format!("{}/stm-remote.", workdir.display()));
+    assert_eq!(env.flashed("207036B25853"), Some(env.sha256(&fw)));
+    // Its lock files and cache are there too; the run's work dir is gone.
+    let left: Vec<String> = std::fs::read_dir(&workdir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.iter().all(|n| !n.starts_with("stm-remote.")),
+        "{left:?}"
+    );
+    assert!(
+        left.iter().any(|n| n.starts_with("stm-remote-board-")),
+        "{left:?}"
+    );
 }

@@ -330,6 +330,20 @@ impl Hub<'_> {
     }
 }
 
+/// The `-v 1` note for a server whose config.json carries the original tool's hub daemon
+/// settings (`hubd`): they are read but not used. `None` when there are none.
+pub fn hubd_note(server_name: &str, server: &Server) -> Option<Event> {
+    server.hubd.as_ref()?;
+    Some(Event::Info {
+        device: None,
+        message: format!(
+            "{server_name}: the hub daemon (`hubd` in config.json) is not used; hub calls go \
+             through `hub_cli` under the hub lock {}",
+            server.hub_lock
+        ),
+    })
+}
+
 /// The calls of a batch, in order.
 fn calls_of(steps: &[Step]) -> Vec<Call> {
     steps

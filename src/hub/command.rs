@@ -199,29 +199,26 @@ pub fn hub_command(
             target: &target,
             agents: None,
         };
-        let remote = hub.remote_command(&steps)?;
         let what: Vec<String> = steps.iter().map(describe_step).collect();
         preview.step(
             &format!(
-                "hub calls under the hub lock {}: {}",
-                server.hub_lock,
+                "log in and run the hub calls in one batch: {}",
                 what.join(", then ")
             ),
-            &[format!("on the server: {remote}")],
+            &[format!(
+                "each call and its read-back under the hub lock {} (held with flock, waiting up \
+                 to {} s), with {}",
+                server.hub_lock,
+                client::HUB_LOCK_WAIT_SECS,
+                server.hub_cli.as_deref().unwrap_or_default()
+            )],
             &hub.command(&steps)?,
         );
         print_stdout(&preview.finish_plain())?;
         return Ok(EXIT_OK);
     }
-    if server.hubd.is_some() {
-        reporter.handle(Event::Info {
-            device: None,
-            message: format!(
-                "{}: the hub daemon (`hubd` in config.json) is not used; hub calls go through \
-                 `hub_cli` under the hub lock {}",
-                req.server, server.hub_lock
-            ),
-        });
+    if let Some(note) = client::hubd_note(req.server, server) {
+        reporter.handle(note);
     }
     // One login: the batch runs on the first hostname that answers.
     let hub_deadline = client::batch_deadline(server, &steps);

@@ -8,7 +8,8 @@ mod protocol;
 mod target;
 
 pub use client::{
-    CallResult, Hub, HubError, Problem, batch_argv_for, cycle_steps, cycle_verdict, judge_batch,
+    CallResult, Hub, HubError, Problem, batch_argv_for, cycle_steps, cycle_verdict, hubd_note,
+    judge_batch,
 };
 pub use command::{HubAction, HubRequest, hub_command};
 pub use protocol::{Call, EXIT_NOT_CONFIRMED, Line, Step, mask_hex, mask_ports};

@@ -26,6 +26,5 @@ pub use plan::{Assignment, DEFAULT_BIN_ADDRESS, Job, Plan, Upload, parse_assignm
 pub use preview::{Preview, dry_run};
 pub use run::flash_auto;
 pub use session::{
-    Answer, HostFailure, Session, agent_event, connect, first_answer, first_answer_with,
-    parse_df_available,
+    Answer, HostFailure, Session, agent_event, first_answer, first_answer_with, parse_df_available,
 };

@@ -116,19 +116,6 @@ impl Preview {
         Ok(workdir)
     }
 
-    /// The connection step of a command that needs no work dir.
-    pub fn connect(&mut self, target: &SshTarget) -> Result<(), Error> {
-        let probe = target
-            .ssh(&super::session::PROBE_ARGV)
-            .map_err(quote_error)?;
-        self.step(
-            "connect (the first hostname that answers is used)",
-            &[],
-            &probe,
-        );
-        Ok(())
-    }
-
     /// The plan of a command without a work dir.
     pub fn finish_plain(self) -> String {
         self.out

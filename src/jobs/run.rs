@@ -30,6 +30,9 @@ pub fn flash_auto(
     for e in plan.image_events() {
         reporter.handle(e);
     }
+    if let Some(note) = crate::hub::hubd_note(server_name, &plan.server) {
+        reporter.handle(note);
+    }
     reporter.start_progress(plan.jobs.iter().map(|j| j.alias.as_str()));
     let outcome = run_plan(&plan, server_name, reporter);
     reporter.end_progress();

@@ -340,37 +340,6 @@ pub fn upload_display(target: &SshTarget, command: &str, uploads: &[Upload]) -> 
     )
 }
 
-/// What [`connect`] runs: it only has to answer.
-pub const PROBE_ARGV: [&str; 1] = ["true"];
-
-/// The first hostname of the server that answers, for commands that need no work dir (the
-/// hub). Its connection is kept for the run by the multiplexing master.
-pub fn connect(
-    server_name: &str,
-    server: &Server,
-    emit: &mut dyn FnMut(Event),
-) -> Result<SshTarget, Error> {
-    let answer = first_answer(
-        server_name,
-        server,
-        &PROBE_ARGV,
-        server.connect_deadline(),
-        emit,
-    )?;
-    if answer.output.code != Some(0) {
-        return Err(Error::Remote {
-            server: server_name.to_string(),
-            step: "running `true` after logging in".into(),
-            details: answer.output.stderr_tail(),
-        });
-    }
-    emit(Event::Info {
-        device: None,
-        message: format!("connected to `{server_name}` at {}", answer.target.host),
-    });
-    Ok(answer.target)
-}
-
 impl Session {
     /// Tries each hostname in order by creating the work dir there; the first that answers is
     /// used for the whole run. On it, the connection master logs in first (`ssh -f -N`), then

@@ -359,6 +359,13 @@ impl Reporter {
                         "unidentified".to_string()
                     } else if d.ambiguous {
                         "ambiguous".to_string()
+                    } else if !d.mux.is_empty() {
+                        let boards: Vec<String> = d
+                            .mux
+                            .iter()
+                            .map(|m| format!("{} (mux {})", m.alias, m.channel))
+                            .collect();
+                        format!("ST-LINK mux: {}", boards.join(", "))
                     } else {
                         d.alias.clone().unwrap_or_else(|| "new".into())
                     };
