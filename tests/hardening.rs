@@ -532,6 +532,7 @@ fn key_problems_are_named_before_connecting_by_flash_and_doctor() {
         .env("SSH_ASKPASS_REQUIRE", "force")
         .env("DISPLAY", "none")
         .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .status()
         .unwrap();
     assert!(st.success());

@@ -18,6 +18,11 @@
 //! reports it as a deadline (124). Other exits of 128+n are a death by signal n, named by
 //! [`crate::programmer::signal_death`].
 //!
+//! (4) For a board behind the hub's ST-LINK multiplexer, it runs the mux switch (a hub batch
+//! that reads the channel back and exits non-zero when the hub did not confirm it) while it
+//! holds the board's lock and before the programmer starts, so no other run can switch the
+//! mux between the check and the flash, and no board is flashed on an unconfirmed channel.
+//!
 //! The script is a constant; every value reaches it as a positional argument quoted by
 //! [`crate::remote::quote_command`].
 
@@ -28,6 +33,11 @@ pub const EXIT_PROGRAMMER_255: i32 = 96;
 pub const EXIT_LOCK_ERROR: i32 = 97;
 /// Exit code when another job held the board for longer than `lock_wait`.
 pub const EXIT_BUSY: i32 = 98;
+/// Exit code when the ST-LINK mux switch before the programmer was not confirmed (the
+/// programmer did not run).
+pub const EXIT_MUX: i32 = 95;
+/// Prefix of the mux switch's output lines on stderr (a [`WRAPPER_PREFIX`] line).
+pub const MUX_PREFIX: &str = "stm-remote: mux: ";
 /// Exit code of `timeout` when the deadline passed.
 pub const EXIT_DEADLINE: i32 = 124;
 /// Line the wrapper prints on stderr once it holds the lock and starts the programmer.
@@ -35,8 +45,8 @@ pub const STARTED_MARKER: &str = "stm-remote: started";
 /// Prefix of the wrapper's own stderr lines.
 pub const WRAPPER_PREFIX: &str = "stm-remote: ";
 
-const SCRIPT: &str = r#"lock=$1 wait=$2 limit=$3 holder=$4
-shift 4
+const SCRIPT: &str = r#"lock=$1 wait=$2 limit=$3 holder=$4 pre=$5
+shift 5
 prog=$1
 shift
 case $prog in "~/"*) prog=$HOME/${prog#"~/"} ;; esac
@@ -60,6 +70,14 @@ case $got in
   *) echo "stm-remote: waiting for the board lock $lock ended (flock exit $got)" >&2; exit 97 ;;
 esac
 { printf '%s since %s\n' "$holder" "$(date '+%Y-%m-%d %H:%M:%S %Z')" >"$lock"; } 2>/dev/null
+if [ -n "$pre" ]; then
+  o=$(sh -c "$pre" 2>&1 9<&-); r=$?
+  printf '%s\n' "$o" | sed 's/^/stm-remote: mux: /' >&2
+  if [ "$r" -ne 0 ]; then
+    echo "stm-remote: the ST-LINK mux was not confirmed; the programmer did not run" >&2
+    exit 95
+  fi
+fi
 echo "stm-remote: started" >&2
 t0=$(date +%s 2>/dev/null)
 timeout -k 5 "$limit" "$prog" "$@" </dev/null 8<&- &
@@ -84,12 +102,15 @@ case $rc in
 esac
 exit $rc"#;
 
-/// The argv that runs `programmer_argv` (programmer path first) under the wrapper.
+/// The argv that runs `programmer_argv` (programmer path first) under the wrapper; `pre` is a
+/// command string (built by [`crate::remote::quote_command`]) run first under the board's
+/// lock, or empty.
 pub fn wrap(
     lock_file: &str,
     lock_wait_secs: u64,
     deadline_secs: u64,
     holder: &str,
+    pre: &str,
     programmer_argv: &[String],
 ) -> Vec<String> {
     let mut argv = vec![
@@ -101,6 +122,7 @@ pub fn wrap(
         lock_wait_secs.to_string(),
         deadline_secs.max(1).to_string(),
         holder.to_string(),
+        pre.to_string(),
     ];
     argv.extend(programmer_argv.iter().cloned());
     argv
@@ -131,6 +153,15 @@ pub fn holder() -> String {
         .collect()
 }
 
+/// What the mux switch printed (its lines in the wrapper's stderr, prefix removed).
+pub fn mux_output(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix(MUX_PREFIX))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The wrapper's own lines removed, for parsing the programmer's output.
 pub fn without_wrapper_lines(stderr: &str) -> String {
     stderr
@@ -146,7 +177,7 @@ pub fn wrapper_message(stderr: &str) -> Option<String> {
         .lines()
         .rev()
         .filter_map(|l| l.strip_prefix(WRAPPER_PREFIX))
-        .find(|m| *m != "started")
+        .find(|m| *m != "started" && !m.starts_with("mux: "))
         .map(str::to_string)
 }
 
@@ -203,7 +234,7 @@ mod tests {
             let script = "echo out; echo err >&2; exit 3";
             let out = local(
                 shell,
-                &wrap(&lock, 5, 30, "me@here pid 1", &prog(script)),
+                &wrap(&lock, 5, 30, "me@here pid 1", "", &prog(script)),
                 true,
                 30,
             )
@@ -214,7 +245,7 @@ mod tests {
             assert_eq!(without_wrapper_lines(&out.stderr), "err");
             let out = local(
                 shell,
-                &wrap(&lock, 5, 30, "me", &prog("exit 255")),
+                &wrap(&lock, 5, 30, "me", "", &prog("exit 255")),
                 true,
                 30,
             )
@@ -239,6 +270,7 @@ mod tests {
                 5,
                 30,
                 "alice@pc1 pid 7",
+                "",
                 &prog(&format!("touch {}; sleep 3", started.display())),
             );
             let t = std::thread::spawn(move || local(shell, &first, true, 30).unwrap());
@@ -247,7 +279,7 @@ mod tests {
             }
             let out = local(
                 shell,
-                &wrap(&lock, 1, 30, "bob", &prog("echo never")),
+                &wrap(&lock, 1, 30, "bob", "", &prog("echo never")),
                 true,
                 30,
             )
@@ -269,7 +301,7 @@ mod tests {
         let lock = lock_in(dir.path(), "H1");
         let out = local(
             "dash",
-            &wrap(&lock, 5, 1, "me", &prog("sleep 30")),
+            &wrap(&lock, 5, 1, "me", "", &prog("sleep 30")),
             true,
             30,
         )
@@ -286,7 +318,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let lock = lock_in(dir.path(), "H2");
         let stubborn = prog("trap '' TERM; sleep 20 & while ! wait; do :; done");
-        let out = local("dash", &wrap(&lock, 5, 1, "me", &stubborn), true, 30).unwrap();
+        let out = local("dash", &wrap(&lock, 5, 1, "me", "", &stubborn), true, 30).unwrap();
         assert_eq!(out.code, Some(EXIT_DEADLINE), "{out:?}");
         assert_eq!(
             wrapper_message(&out.stderr).unwrap(),
@@ -296,7 +328,7 @@ mod tests {
         // A SIGKILL from elsewhere, long before the deadline, stays a death by signal.
         let out = local(
             "dash",
-            &wrap(&lock, 5, 60, "me", &prog("kill -KILL $$")),
+            &wrap(&lock, 5, 60, "me", "", &prog("kill -KILL $$")),
             true,
             30,
         )
@@ -315,8 +347,13 @@ mod tests {
             let lock = lock_in(dir.path(), "S1");
             for (sig, code) in [("SEGV", 139), ("ABRT", 134)] {
                 let script = format!("ulimit -c 0; kill -{sig} $$");
-                let out =
-                    local(shell, &wrap(&lock, 5, 60, "me", &prog(&script)), true, 30).unwrap();
+                let out = local(
+                    shell,
+                    &wrap(&lock, 5, 60, "me", "", &prog(&script)),
+                    true,
+                    30,
+                )
+                .unwrap();
                 assert_eq!(out.code, Some(code), "{shell} {sig}: {out:?}");
             }
         }
@@ -331,7 +368,7 @@ mod tests {
             // A dangling symbolic link: dash's `exec 9<` would have ended the shell (exit 2).
             let lock = lock_in(dir.path(), "L1");
             std::os::unix::fs::symlink(dir.path().join("gone/x"), &lock).unwrap();
-            let out = local(shell, &wrap(&lock, 5, 30, "me", &programmer), true, 30).unwrap();
+            let out = local(shell, &wrap(&lock, 5, 30, "me", "", &programmer), true, 30).unwrap();
             assert_eq!(out.code, Some(EXIT_LOCK_ERROR), "{shell}: {out:?}");
             let msg = wrapper_message(&out.stderr).unwrap();
             assert!(
@@ -345,13 +382,13 @@ mod tests {
             std::fs::write(&target, "keep me").unwrap();
             let lock = lock_in(dir.path(), "L2");
             std::os::unix::fs::symlink(&target, &lock).unwrap();
-            let out = local(shell, &wrap(&lock, 5, 30, "me", &programmer), true, 30).unwrap();
+            let out = local(shell, &wrap(&lock, 5, 30, "me", "", &programmer), true, 30).unwrap();
             assert_eq!(out.code, Some(EXIT_LOCK_ERROR), "{shell}: {out:?}");
             assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
             // A directory that does not exist: the shell's own reason.
             let lock = dir.path().join("nowhere").join(lock_name("L3"));
             let lock = lock.to_string_lossy();
-            let out = local(shell, &wrap(&lock, 5, 30, "me", &programmer), true, 30).unwrap();
+            let out = local(shell, &wrap(&lock, 5, 30, "me", "", &programmer), true, 30).unwrap();
             assert_eq!(out.code, Some(EXIT_LOCK_ERROR), "{shell}: {out:?}");
             let msg = wrapper_message(&out.stderr).unwrap();
             assert!(
@@ -363,7 +400,7 @@ mod tests {
             // Something that exists but cannot be opened (a socket): the reason, not exit 2.
             let lock = lock_in(dir.path(), "L4");
             let _socket = std::os::unix::net::UnixListener::bind(&lock).unwrap();
-            let out = local(shell, &wrap(&lock, 5, 30, "me", &programmer), true, 30).unwrap();
+            let out = local(shell, &wrap(&lock, 5, 30, "me", "", &programmer), true, 30).unwrap();
             assert_eq!(out.code, Some(EXIT_LOCK_ERROR), "{shell}: {out:?}");
             let msg = wrapper_message(&out.stderr).unwrap();
             assert!(
@@ -386,6 +423,7 @@ mod tests {
                 5,
                 30,
                 "first",
+                "",
                 &prog(&format!("touch {}; sleep 4", started.display())),
             );
             let t = std::thread::spawn(move || local(shell, &first, true, 30).unwrap());
@@ -399,6 +437,7 @@ mod tests {
                 30,
                 30,
                 "second",
+                "",
                 &prog(&format!("touch {}", ran.display())),
             );
             let out = local(shell, &second, false, 30).unwrap();
@@ -433,7 +472,7 @@ mod tests {
             );
             let mut cmd = Command::new(shell);
             cmd.arg("-c").arg(
-                remote::quote_command(&under(shell, &wrap(&lock, 5, 60, "me", &prog(&script))))
+                remote::quote_command(&under(shell, &wrap(&lock, 5, 60, "me", "", &prog(&script))))
                     .unwrap(),
             );
             let bg = remote::start_background(&mut cmd).unwrap();
@@ -453,12 +492,39 @@ mod tests {
             // With stdin held open it runs to the end.
             let out = local(
                 shell,
-                &wrap(&lock, 5, 60, "me", &prog("sleep 1; echo done")),
+                &wrap(&lock, 5, 60, "me", "", &prog("sleep 1; echo done")),
                 true,
                 30,
             )
             .unwrap();
             assert_eq!((out.code, out.stdout.as_str()), (Some(0), "done\n"));
         }
+    }
+
+    #[test]
+    fn the_pre_step_runs_under_the_lock_and_a_failed_one_stops_the_programmer() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = lock_in(dir.path(), "M0X");
+        let ran = dir.path().join("ran");
+        let program = prog(&format!("touch {}", ran.display()));
+        let pre = remote::quote_command(&["sh", "-c", "echo switched; exit 3"]).unwrap();
+        let out = local("dash", &wrap(&lock, 5, 30, "me", &pre, &program), true, 30).unwrap();
+        assert_eq!(out.code, Some(EXIT_MUX));
+        assert!(
+            !ran.exists(),
+            "the programmer ran after a failed mux switch"
+        );
+        assert!(!out.stderr.contains(STARTED_MARKER), "{}", out.stderr);
+        assert_eq!(mux_output(&out.stderr), "switched");
+        assert!(
+            wrapper_message(&out.stderr)
+                .unwrap()
+                .contains("the ST-LINK mux was not confirmed")
+        );
+        let pre = remote::quote_command(&["sh", "-c", "echo ok"]).unwrap();
+        let out = local("dash", &wrap(&lock, 5, 30, "me", &pre, &program), true, 30).unwrap();
+        assert_eq!(out.code, Some(0));
+        assert!(ran.exists());
+        assert_eq!(without_wrapper_lines(&out.stderr), "");
     }
 }

@@ -9,7 +9,7 @@
 //! (ssh could not connect, the login shell refused to run the command) is left whole: it is
 //! the message that says why.
 
-use super::process::Captured;
+use super::process::{Captured, LineSink};
 
 /// The marker line. Not secret: it only has to be absent from what a login script prints.
 pub const BEGIN: &str = "stm-remote-begin";
@@ -98,6 +98,21 @@ impl Gate {
     }
 }
 
+/// `sink` behind a [`Gate`] per stream: it gets a framed command's live lines from the marker
+/// on, never the login shell's greeting or the marker itself.
+pub fn gated_sink(sink: LineSink) -> LineSink {
+    let gates = std::sync::Mutex::new([Gate::default(), Gate::default()]);
+    std::sync::Arc::new(move |line: &str, is_err: bool| {
+        let passes = gates
+            .lock()
+            .map(|mut g| g[usize::from(is_err)].pass(&format!("{line}\n")).is_some())
+            .unwrap_or(true);
+        if passes {
+            sink(line, is_err);
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +189,24 @@ mod tests {
             "root@127.0.0.1: Permission denied (publickey).\n"
         );
         assert!(greeting.is_empty());
+    }
+
+    #[test]
+    fn a_gated_sink_sees_only_the_commands_lines() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        let sink = gated_sink(std::sync::Arc::new(move |l: &str, e: bool| {
+            s2.lock().unwrap().push((l.to_string(), e))
+        }));
+        let mut cmd = std::process::Command::new("dash");
+        cmd.arg("-c").arg(format!(
+            "echo hello; echo there >&2\n{}",
+            wrap("echo out; echo err >&2")
+        ));
+        super::super::run(&mut cmd, Some(Duration::from_secs(10)), Some(sink)).unwrap();
+        let mut got = seen.lock().unwrap().clone();
+        got.sort();
+        assert_eq!(got, [("err".to_string(), true), ("out".to_string(), false)]);
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod ssh;
 mod target;
 
 pub use agent::AgentPool;
-pub use frame::{Greeting, unframe};
+pub use frame::{Greeting, gated_sink, unframe};
 pub use key::{KeyProblem, check_key};
 pub use process::{
     Background, Captured, LineSink, ProcessError, RunOptions, cancel, cancelled, run, run_with,
