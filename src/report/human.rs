@@ -454,6 +454,11 @@ mod tests {
     #[test]
     fn remote_escape_sequences_never_reach_the_terminal() {
         assert_eq!(sanitize("\x1b[31mError:\x1b[0m bad\x07\r"), "Error: bad");
-        assert_eq!(sanitize("a\x1b]0;title\x07b"), "a]0;titleb");
+        // A window title (OSC) goes whole, not only its ESC.
+        assert_eq!(sanitize("a\x1b]0;title\x07b"), "ab");
+        assert_eq!(
+            sanitize("a\x1b]0;title\x1b\\b\x1b[2Jc\x1bPq#0\x1b\\d"),
+            "abcd"
+        );
     }
 }
