@@ -6,6 +6,7 @@ mod util;
 mod cache;
 mod completions;
 mod config_errors;
+mod config_lookup;
 mod discover;
 mod doctor;
 mod dry_run;

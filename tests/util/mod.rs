@@ -386,6 +386,12 @@ impl TestEnv {
 
     /// Runs stm-remote with this env's config, in the local dir, with a clean environment.
     pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, &[])
+    }
+
+    /// [`TestEnv::run`] with environment changes: `(name, Some(value))` sets, `(name, None)`
+    /// removes (e.g. `("STM_REMOTE_CONFIG", None)` to let stm-remote look for its config).
+    pub fn run_with(&self, args: &[&str], env: &[(&str, Option<&str>)]) -> Run {
         let mut cmd = Command::cargo_bin("stm-remote").unwrap();
         cmd.current_dir(&self.local)
             .env_clear()
@@ -393,6 +399,12 @@ impl TestEnv {
             .env("HOME", self.root.path())
             .env("STM_REMOTE_CONFIG", self.config_path())
             .args(args);
+        for (name, value) in env {
+            match value {
+                Some(v) => cmd.env(name, v),
+                None => cmd.env_remove(name),
+            };
+        }
         let output = cmd.output().unwrap();
         Run {
             output,
