@@ -17,3 +17,4 @@ mod list;
 mod recovery;
 mod reports;
 mod transport;
+mod verbosity;

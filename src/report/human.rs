@@ -264,6 +264,10 @@ impl Reporter {
                 self.line("INFO", device.as_deref(), &message)
             }
             Event::Warn { device, message } => self.line("WARN", device.as_deref(), &message),
+            // At -v 0 a board's failure is said once, by its summary row.
+            Event::Error {
+                device: Some(_), ..
+            } if self.verbosity == 0 => {}
             Event::Error { device, message } => {
                 self.line("ERROR", device.as_deref(), &sanitize(&message))
             }
