@@ -559,24 +559,7 @@ pub fn pick_servers(config: &Config, requested: &[String]) -> Result<Vec<String>
     }
     let mut picked: Vec<String> = Vec::new();
     for name in requested {
-        if !config.servers.contains_key(name) {
-            return Err(Error::Usage {
-                message: format!(
-                    "unknown server `{name}`{}",
-                    suggestion(name, config.servers.keys())
-                ),
-                hint: Some(format!(
-                    "the servers in {} are: {}",
-                    config.path.display(),
-                    config
-                        .servers
-                        .keys()
-                        .map(|s| format!("`{s}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-            });
-        }
+        config.server(name)?;
         if !picked.contains(name) {
             picked.push(name.clone());
         }
@@ -584,17 +567,53 @@ pub fn pick_servers(config: &Config, requested: &[String]) -> Result<Vec<String>
     Ok(picked)
 }
 
-/// ", did you mean `x`?" for the closest candidate, or "".
+impl Config {
+    /// The server called `name`; for a name that is not in the file, the one error every
+    /// command gives (the file, the closest names, the servers there are).
+    pub fn server(&self, name: &str) -> Result<&Server, Error> {
+        self.servers.get(name).ok_or_else(|| Error::Config {
+            path: self.path.clone(),
+            message: format!(
+                "unknown server `{name}`{}",
+                suggestion(name, self.servers.keys())
+            ),
+            hint: Some(if self.servers.is_empty() {
+                "no servers are defined there; add one (see docs/config.md)".into()
+            } else {
+                format!(
+                    "the servers there are: {}",
+                    self.servers
+                        .keys()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }),
+        })
+    }
+}
+
+/// "; did you mean `x`?" for the closest candidate (every one of them when several are
+/// equally close: "`dfu1` or `dfu3`"), or "".
 pub fn suggestion<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a String>) -> String {
-    let best = candidates
+    let scored: Vec<(f64, &String)> = candidates
         .into_iter()
         .map(|c| (strsim::normalized_damerau_levenshtein(wrong, c), c))
         .filter(|(score, _)| *score >= 0.5)
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    match best {
-        Some((_, c)) => format!("; did you mean `{c}`?"),
-        None => String::new(),
-    }
+        .collect();
+    let Some(best) = scored.iter().map(|(s, _)| *s).max_by(f64::total_cmp) else {
+        return String::new();
+    };
+    let closest: Vec<String> = scored
+        .iter()
+        .filter(|(s, _)| *s == best)
+        .map(|(_, c)| format!("`{c}`"))
+        .collect();
+    let names = match closest.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => closest.concat(),
+    };
+    format!("; did you mean {names}?")
 }
 
 /// Expands a leading `~/` with the local home directory.
@@ -746,6 +765,17 @@ mod tests {
         let names = ["dfu1".to_string(), "g0".to_string()];
         assert_eq!(suggestion("dfu2", &names), "; did you mean `dfu1`?");
         assert_eq!(suggestion("zzzzzz", &names), "");
+        // Equally close: all of them, in order.
+        let names = ["dfu1".to_string(), "dfu3".into(), "g0".into()];
+        assert_eq!(
+            suggestion("dfu2", &names),
+            "; did you mean `dfu1` or `dfu3`?"
+        );
+        let names = ["ab1".to_string(), "ab2".into(), "ab3".into()];
+        assert_eq!(
+            suggestion("ab", &names),
+            "; did you mean `ab1`, `ab2` or `ab3`?"
+        );
     }
 
     #[test]
@@ -762,11 +792,17 @@ mod tests {
         let named = ["pi2".to_string(), "pi1".into(), "pi2".into()];
         assert_eq!(pick_servers(&c, &named).unwrap(), ["pi2", "pi1"]);
         let e = pick_servers(&c, &["pl1".into()]).unwrap_err();
-        assert_eq!(e.to_string(), "unknown server `pl1`; did you mean `pi1`?");
+        assert_eq!(
+            e.to_string(),
+            "config file `/c.json`: unknown server `pl1`; did you mean `pi1`?"
+        );
         assert_eq!(
             e.hint().as_deref(),
-            Some("the servers in /c.json are: `pi1`, `pi2`")
+            Some("the servers there are: `pi1`, `pi2`")
         );
+        let e = config("").server("pi1").unwrap_err();
+        assert_eq!(e.to_string(), "config file `/c.json`: unknown server `pi1`");
+        assert!(e.hint().unwrap().contains("no servers are defined"));
         assert_eq!(e.exit_code(), crate::error::EXIT_SETUP);
         let e = pick_servers(&config(""), &[]).unwrap_err();
         assert!(e.to_string().contains("no servers are defined"), "{e}");

@@ -17,16 +17,7 @@ fn check<'c>(
     action: HubAction,
     target: Option<&str>,
 ) -> Result<(&'c Server, Option<u16>), Error> {
-    let Some(server) = config.servers.get(server_name) else {
-        return Err(Error::Config {
-            path: config.path.clone(),
-            message: format!(
-                "no server named `{server_name}`{}",
-                crate::config::suggestion(server_name, config.servers.keys())
-            ),
-            hint: None,
-        });
-    };
+    let server = config.server(server_name)?;
     Hub::check_available(server_name, server, action)?;
     let mask = match (action, target) {
         (HubAction::GetPowerState, None) => None,
