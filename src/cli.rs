@@ -8,7 +8,7 @@ use clap_complete::{ArgValueCandidates, ArgValueCompleter};
 
 /// Flash, recover and manage STM32 boards attached to a remote Linux flash server over ssh.
 ///
-/// Boards and servers are described in config.json (see the README). Every remote step runs
+/// Boards and servers are described in config.json (see docs/config.md). Every remote step runs
 /// through the system `ssh`; nothing is installed on the server besides
 /// STM32CubeProgrammer.
 #[derive(Debug, Parser)]

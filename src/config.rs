@@ -552,7 +552,9 @@ pub fn pick_servers(config: &Config, requested: &[String]) -> Result<Vec<String>
             return Err(Error::Config {
                 path: config.path.clone(),
                 message: "no servers are defined under `servers`".into(),
-                hint: Some("add a flash server; see the README, section `config.json`".into()),
+                hint: Some(
+                    "add a flash server; see docs/config.md in the stm-remote repository".into(),
+                ),
             });
         }
         return Ok(config.servers.keys().cloned().collect());

@@ -1,6 +1,6 @@
 //! Errors a user can act on, with their exit codes and hints, kept in one place.
 //!
-//! Exit codes (also documented in README.md):
+//! Exit codes (also documented in docs/commands.md):
 //!
 //! | code | meaning                                                                  |
 //! |------|--------------------------------------------------------------------------|
