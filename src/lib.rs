@@ -40,6 +40,7 @@ pub fn main_impl() -> ExitCode {
         }
     };
     remote::mux::shutdown();
+    report::restore_terminal();
     if remote::cancelled() {
         return ExitCode::from(error::EXIT_INTERRUPTED);
     }
@@ -48,10 +49,11 @@ pub fn main_impl() -> ExitCode {
 
 /// First Ctrl-C: start no new jobs, stop the running ones (their ssh is killed, which makes
 /// the server-side wrapper stop the programmer), clean up, report, exit 130. Second Ctrl-C:
-/// exit at once.
+/// exit at once, with the terminal put back (live lines off, cursor shown).
 fn install_interrupt_handler() {
     let _ = ctrlc::set_handler(|| {
         if remote::cancelled() {
+            report::restore_terminal();
             std::process::exit(i32::from(error::EXIT_INTERRUPTED));
         }
         remote::cancel();

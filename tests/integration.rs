@@ -17,5 +17,6 @@ mod hub;
 mod list;
 mod recovery;
 mod reports;
+mod terminal;
 mod transport;
 mod verbosity;
