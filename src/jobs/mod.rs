@@ -2,11 +2,13 @@
 //! and the per-board step sequence run on a rayon pool. Workers never print: they send
 //! [`Event`]s to the reporter.
 
+mod attempt;
 mod command;
 mod device;
 mod event;
 mod fanout;
 mod firmware;
+mod locks;
 mod plan;
 mod preview;
 mod recovery;
@@ -14,8 +16,9 @@ mod run;
 mod session;
 mod wrapper;
 
+pub use attempt::JobFailure;
 pub use command::{FlashRequest, flash_auto_command};
-pub use device::{JobFailure, JobResult};
+pub use device::JobResult;
 pub use event::{Event, Step};
 pub use fanout::each_server;
 pub use firmware::human_size;
@@ -23,5 +26,5 @@ pub use plan::{Assignment, DEFAULT_BIN_ADDRESS, Job, Plan, Upload, parse_assignm
 pub use preview::{Preview, dry_run};
 pub use run::flash_auto;
 pub use session::{
-    Answer, HostFailure, Session, agent_event, connect, first_answer, parse_df_available,
+    Answer, HostFailure, Session, agent_event, first_answer, first_answer_with, parse_df_available,
 };

@@ -6,10 +6,11 @@ use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::Instant;
 
-use super::device::{JobContext, JobResult, run_job};
+use super::attempt::JobContext;
+use super::device::{JobResult, run_job};
 use super::event::{Event, Step};
+use super::locks::{PortLocks, ProbeLocks};
 use super::plan::plan;
-use super::recovery::PortLocks;
 use super::session::Session;
 use crate::config::Config;
 use crate::error::Error;
@@ -28,6 +29,9 @@ pub fn flash_auto(
     reporter.set_devices(plan.jobs.iter().map(|j| j.alias.as_str()));
     for e in plan.image_events() {
         reporter.handle(e);
+    }
+    if let Some(note) = crate::hub::hubd_note(server_name, &plan.server) {
+        reporter.handle(note);
     }
     reporter.start_progress(plan.jobs.iter().map(|j| j.alias.as_str()));
     let outcome = run_plan(&plan, server_name, reporter);
@@ -90,6 +94,8 @@ fn run_pool(plan: &super::Plan, session: &Session, reporter: &mut Reporter) -> V
     let threads = plan.server.max_parallel.clamp(1, plan.jobs.len().max(1));
     let ports = PortLocks::new(&plan.jobs);
     let ports = &ports;
+    let probes = ProbeLocks::new(&plan.jobs);
+    let probes = &probes;
     let slots: Vec<OnceLock<JobResult>> = plan.jobs.iter().map(|_| OnceLock::new()).collect();
     let (tx, rx) = mpsc::channel::<Event>();
     std::thread::scope(|scope| {
@@ -105,6 +111,7 @@ fn run_pool(plan: &super::Plan, session: &Session, reporter: &mut Reporter) -> V
                     server: &plan.server,
                     events: tx,
                     ports,
+                    probes,
                 };
                 let _ = slots[i].set(run_job(&ctx, &plan.jobs[i]));
             };

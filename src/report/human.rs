@@ -418,6 +418,15 @@ impl Reporter {
                 text.push('\n');
                 text.push_str(&fill(&head, h, self.terminal.width));
             }
+            for warning in &r.warnings {
+                let tag = self.paint(Style::new().yellow().bold(), "warning:");
+                text.push_str(&format!(
+                    "\n  {:<6}  {:<w$}  {tag} {}",
+                    "",
+                    "",
+                    sanitize(warning)
+                ));
+            }
         }
         self.emit(&text);
     }
@@ -455,6 +464,13 @@ impl Reporter {
                         "unidentified".to_string()
                     } else if d.ambiguous {
                         "ambiguous".to_string()
+                    } else if !d.mux.is_empty() {
+                        let boards: Vec<String> = d
+                            .mux
+                            .iter()
+                            .map(|m| format!("{} (mux {})", m.alias, m.channel))
+                            .collect();
+                        format!("ST-LINK mux: {}", boards.join(", "))
                     } else {
                         d.alias.clone().unwrap_or_else(|| "new".into())
                     };

@@ -90,7 +90,7 @@ impl TestEnv {
         };
         env.write_state(json!({
             "version": "2.20.0", "ansi": true, "crlf": false, "flash_seconds": 0.05,
-            "hub": {"power": "0xFFFF", "boot": "0x0000", "nrst": "0x0000", "fail": false, "silent": false},
+            "hub": {"power": "0xFFFF", "boot": "0x0000", "nrst": "0x0000", "mode": "normal"},
             "boards": boards,
         }));
         let devices: serde_json::Map<String, Value> = env
@@ -107,6 +107,10 @@ impl TestEnv {
                 }
                 if let Some(sig) = b.get("signals") {
                     d["signals"] = sig.clone();
+                }
+                // A board behind the hub's ST-LINK mux: its channel.
+                if let Some(mux) = b.get("mux") {
+                    d["stlink_mux"] = mux.clone();
                 }
                 (b.get("alias").and_then(Value::as_str).map(str::to_string).unwrap_or(format!("b{i}")), d)
             })
@@ -128,6 +132,9 @@ impl TestEnv {
             "ssh_config": self.ssh_config,
             "stm32cli": self.lab.join("STM32_Programmer_CLI"),
             "hub_cli": self.lab.join("hub_cli.py"),
+            // A lock of this lab's own: tests run in parallel, and the default
+            // /tmp/stm_hub_uart.lock would serialise every lab's hub.
+            "hub_lock": self.lab.join("hub_uart.lock"),
             "max_parallel": max_parallel,
             "power_control": true,
             "remote_tmp": self.remote_tmp,
