@@ -1,92 +1,171 @@
-//! `flash-auto` end to end: plan → connect (work dir) → upload → per-board jobs on a rayon
-//! pool bounded by the server's `max_parallel` → clean up → results. The main thread owns the
-//! reporter and drains worker events while the pool runs.
+//! `flash-auto` end to end: plan (one per server) → every server at once, each on its own
+//! thread ([`each_server_named`]): connect (work dir) → upload → per-board jobs on a rayon
+//! pool bounded by that server's `max_parallel` → clean up → results. The main thread owns
+//! the reporter and shows every server's events as they arrive. A server that cannot be set
+//! up fails its own boards; the others go on.
 
 use std::sync::OnceLock;
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::device::{JobContext, JobResult, run_job};
 use super::event::{Event, Step};
-use super::plan::plan;
+use super::fanout::each_server_named;
+use super::plan::{Plan, plan};
 use super::recovery::PortLocks;
 use super::session::Session;
 use crate::config::Config;
 use crate::error::Error;
 use crate::report::Reporter;
 
-/// Runs flash-auto; returns the per-board results in command-line order. A setup failure after
-/// planning (server unreachable, upload failed) is returned as `Err` together with results that
-/// mark every board as failed, so `--json` still has something to say.
+/// One server's part of a run.
+#[derive(Debug)]
+pub struct ServerRun {
+    pub server: String,
+    /// Its boards' results, in command-line order. After a setup failure every board is listed
+    /// as failed with that reason.
+    pub results: Vec<JobResult>,
+    /// What stopped this server before any of its boards (unreachable, work dir, upload).
+    pub setup_error: Option<Error>,
+    /// From the start of the run to the end of this server's part.
+    pub elapsed: Duration,
+}
+
+/// Runs flash-auto on `server` (the seed form) or, without it, on the server of each board;
+/// returns each server's part in the order of its first board on the command line. An
+/// argument or config error is `Err`: nothing was started.
 pub fn flash_auto(
     config: &Config,
-    server_name: &str,
+    server: Option<&str>,
     assignments: &[String],
     reporter: &mut Reporter,
-) -> Result<Vec<JobResult>, (Error, Vec<JobResult>)> {
-    let plan = plan(config, server_name, assignments).map_err(|e| (e, Vec::new()))?;
-    reporter.set_devices(plan.jobs.iter().map(|j| j.alias.as_str()));
-    for e in plan.image_events() {
+) -> Result<Vec<ServerRun>, Error> {
+    let plans = plan(config, server, assignments)?;
+    let fleet = plans.len() > 1;
+    let aliases = plans
+        .iter()
+        .flat_map(|p| p.jobs.iter().map(|j| j.alias.as_str()));
+    // Several servers: their own log lines are prefixed with their names.
+    let names = plans
+        .iter()
+        .map(|p| p.server_name.as_str())
+        .filter(|_| fleet);
+    reporter.set_devices(aliases.chain(names));
+    for e in plans.iter().flat_map(Plan::image_events) {
         reporter.handle(e);
     }
-    reporter.start_progress(plan.jobs.iter().map(|j| j.alias.as_str()));
-    let outcome = run_plan(&plan, server_name, reporter);
+    let groups: Vec<(&str, Vec<&str>)> = plans
+        .iter()
+        .map(|p| {
+            (
+                p.server_name.as_str(),
+                p.jobs.iter().map(|j| j.alias.as_str()).collect(),
+            )
+        })
+        .collect();
+    reporter.start_progress(&groups);
+    let started = Instant::now();
+    let names: Vec<String> = plans.iter().map(|p| p.server_name.clone()).collect();
+    let by_name = |name: &str| plans.iter().find(|p| p.server_name == name);
+    let runs = each_server_named(
+        &names,
+        reporter,
+        fleet,
+        |name, emit| match by_name(name) {
+            Some(plan) => {
+                let run = run_plan(plan, started, emit);
+                // With other servers still running, say at once why this one stopped (alone,
+                // its error ends the run and is shown then).
+                if let (true, Some(e)) = (fleet, &run.setup_error) {
+                    emit(Event::Error {
+                        device: None,
+                        message: format!("{e}; its boards are not flashed"),
+                    });
+                }
+                run
+            }
+            None => not_run(name, started, "it has no plan (internal error)".into()),
+        },
+        |name, why| match by_name(name) {
+            Some(plan) => failed_run(plan, started, Error::usage(why)),
+            None => not_run(name, started, why),
+        },
+    );
     reporter.end_progress();
-    outcome
+    Ok(runs)
+}
+
+/// A server the run could not work on at all.
+fn not_run(name: &str, started: Instant, why: String) -> ServerRun {
+    ServerRun {
+        server: name.to_string(),
+        results: Vec::new(),
+        setup_error: Some(Error::usage(why)),
+        elapsed: started.elapsed(),
+    }
+}
+
+/// Every board of `plan` failed with `e`, which stopped the server before any of them.
+fn failed_run(plan: &Plan, started: Instant, e: Error) -> ServerRun {
+    let results = plan
+        .jobs
+        .iter()
+        .map(|j| {
+            JobResult::failed(
+                &plan.server_name,
+                &j.alias,
+                e.to_string(),
+                started.elapsed().as_secs_f64(),
+                e.hint(),
+            )
+        })
+        .collect();
+    ServerRun {
+        server: plan.server_name.clone(),
+        results,
+        setup_error: Some(e),
+        elapsed: started.elapsed(),
+    }
 }
 
 /// Every board of the plan reached `step` (the run's shared steps: connect, upload).
-fn mark_all(plan: &super::Plan, reporter: &mut Reporter, step: &Step) {
+fn mark_all(plan: &Plan, emit: &mut dyn FnMut(Event), step: &Step) {
     for job in &plan.jobs {
-        reporter.handle(Event::progress(&job.alias, step.clone(), None));
+        emit(Event::progress(&job.alias, step.clone(), None));
     }
 }
 
-fn run_plan(
-    plan: &super::Plan,
-    server_name: &str,
-    reporter: &mut Reporter,
-) -> Result<Vec<JobResult>, (Error, Vec<JobResult>)> {
-    let started = Instant::now();
-    let all_failed = |e: &Error| -> Vec<JobResult> {
-        plan.jobs
-            .iter()
-            .map(|j| {
-                JobResult::failed(
-                    &j.alias,
-                    e.to_string(),
-                    started.elapsed().as_secs_f64(),
-                    e.hint(),
-                )
-            })
-            .collect()
+/// One server's part: session, upload, the boards, clean-up.
+fn run_plan(plan: &Plan, started: Instant, emit: &mut dyn FnMut(Event)) -> ServerRun {
+    let failed = |e: Error, emit: &mut dyn FnMut(Event)| {
+        mark_all(plan, emit, &Step::Failed);
+        failed_run(plan, started, e)
     };
-
-    mark_all(plan, reporter, &Step::Connecting);
+    mark_all(plan, emit, &Step::Connecting);
     // One agent per pool thread, all started while connecting.
     let threads = plan.server.max_parallel.clamp(1, plan.jobs.len().max(1));
-    let session = Session::open(server_name, &plan.server, threads, &mut |e| {
-        reporter.handle(e)
-    })
-    .map_err(|e| {
-        let r = all_failed(&e);
-        (e, r)
-    })?;
-    mark_all(plan, reporter, &Step::Uploading);
-    let outcome = session
-        .upload(&plan.server, &plan.uploads, &mut |e| reporter.handle(e))
-        .map(|()| {
-            mark_all(plan, reporter, &Step::Queued);
-            run_pool(plan, &session, reporter)
-        });
-    session.cleanup(&mut |e| reporter.handle(e));
-    outcome.map_err(|e| {
-        let r = all_failed(&e);
-        (e, r)
-    })
+    let session = match Session::open(&plan.server_name, &plan.server, threads, emit) {
+        Ok(s) => s,
+        Err(e) => return failed(e, emit),
+    };
+    mark_all(plan, emit, &Step::Uploading);
+    let outcome = session.upload(&plan.server, &plan.uploads, emit).map(|()| {
+        mark_all(plan, emit, &Step::Queued);
+        run_pool(plan, &session, emit)
+    });
+    session.cleanup(emit);
+    match outcome {
+        Ok(results) => ServerRun {
+            server: plan.server_name.clone(),
+            results,
+            setup_error: None,
+            elapsed: started.elapsed(),
+        },
+        Err(e) => failed(e, emit),
+    }
 }
 
-fn run_pool(plan: &super::Plan, session: &Session, reporter: &mut Reporter) -> Vec<JobResult> {
+fn run_pool(plan: &Plan, session: &Session, emit: &mut dyn FnMut(Event)) -> Vec<JobResult> {
     let threads = plan.server.max_parallel.clamp(1, plan.jobs.len().max(1));
     let ports = PortLocks::new(&plan.jobs);
     let ports = &ports;
@@ -123,7 +202,7 @@ fn run_pool(plan: &super::Plan, session: &Session, reporter: &mut Reporter) -> V
         });
         // Ends when the last sender (the worker thread's) is dropped.
         for event in rx {
-            reporter.handle(event);
+            emit(event);
         }
     });
     slots
@@ -132,6 +211,7 @@ fn run_pool(plan: &super::Plan, session: &Session, reporter: &mut Reporter) -> V
         .map(|(slot, job)| {
             slot.into_inner().unwrap_or_else(|| {
                 JobResult::failed(
+                    &plan.server_name,
                     &job.alias,
                     "the job ended without a result (internal error)".into(),
                     0.0,
