@@ -115,7 +115,7 @@ const PERCENT_TEMPLATE: &str = "{prefix} {spinner} {elapsed:>4} {msg} [{bar:30}]
 /// A board that is done or failed; a server's header line.
 const FINISHED_TEMPLATE: &str = "{prefix} {wide_msg}";
 /// The line for the whole run, below the boards.
-const OVERALL_TEMPLATE: &str = "{pos} of {len} board(s) done{msg}, {elapsed} {left}";
+const OVERALL_TEMPLATE: &str = "{pos} of {len} board(s) done{msg}, {elapsed} elapsed{left}";
 
 /// How long the boards not yet finished will take at the pace of those that are: `elapsed`
 /// for `done` boards, so `elapsed / done` each, on average (boards running side by side
@@ -142,9 +142,11 @@ fn overall_style() -> ProgressStyle {
         "left",
         |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
             let text = match estimate_left(state.elapsed(), state.pos(), state.len().unwrap_or(0)) {
-                _ if state.len() == Some(state.pos()) => String::new(),
-                Some(left) => format!("about {} left", short_duration(left)),
-                None => "(time left: after the first board)".to_string(),
+                Some(left) if state.len() != Some(state.pos()) => {
+                    format!(", about {} left", short_duration(left))
+                }
+                // Nothing to estimate from yet, or nothing left.
+                _ => String::new(),
             };
             let _ = w.write_str(&text);
         },
@@ -190,10 +192,13 @@ impl Reporter {
             if grouped {
                 let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
                     .with_style(style(FINISHED_TEMPLATE))
-                    .with_prefix(format!("server `{name}`"))
+                    .with_prefix(format!("server `{name}`:"))
                     .with_message(format!("{} board(s)", aliases.len()));
+                let bar = multi.add(bar);
+                // Drawn now: it has no ticker of its own and changes only as boards finish.
+                bar.tick();
                 headers.push(ServerBar {
-                    bar: multi.add(bar),
+                    bar,
                     total: aliases.len(),
                     done: 0,
                     failed: 0,
