@@ -486,3 +486,43 @@ fn on_a_terminal_each_server_has_a_header_and_the_run_one_overall_line() {
         "{transcript}"
     );
 }
+
+/// ssh processes still running with this env's client config (masters or connections left
+/// behind).
+fn ssh_left(env: &TestEnv) -> Vec<String> {
+    let needle = env.ssh_config.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.starts_with("ssh ") && c.contains(&needle))
+        .collect()
+}
+
+#[test]
+fn two_servers_on_one_machine_share_one_login_and_leave_no_connection() {
+    let env = three_servers();
+    // pi2's entry names pi1's machine (same address, port and user): another lab dir there.
+    let mut cfg = env.config();
+    cfg["servers"]["pi2"]["port"] = cfg["servers"]["pi1"]["port"].clone();
+    cfg["servers"]["pi2"]["key"] = cfg["servers"]["pi1"]["key"].clone();
+    env.write_config(cfg);
+    let run = env.run(&["flash-auto", "a1=a.hex", "b1=b.hex", "a2=b.hex", "b2=c.hex"]);
+    run.code(0);
+    flashed_exactly(&env, "pi1", &[("a1", "a.hex"), ("b1", "b.hex")]);
+    flashed_exactly(&env, "pi2", &[("a2", "b.hex"), ("b2", "c.hex")]);
+    // One connection master for both, ended at exit; pi2's own sshd was never used.
+    let pi1 = env.lab_named("pi1");
+    assert_eq!(pi1.logins(), 1, "{}", pi1.sshd.log_text());
+    assert_eq!(env.lab_named("pi2").logins(), 0);
+    let t = std::time::Instant::now();
+    while !ssh_left(&env).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "ssh left running: {:#?}",
+            ssh_left(&env)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,6 +1,7 @@
 //! `flash-auto` end to end: plan (one per server) → every server at once, each on its own
-//! thread ([`each_server_named`]): connect (work dir) → upload → per-board jobs on a rayon
-//! pool bounded by that server's `max_parallel` → clean up → results. The main thread owns
+//! thread ([`each_server_named`]; servers that may be one machine one after the other, see
+//! [`lanes`]): connect (work dir) → upload → per-board jobs on a rayon pool bounded by that
+//! server's `max_parallel` → clean up → results. The main thread owns
 //! the reporter and shows every server's events as they arrive. A server that cannot be set
 //! up fails its own boards; the others go on.
 
@@ -65,44 +66,90 @@ pub fn flash_auto(
         .collect();
     reporter.start_progress(&groups);
     let started = Instant::now();
-    let names: Vec<String> = plans.iter().map(|p| p.server_name.clone()).collect();
-    let by_name = |name: &str| plans.iter().find(|p| p.server_name == name);
-    let runs = each_server_named(
-        &names,
+    // One worker per lane; a lane's servers run one after the other.
+    let lanes = lanes(&plans);
+    let labels: Vec<String> = lanes
+        .iter()
+        .map(|lane| plans[lane[0]].server_name.clone())
+        .collect();
+    let lane_of = |label: &str| lanes.iter().find(|l| plans[l[0]].server_name == label);
+    let by_lane = each_server_named(
+        &labels,
         reporter,
-        fleet,
-        |name, emit| match by_name(name) {
-            Some(plan) => {
-                let run = run_plan(plan, started, emit);
-                // With other servers still running, say at once why this one stopped (alone,
-                // its error ends the run and is shown then).
-                if let (true, Some(e)) = (fleet, &run.setup_error) {
-                    emit(Event::Error {
-                        device: None,
-                        message: format!("{e}; its boards are not flashed"),
-                    });
-                }
-                run
-            }
-            None => not_run(name, started, "it has no plan (internal error)".into()),
+        false,
+        |label, emit| {
+            let Some(lane) = lane_of(label) else {
+                return Vec::new();
+            };
+            lane.iter()
+                .map(|&i| {
+                    let plan = &plans[i];
+                    // Several servers: their own lines are prefixed with their names.
+                    let mut emit = |e: Event| {
+                        emit(if fleet {
+                            e.or_device(&plan.server_name)
+                        } else {
+                            e
+                        })
+                    };
+                    let run = run_plan(plan, started, &mut emit);
+                    // With other servers still running, say at once why this one stopped
+                    // (alone, its error ends the run and is shown then).
+                    if let (true, Some(e)) = (fleet, &run.setup_error) {
+                        emit(Event::Error {
+                            device: None,
+                            message: format!("{e}; its boards are not flashed"),
+                        });
+                    }
+                    run
+                })
+                .collect()
         },
-        |name, why| match by_name(name) {
-            Some(plan) => failed_run(plan, started, Error::usage(why)),
-            None => not_run(name, started, why),
+        |label, why| {
+            lane_of(label)
+                .into_iter()
+                .flatten()
+                .map(|&i| failed_run(&plans[i], started, Error::usage(why.clone())))
+                .collect()
         },
     );
+    // Back in plan order.
+    let mut runs: Vec<ServerRun> = by_lane.into_iter().flatten().collect();
+    runs.sort_by_key(|r| {
+        plans
+            .iter()
+            .position(|p| p.server_name == r.server)
+            .unwrap_or(usize::MAX)
+    });
     reporter.end_progress();
     Ok(runs)
 }
 
-/// A server the run could not work on at all.
-fn not_run(name: &str, started: Instant, why: String) -> ServerRun {
-    ServerRun {
-        server: name.to_string(),
-        results: Vec::new(),
-        setup_error: Some(Error::usage(why)),
-        elapsed: started.elapsed(),
+/// The plans (by index) grouped into lanes that run at once: servers that may be the same
+/// machine (a hostname in common, the same port and user) share a lane and run one after the
+/// other, so that they never race to start the same connection master (a master that lost
+/// the race would stay connected as a plain `ssh -f -N`) nor put both servers' agents on one
+/// master (sshd's `MaxSessions`).
+fn lanes(plans: &[Plan]) -> Vec<Vec<usize>> {
+    let same_machine = |a: &Plan, b: &Plan| {
+        a.server.port == b.server.port
+            && a.server.user == b.server.user
+            && a.server
+                .hostnames
+                .iter()
+                .any(|h| b.server.hostnames.contains(h))
+    };
+    let mut lanes: Vec<Vec<usize>> = Vec::new();
+    for (i, plan) in plans.iter().enumerate() {
+        match lanes
+            .iter_mut()
+            .find(|lane| lane.iter().any(|&j| same_machine(&plans[j], plan)))
+        {
+            Some(lane) => lane.push(i),
+            None => lanes.push(vec![i]),
+        }
     }
+    lanes
 }
 
 /// Every board of `plan` failed with `e`, which stopped the server before any of them.
@@ -220,4 +267,39 @@ fn run_pool(plan: &Plan, session: &Session, emit: &mut dyn FnMut(Event)) -> Vec<
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn plans(servers: &str) -> Vec<Plan> {
+        let config = crate::config::parse(
+            &format!(r#"{{"servers": {{{servers}}}}}"#),
+            Path::new("c.json"),
+        )
+        .unwrap();
+        config
+            .servers
+            .into_iter()
+            .map(|(name, server)| Plan {
+                server_name: name,
+                server,
+                jobs: Vec::new(),
+                uploads: Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn servers_that_may_be_one_machine_share_a_lane() {
+        // (config.json's servers come sorted by name.)
+        let p = plans(
+            r#""a": {"hostnames": ["pi1", "10.0.0.1"]}, "b": {"hostnames": ["pi2"]},
+               "c": {"hostnames": ["10.0.0.1"]}, "d": {"hostnames": ["pi1"], "port": 2222},
+               "e": {"hostnames": ["pi2"], "user": "lab"}"#,
+        );
+        assert_eq!(lanes(&p), [vec![0, 2], vec![1], vec![3], vec![4]]);
+    }
 }
