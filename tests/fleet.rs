@@ -355,6 +355,12 @@ fn refused_everywhere(env: &TestEnv, args: &[&str], needles: &[&str]) {
         run.stderr_has(n);
     }
     assert_eq!(run.stdout(), "");
+    untouched(env);
+}
+
+/// No server of the env was logged in to, no fake was called.
+#[track_caller]
+fn untouched(env: &TestEnv) {
     for lab in env.labs() {
         assert_eq!(lab.logins(), 0, "{} was logged in to", lab.name);
         assert!(lab.calls().is_empty(), "{}", lab.name);
@@ -443,10 +449,7 @@ fn dry_run_shows_the_plan_of_each_server_and_touches_none() {
     assert!(part1.contains(&format!("-p {} ", port("pi1"))), "{part1}");
     assert!(part1.contains("[a1] write") && part1.contains("[b1] write"));
     assert!(!part1.contains("[a2]"), "{part1}");
-    for lab in env.labs() {
-        assert_eq!(lab.logins(), 0, "{}", lab.name);
-        assert!(lab.calls().is_empty(), "{}", lab.name);
-    }
+    untouched(&env);
 }
 
 #[test]

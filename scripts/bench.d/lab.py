@@ -289,15 +289,7 @@ def cmd_record(results, *kv):
     except (ValueError, OSError) as e:
         fails.append("--json output unreadable: %s" % e)
     try:
-        state = json.load(open(os.path.join(labdir, "state.json")))
-        by_serial = {b["serial"]: b for b in state["boards"]}
-        wrong, twice = [], []
-        for x in json.load(open(os.path.join(labdir, "assign.json"))):
-            b = by_serial.get(x["serial"], {})
-            if b.get("firmware") != x["sha256"]:
-                wrong.append(x["alias"])
-            elif b.get("flash_count") != 1:
-                twice.append("%s (%s)" % (x["alias"], b.get("flash_count")))
+        wrong, twice = wrong_boards(labdir)
         if wrong:
             fails.append("%d board(s) without their firmware in state.json: %s"
                          % (len(wrong), ", ".join(wrong[:8])))

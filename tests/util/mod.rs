@@ -260,23 +260,16 @@ impl TestEnv {
     }
 
     pub fn write_state(&self, v: Value) {
-        std::fs::write(
-            self.lab.join("state.json"),
-            serde_json::to_string_pretty(&v).unwrap(),
-        )
-        .unwrap();
+        self.labs()[0].write_state(&v);
     }
 
     pub fn state(&self) -> Value {
-        serde_json::from_str(&std::fs::read_to_string(self.lab.join("state.json")).unwrap())
-            .unwrap()
+        self.labs()[0].state()
     }
 
     /// Changes the state with `f`.
     pub fn edit_state(&self, f: impl FnOnce(&mut Value)) {
-        let mut s = self.state();
-        f(&mut s);
-        self.write_state(s);
+        self.labs()[0].edit_state(f);
     }
 
     /// A local firmware file with distinct content; returns its file name.
@@ -307,21 +300,12 @@ impl TestEnv {
 
     /// The firmware hash the fake recorded for the board with this serial.
     pub fn flashed(&self, serial: &str) -> Option<String> {
-        self.state()["boards"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|b| b["serial"] == serial)
-            .and_then(|b| b["firmware"].as_str().map(str::to_string))
+        self.labs()[0].flashed(serial)
     }
 
     /// Every call the fakes logged.
     pub fn calls(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.lab.join("calls.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        self.labs()[0].calls()
     }
 
     /// `<command> <mask>` of every hub call, in order.
@@ -386,12 +370,7 @@ impl TestEnv {
     /// (`stm-remote-hub.lock`, `stm-remote-board-<serial>.lock`) are meant to stay: they are
     /// shared by every run on the server.
     pub fn leftovers(&self) -> Vec<String> {
-        std::fs::read_dir(&self.remote_tmp)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            // Lock files and the firmware cache are meant to stay.
-            .filter(|n| !n.ends_with(".lock") && !n.starts_with("stm-remote-cache-"))
-            .collect()
+        self.labs()[0].leftovers()
     }
 
     /// Starts stm-remote in the background (same environment as [`TestEnv::run`]).
