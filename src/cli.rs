@@ -62,11 +62,15 @@ pub enum Command {
     )]
     FlashAuto(FlashArgs),
 
-    /// Drive the USB hub of a flash server: port power, BOOT0 and NRST lines.
+    /// Drive the USB hub of a flash server: port power, BOOT0 and NRST lines, and the ST-LINK
+    /// multiplexer. Every change is read back and counts only when the hub confirms it.
     #[command(after_help = "Examples:\n  stm-remote hub pi1 get_power_state\n  \
                       stm-remote hub pi1 power_off 0x0004\n  \
                       stm-remote hub pi1 power_on USB3,USB4\n  \
-                      stm-remote hub pi1 nrst_on dfu1")]
+                      stm-remote hub pi1 power_cycle dfu1 --off-seconds 3\n  \
+                      stm-remote hub pi1 nrst_on dfu1\n  \
+                      stm-remote hub pi1 stlink_mux 3\n  \
+                      stm-remote hub pi1 get_boot_state --json")]
     Hub(HubArgs),
 
     /// List the boards attached to flash servers and bring config.json in step: add new
@@ -142,19 +146,45 @@ pub struct HubArgs {
     #[arg(add = ArgValueCandidates::new(complete::servers))]
     pub server: String,
 
-    /// The hub command.
+    /// The hub command. Every change is read back with the matching get_* query and counts
+    /// only when the hub confirms it.
     #[arg(value_enum)]
     pub action: crate::hub::HubAction,
 
     /// Which ports: a hex mask (0x0004), a port name (USB3), a device alias (its hub_port), or
-    /// a comma list of those. Not used by get_power_state.
+    /// a comma list of those; for stlink_mux, a channel 1..16 or the alias of a device with
+    /// `stlink_mux`. The get_* queries take none.
     #[arg(add = ArgValueCandidates::new(complete::hub_targets))]
     pub target: Option<String>,
+
+    /// How long power_cycle keeps the ports off, in seconds. Default: the server's
+    /// `power_off_seconds`.
+    #[arg(long, value_name = "SECONDS")]
+    pub off_seconds: Option<f64>,
+
+    /// Print one JSON document on stdout: the command, each hub call with the hub's reply and
+    /// its read-back, the state read back (with the aliases on each port), and the verdict.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub json: bool,
 
     /// Check the arguments, then print the ssh commands and the hub calls that would run, and
     /// stop: nothing is connected or switched.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+impl HubArgs {
+    /// The request these arguments make.
+    pub fn request(&self) -> crate::hub::HubRequest<'_> {
+        crate::hub::HubRequest {
+            server: &self.server,
+            action: self.action,
+            target: self.target.as_deref(),
+            off_seconds: self.off_seconds,
+            json: self.json,
+            dry_run: self.dry_run,
+        }
+    }
 }
 
 /// Arguments of `discover`.
@@ -396,7 +426,7 @@ mod complete {
                 config
                     .devices
                     .iter()
-                    .filter(|(_, d)| d.hub_port.is_some())
+                    .filter(|(_, d)| d.hub_port.is_some() || d.stlink_mux.is_some())
                     .map(|(alias, d)| {
                         CompletionCandidate::new(alias).help(Some(describe(d).into()))
                     })

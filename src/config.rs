@@ -47,6 +47,20 @@ pub struct Server {
     /// Path of the hub control script on the server (run as a command).
     #[serde(default)]
     pub hub_cli: Option<String>,
+    /// The lock file every hub call holds with `flock` on the server: the one the original
+    /// tool's hub helpers use, so that stm-remote and they never talk to the hub at once
+    /// (stm-remote extension; the original's hub daemon config uses
+    /// `/var/lock/stm_hub_uart.lock`).
+    #[serde(default = "default_hub_lock")]
+    pub hub_lock: String,
+    /// How many ports the hub has (1..16): masks beyond them are refused before anything is
+    /// sent, and hub tables show that many ports (stm-remote extension).
+    #[serde(default = "default_hub_ports")]
+    pub hub_ports: u8,
+    /// The original tool's hub daemon settings: read, never used (hub calls go through
+    /// `hub_cli`); a run says so once at `-v 1`.
+    #[serde(default)]
+    pub hubd: Option<serde_json::Value>,
     /// How many boards of this server are flashed at once.
     #[serde(default = "default_max_parallel")]
     pub max_parallel: usize,
@@ -64,9 +78,17 @@ pub struct Server {
     #[serde(default)]
     pub ssh_config: Option<String>,
     /// Absolute directory on the server under which each run makes its own work dir
-    /// (stm-remote extension).
-    #[serde(default = "default_remote_tmp")]
+    /// (stm-remote extension). Resolved at load: `remote_tmp`, else the original tool's
+    /// `workdir`, else `/tmp`.
+    #[serde(skip, default = "default_remote_tmp")]
     pub remote_tmp: String,
+    /// `remote_tmp` as written in config.json.
+    #[serde(default, rename = "remote_tmp")]
+    remote_tmp_given: Option<String>,
+    /// The original tool's remote directory: used for the work dirs when `remote_tmp` is
+    /// absent.
+    #[serde(default)]
+    pub workdir: Option<String>,
     /// Seconds after which one programmer run is considered hung (stm-remote extension).
     #[serde(default = "default_programmer_timeout")]
     pub programmer_timeout: f64,
@@ -109,6 +131,12 @@ fn default_port() -> u16 {
 }
 fn default_remote_tmp() -> String {
     "/tmp".into()
+}
+fn default_hub_lock() -> String {
+    "/tmp/stm_hub_uart.lock".into()
+}
+fn default_hub_ports() -> u8 {
+    16
 }
 fn default_programmer_timeout() -> f64 {
     300.0
@@ -177,6 +205,10 @@ pub struct Device {
     /// Hub control lines wired to the board.
     #[serde(default)]
     pub signals: Signals,
+    /// The channel (1..16) of the hub's ST-LINK multiplexer that reaches this SWD board; the
+    /// boards of one multiplexer share its probe's serial (stm-remote extension).
+    #[serde(default)]
+    pub stlink_mux: Option<u8>,
 }
 
 fn default_interface() -> String {
@@ -288,6 +320,13 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
         hint: Some("see the documented example config.json in the stm-remote repository".into()),
     })?;
     config.path = path.to_path_buf();
+    for server in config.servers.values_mut() {
+        server.remote_tmp = server
+            .remote_tmp_given
+            .clone()
+            .or_else(|| server.workdir.clone())
+            .unwrap_or_else(default_remote_tmp);
+    }
     validate(&config).map_err(|message| Error::Config {
         path: path.to_path_buf(),
         message,
@@ -365,6 +404,17 @@ fn validate_server(name: &str, s: &Server) -> Result<(), String> {
             ));
         }
     }
+    if !(1..=16).contains(&s.hub_ports) {
+        return Err(format!("`hub_ports` is {}; it must be 1..16", s.hub_ports));
+    }
+    if !(s.hub_lock.starts_with('/') || s.hub_lock.starts_with("~/"))
+        || s.hub_lock.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "`hub_lock` {:?} must be an absolute path (or start with `~/`)",
+            s.hub_lock
+        ));
+    }
     if s.nrst_hold_ms > 60_000 {
         return Err("`nrst_hold_ms` must be at most 60000".into());
     }
@@ -403,6 +453,47 @@ fn validate_device(alias: &str, d: &Device, config: &Config) -> Result<(), Strin
         return Err(format!(
             "`hub_port` is {port:?}; it must be one of USB1..USB16 (or null for none)"
         ));
+    }
+    if let Some(mask) = d.hub_mask() {
+        let ports = config.servers[&d.server].hub_ports;
+        if u32::from(mask) >= 1u32 << ports {
+            return Err(format!(
+                "`hub_port` is {:?}, but server `{}` has `hub_ports: {ports}`",
+                d.hub_port.as_deref().unwrap_or_default(),
+                d.server
+            ));
+        }
+    }
+    if let Some(channel) = d.stlink_mux {
+        if !(1..=16).contains(&channel) {
+            return Err(format!(
+                "`stlink_mux` is {channel}; it must be a channel 1..16"
+            ));
+        }
+        if d.interface() != Interface::Swd {
+            return Err(
+                "`stlink_mux` is set, but the board is not SWD (`default_interface: \"SWD\"`): \
+                 the hub's multiplexer switches an ST-LINK"
+                    .into(),
+            );
+        }
+        if config.servers[&d.server].hub_cli.is_none() {
+            return Err(format!(
+                "`stlink_mux` is set, but server `{}` has no `hub_cli` to switch the multiplexer",
+                d.server
+            ));
+        }
+        if let Some((other, _)) = config.devices.iter().find(|(a, o)| {
+            a.as_str() != alias
+                && o.server == d.server
+                && o.stlink_mux == Some(channel)
+                && o.serial.eq_ignore_ascii_case(&d.serial)
+        }) {
+            return Err(format!(
+                "`stlink_mux` channel {channel} of probe {} is also the channel of `{other}`",
+                d.serial
+            ));
+        }
     }
     if d.serial.is_empty() || !d.serial.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(format!(

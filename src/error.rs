@@ -154,20 +154,13 @@ impl Error {
                  config.json, default /tmp)"
                     .into(),
             ),
-            Error::Process(ProcessError::Spawn { program, .. })
-                if program == "ssh" =>
-            {
+            Error::Process(ProcessError::Spawn { program, .. }) if program == "ssh" => {
                 Some("install the OpenSSH client (ssh must be on PATH)".into())
             }
-            Error::Hub(crate::hub::HubError::NotAvailable(_)) => Some(
-                "set `hub_cli` (and `power_control: true` for power commands) for this server in config.json".into(),
-            ),
-            Error::Hub(crate::hub::HubError::Failed { server, .. }) => Some(format!(
-                "run `stm-remote -v 3 hub {server} get_power_state` to see what the hub script prints"
-            )),
-            Error::Report { .. } => Some(
-                "give `--junit` a file path in an existing, writable directory".into(),
-            ),
+            Error::Hub(e) => e.hint(),
+            Error::Report { .. } => {
+                Some("give `--junit` a file path in an existing, writable directory".into())
+            }
             Error::Process(_) | Error::Io(_) | Error::Cancelled => None,
         }
     }

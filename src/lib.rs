@@ -79,21 +79,7 @@ fn run(cli: &Cli, reporter: &mut Reporter) -> Result<u8, Error> {
         }
         Command::Hub(args) => {
             let config = config::load(cli.config.as_deref())?;
-            if args.dry_run {
-                let plan =
-                    hub::hub_dry_run(&config, &args.server, args.action, args.target.as_deref())?;
-                print_stdout(&plan)?;
-                return Ok(EXIT_OK);
-            }
-            let table = hub::hub_command(
-                &config,
-                &args.server,
-                args.action,
-                args.target.as_deref(),
-                reporter,
-            )?;
-            print_stdout(&table)?;
-            Ok(EXIT_OK)
+            hub::hub_command(&config, &args.request(), reporter)
         }
         Command::Completions(args) => {
             print_stdout(&cli::completion_script(args.shell))?;

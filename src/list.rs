@@ -47,6 +47,8 @@ pub struct Row {
     pub serial: String,
     pub hub_port: Option<String>,
     pub signals: Signals,
+    /// The channel of the hub's ST-LINK multiplexer the board is reached on.
+    pub stlink_mux: Option<u8>,
     /// Only with `--live`: `true`, `false`, or `null` when unknown.
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -156,6 +158,7 @@ pub fn rows(config: &Config, servers: &[String], reports: Option<&[ServerReport]
                 boot: d.signals.boot,
                 nrst: d.signals.nrst,
             },
+            stlink_mux: d.stlink_mux,
             visible: reports.map(
                 |reports| match reports.iter().find(|r| r.server == d.server) {
                     Some(r) if r.error.is_none() => {
@@ -186,6 +189,7 @@ fn yes_no(b: bool) -> &'static str {
 /// The table: a header, then one aligned line per row; `VISIBLE` only with `--live`.
 pub fn render_table(rows: &[Row]) -> String {
     let live = rows.iter().any(|r| r.visible.is_some());
+    let mux = rows.iter().any(|r| r.stlink_mux.is_some());
     let mut header = vec![
         "ALIAS",
         "SERVER",
@@ -195,6 +199,9 @@ pub fn render_table(rows: &[Row]) -> String {
         "BOOT",
         "NRST",
     ];
+    if mux {
+        header.push("MUX");
+    }
     if live {
         header.push("VISIBLE");
     }
@@ -209,6 +216,9 @@ pub fn render_table(rows: &[Row]) -> String {
             yes_no(r.signals.boot).into(),
             yes_no(r.signals.nrst).into(),
         ];
+        if mux {
+            line.push(r.stlink_mux.map_or_else(|| "-".into(), |n| n.to_string()));
+        }
         if let Some(v) = r.visible {
             line.push(
                 match v {
@@ -277,7 +287,8 @@ fn render_unconfigured(reports: &[ServerReport]) -> String {
 /// The `--json` document (pretty-printed, newline-terminated):
 ///
 /// `{"schema_version": 1, "devices": [{"alias", "server", "interface": "USB"|"SWD", "serial", "hub_port":
-/// "USB3"|null, "signals": {"boot": bool, "nrst": bool}, "visible": true|false|null}]}`, with
+/// "USB3"|null, "signals": {"boot": bool, "nrst": bool}, "stlink_mux": 1..16|null, "visible":
+/// true|false|null}]}`, with
 /// `visible` and a `"servers": {"<name>": {"error": null|"...", "unconfigured": [{"interface",
 /// "serial", "board"}]}}` object only with `--live`.
 pub fn render_json(rows: &[Row], reports: Option<&[ServerReport]>) -> String {
@@ -337,6 +348,7 @@ mod tests {
             board: None,
             alias: alias.map(str::to_string),
             ambiguous: false,
+            mux: Vec::new(),
             usable: true,
             device_id: None,
         }
@@ -400,7 +412,7 @@ mod tests {
             doc["devices"][2],
             serde_json::json!({"alias": "zeta", "server": "pi1", "interface": "USB",
                 "serial": "207036B25853", "hub_port": "USB3",
-                "signals": {"boot": true, "nrst": true}, "visible": null})
+                "signals": {"boot": true, "nrst": true}, "stlink_mux": null, "visible": null})
         );
         assert_eq!(doc["devices"][1]["visible"], true);
         assert_eq!(doc["devices"][0]["visible"], false);
@@ -420,7 +432,8 @@ mod tests {
         assert_eq!(
             doc["devices"][3],
             serde_json::json!({"alias": "far", "server": "pi2", "interface": "USB",
-                "serial": "1234", "hub_port": null, "signals": {"boot": false, "nrst": false}})
+                "serial": "1234", "hub_port": null, "signals": {"boot": false, "nrst": false},
+                "stlink_mux": null})
         );
         assert!(doc.get("servers").is_none());
         assert_eq!(doc["schema_version"], SCHEMA_VERSION);

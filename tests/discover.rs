@@ -41,7 +41,7 @@ fn modified(path: &Path) -> SystemTime {
 /// The `--json` entry of one found device.
 fn found(interface: &str, serial: &str, board: Option<&str>, alias: Option<&str>) -> Value {
     json!({"interface": interface, "serial": serial, "board": board, "alias": alias,
-           "ambiguous": false, "usable": true})
+           "ambiguous": false, "mux": [], "usable": true})
 }
 
 #[test]
@@ -260,7 +260,7 @@ fn boards_sharing_a_serial_are_ambiguous_and_never_added() {
     );
     let original = configure(&env, json!({"dfu1": entry(DFU1, "USB", Some("USB3"))}));
     let ambiguous = json!({"interface": "USB", "serial": F072, "board": null, "alias": null,
-                           "ambiguous": true, "usable": true});
+                           "ambiguous": true, "mux": [], "usable": true});
     let run = env.run(&["discover", "--json"]);
     run.code(0);
     assert_eq!(
@@ -291,7 +291,7 @@ fn a_busy_probe_is_listed_as_unusable_and_its_device_is_not_pruned() {
         run.json()["servers"]["lab"],
         json!({"devices": [{"interface": "SWD", "serial": "5&1E237D3C&0&3",
                             "board": "NUCLEO-G0B1RE", "alias": null, "ambiguous": false,
-                            "usable": false}],
+                            "mux": [], "usable": false}],
                "missing": [], "error": null})
     );
     env.run(&["discover", "--yes", "--prune"])

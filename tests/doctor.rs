@@ -90,27 +90,26 @@ fn a_missing_programmer_is_a_failed_check() {
 #[test]
 fn a_failing_or_silent_hub_is_a_failed_check() {
     let env = env();
-    env.edit_state(|s| s["hub"]["fail"] = json!(true));
+    env.edit_state(|s| s["hub"]["mode"] = json!("port_missing"));
     let run = env.run(&["doctor"]);
     run.code(1);
     let out = run.stdout();
-    assert_eq!(
-        line(&out, "hub"),
-        "  ✗ hub         hub `get_power_state` on server `lab`: the hub script exited with 1: \
-         ERROR: hub not responding"
-    );
     assert!(
-        out.contains("hint: run `stm-remote -v 3 hub lab get_power_state`"),
+        line(&out, "hub").starts_with(
+            "  ✗ hub         hub `get_power_state` on server `lab`: the hub's serial port is \
+             missing: serial.serialutil.SerialException: [Errno 2] could not open port /dev/serial0"
+        ),
         "{out}"
     );
+    assert!(out.contains("raspi-config"), "{out}");
     env.edit_state(|s| {
-        s["hub"]["fail"] = json!(false);
-        s["hub"]["silent"] = json!(true);
+        s["hub"]["mode"] = json!("silent");
+        s["hub"]["silent_seconds"] = json!(0.2);
     });
     let run = env.run(&["doctor"]);
     run.code(1);
     assert!(
-        line(&run.stdout(), "hub").contains("the hub script printed nothing"),
+        line(&run.stdout(), "hub").contains("not confirmed: the hub did not answer"),
         "{}",
         run.stdout()
     );

@@ -166,31 +166,25 @@ fn hub_dry_run_prints_the_hub_calls_and_switches_nothing() {
     untouched(&env, &before);
     let out = run.stdout();
     let hub = env.lab.join("hub_cli.py").display().to_string();
-    let lock = env
-        .remote_tmp
-        .join("stm-remote-hub.lock")
-        .display()
-        .to_string();
+    let lock = env.lab.join("hub_uart.lock").display().to_string();
     for needle in [
         "Dry run: nothing is connected, uploaded, flashed or switched.".to_string(),
-        "1. connect (the first hostname that answers is used)".into(),
-        format!("-- {}@127.0.0.1 true", crate::util::whoami()),
-        "2. hub `power_off 0x0002`".into(),
-        format!(
-            "on the server, under the hub lock: flock -E 75 -w 60 {lock} {hub} power_off 0x0002"
-        ),
-        "3. hub `get_power_state`".into(),
-        format!(
-            "-- {}@127.0.0.1 'flock -E 75 -w 60 {lock} {hub} get_power_state'",
-            crate::util::whoami()
-        ),
+        "1. log in and run the hub calls in one batch: `power_off 0x0002` (read back with \
+         `get_power_state`)"
+            .into(),
+        format!("under the hub lock {lock} (held with flock, waiting up to 60 s), with {hub}"),
+        format!("-- {}@127.0.0.1 \"sh -c 'lock=", crate::util::whoami()),
+        format!("stm-remote-hub {lock} 60 {hub} call power_off 0x0002 get_power_state\""),
     ] {
         assert!(out.contains(&needle), "{needle:?} missing in\n{out}");
     }
+    assert!(!out.contains("2. "), "one login, one step:\n{out}");
     let run = env.run(&["hub", "lab", "nrst_on", "USB3", "--dry-run"]);
     run.code(0);
-    assert!(run.stdout().contains("2. hub `nrst_on 0x0004`"));
-    assert!(!run.stdout().contains("3. "), "{}", run.stdout());
+    assert!(
+        run.stdout()
+            .contains("1. log in and run the hub calls in one batch: `nrst_on 0x0004`")
+    );
     assert!(
         !run.stdout().contains("mktemp"),
         "the hub needs no work dir"

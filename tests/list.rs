@@ -52,7 +52,7 @@ fn the_inventory_is_a_table_sorted_by_server_then_alias_and_nothing_connects() {
     assert_eq!(
         devices[0],
         json!({"alias": "dfu1", "server": "lab", "interface": "USB", "serial": DFU1,
-               "hub_port": "USB1", "signals": {"boot": true, "nrst": true}})
+               "hub_port": "USB1", "signals": {"boot": true, "nrst": true}, "stlink_mux": null})
     );
     assert!(doc.get("servers").is_none(), "{doc}");
     assert_eq!(doc["schema_version"], 1);

@@ -116,8 +116,7 @@ def cmd_lab(labdir, n, t, files_json, server_idx):
     state = {"version": "2.20.0", "ansi": True, "crlf": False, "flash_seconds": t,
              "flash_seconds_from_exec": True,
              "list_seconds": 0.0,
-             "hub": {"power": "0xFFFF", "boot": "0x0000", "nrst": "0x0000",
-                     "fail": False, "silent": False},
+             "hub": {"power": "0xFFFF", "boot": "0x0000", "nrst": "0x0000", "mode": "normal"},
              "boards": boards}
     for stale in ("calls.log",):
         try:

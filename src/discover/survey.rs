@@ -24,12 +24,22 @@ pub struct Found {
     /// Several attached boards report this serial, or several configured devices use it:
     /// the programmer cannot tell them apart, so no alias is assigned and none is added.
     pub ambiguous: bool,
+    /// An ST-LINK probe behind the hub's multiplexer: the configured boards it reaches, by
+    /// channel (`[{"channel": 1, "alias": "m1"}, ...]`); empty otherwise.
+    pub mux: Vec<MuxBoard>,
     /// False when the listed serial is not a serial (a busy or wedged ST-LINK shows a Windows
     /// device instance id such as `5&1E237D3C&0&3`): such a device cannot be configured.
     pub usable: bool,
     /// DFU `Device ID` (`0x0413`), shown to the user; not part of the JSON document.
     #[serde(skip)]
     pub device_id: Option<String>,
+}
+
+/// A configured board behind the hub's ST-LINK multiplexer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MuxBoard {
+    pub channel: u8,
+    pub alias: String,
 }
 
 fn as_display<S: serde::Serializer>(i: &Interface, s: S) -> Result<S::Ok, S::Error> {
@@ -39,7 +49,7 @@ fn as_display<S: serde::Serializer>(i: &Interface, s: S) -> Result<S::Ok, S::Err
 impl Found {
     /// Listed, identifiable, and not configured yet: what discover may add.
     pub fn is_new(&self) -> bool {
-        self.usable && !self.ambiguous && self.alias.is_none()
+        self.usable && !self.ambiguous && self.alias.is_none() && self.mux.is_empty()
     }
 }
 
@@ -102,6 +112,7 @@ pub fn survey(config: &Config, server: &str, list: &ListOutput) -> ServerReport 
             board: None,
             alias: None,
             ambiguous: false,
+            mux: Vec::new(),
             usable: is_serial(&d.serial),
             device_id: d.device_id.clone(),
         })
@@ -111,6 +122,7 @@ pub fn survey(config: &Config, server: &str, list: &ListOutput) -> ServerReport 
             board: p.board.clone(),
             alias: None,
             ambiguous: false,
+            mux: Vec::new(),
             usable: p.usable && is_serial(&p.serial),
             device_id: None,
         }))
@@ -137,6 +149,24 @@ pub fn survey(config: &Config, server: &str, list: &ListOutput) -> ServerReport 
             .map(|(a, _)| *a)
             .collect();
         let attached = found_count.get(&k).copied().unwrap_or(0);
+        // One probe reaching several boards through the hub's ST-LINK mux: each configured
+        // board has its channel, so they are told apart.
+        let channels: Vec<MuxBoard> = matches
+            .iter()
+            .filter_map(|a| {
+                config.devices[a.as_str()]
+                    .stlink_mux
+                    .map(|channel| MuxBoard {
+                        channel,
+                        alias: a.to_string(),
+                    })
+            })
+            .collect();
+        if attached == 1 && !channels.is_empty() && channels.len() == matches.len() {
+            d.mux = channels;
+            d.mux.sort_by_key(|m| m.channel);
+            continue;
+        }
         d.ambiguous = attached > 1 || matches.len() > 1;
         if !d.ambiguous {
             d.alias = matches.first().map(|a| a.to_string());
@@ -300,6 +330,7 @@ mod tests {
             board: board.map(Into::into),
             alias: None,
             ambiguous: false,
+            mux: Vec::new(),
             usable: true,
             device_id: None,
         }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::checks::{Check, PathState, ServerChecks, parse_probe, probe_argv, probe_checks};
 use crate::config::{self, Server, expand_tilde};
 use crate::error::{EXIT_DEVICE_FAILED, EXIT_OK, Error};
-use crate::hub::Hub;
+use crate::hub::{Call, Hub, Line};
 use crate::jobs::{Answer, Event, each_server, first_answer};
 use crate::remote::{self, SSH_EXIT_CONNECTION, SshTarget};
 use crate::report::Reporter;
@@ -285,22 +285,23 @@ fn hub_check(
                 target,
                 agents: None,
             };
-            match hub.power_state(None, emit) {
+            match hub.query(Call::Get(Line::Power), None, emit) {
                 Ok(mask) => Check::pass(
                     "hub",
                     format!(
                         "{hub_cli} answers get_power_state: {}",
-                        crate::hub::mask_hex(mask)
+                        crate::hub::mask_hex(mask as u16)
                     ),
                 ),
-                Err(e) => Check::fail(
-                    "hub",
-                    e.to_string(),
-                    format!(
-                        "run `stm-remote -v 3 hub {name} get_power_state` to see what the hub \
-                         script prints"
-                    ),
-                ),
+                Err(e) => {
+                    let hint = e.hint().unwrap_or_else(|| {
+                        format!(
+                            "run `stm-remote -v 3 hub {name} get_power_state` to see what the hub \
+                             script prints"
+                        )
+                    });
+                    Check::fail("hub", e.to_string(), hint)
+                }
             }
         }
     }

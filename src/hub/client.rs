@@ -1,158 +1,210 @@
-//! The USB hub of a flash server, driven through its control script (`hub_cli` in
-//! config.json): `power_on|power_off|boot_on|boot_off|nrst_on|nrst_off <hex mask>` and
-//! `get_power_state`.
-//!
-//! Target parsing and output parsing are pure. [`Hub`] runs the script over ssh, serialised on
-//! the server with `flock` (the hub hangs off one serial line, and parallel jobs or other users
-//! must not interleave on it). A call that fails, prints nothing, or whose power read-back
-//! disagrees with what was asked is an error, never "OK".
+//! The custom hub of one connected server, driven through its control script (`hub_cli` in
+//! config.json): runs batches of calls ([`super::protocol`]) over a flash run's agents or one
+//! ssh, and turns what the script printed into verdicts. A change is done only when its
+//! read-back shows it; everything else is a [`HubError`] that names the call and its likely
+//! cause.
 
 use std::fmt;
 use std::process::Command;
-use std::sync::LazyLock;
 use std::time::Duration;
 
-use regex::Regex;
-
-use crate::config::{Config, Server, hub_port_mask, suggestion};
+use super::protocol::{self, Call, Line, PairOutput, Ran, Reply, Step};
+use crate::config::Server;
 use crate::jobs::Event;
 use crate::remote::{self, SSH_EXIT_CONNECTION, SshTarget};
 
-/// A hub command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-#[value(rename_all = "snake_case")]
-pub enum HubAction {
-    PowerOn,
-    PowerOff,
-    BootOn,
-    BootOff,
-    NrstOn,
-    NrstOff,
-    GetPowerState,
-}
+/// Seconds a pair of calls may wait for the hub lock.
+pub const HUB_LOCK_WAIT_SECS: u32 = 60;
 
-impl HubAction {
-    /// The word the hub script takes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HubAction::PowerOn => "power_on",
-            HubAction::PowerOff => "power_off",
-            HubAction::BootOn => "boot_on",
-            HubAction::BootOff => "boot_off",
-            HubAction::NrstOn => "nrst_on",
-            HubAction::NrstOff => "nrst_off",
-            HubAction::GetPowerState => "get_power_state",
-        }
-    }
-
-    /// Whether the command switches port power (needs `power_control`).
-    pub fn is_power(self) -> bool {
-        matches!(
-            self,
-            HubAction::PowerOn | HubAction::PowerOff | HubAction::GetPowerState
-        )
-    }
-}
-
-impl fmt::Display for HubAction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// `0x0004` style, as the hub script takes it.
-pub fn mask_hex(mask: u16) -> String {
-    format!("0x{mask:04X}")
-}
-
-/// The port names of a mask: `0x0005` → `["USB1", "USB3"]`.
-pub fn mask_ports(mask: u16) -> Vec<String> {
-    (0..16)
-        .filter(|i| mask & (1 << i) != 0)
-        .map(|i| format!("USB{}", i + 1))
-        .collect()
-}
-
-/// Parses a hub target: a hex mask (`0x0004`), a port name (`USB3`), a device alias of this
-/// server (its `hub_port`), or a comma list of those. The result is never 0.
-pub fn parse_target(spec: &str, config: &Config, server: &str) -> Result<u16, String> {
-    let mut mask = 0u16;
-    for part in spec.split(',').map(str::trim) {
-        if part.is_empty() {
-            return Err(format!("the hub target {spec:?} has an empty item"));
-        }
-        let bits = if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
-            match u16::from_str_radix(hex, 16) {
-                Ok(m) if m != 0 && hex.len() <= 4 => m,
-                _ => {
-                    return Err(format!(
-                        "{part:?} is not a hub mask between 0x0001 and 0xFFFF"
-                    ));
-                }
-            }
-        } else if let Some(m) = hub_port_mask(part) {
-            m
-        } else if let Some(device) = config.devices.get(part) {
-            if device.server != server {
-                return Err(format!(
-                    "device `{part}` is attached to server `{}`, not `{server}`",
-                    device.server
-                ));
-            }
-            match device.hub_mask() {
-                Some(m) => m,
-                None => return Err(format!("device `{part}` has no `hub_port` in config.json")),
-            }
-        } else {
-            return Err(format!(
-                "{part:?} is neither a hub mask (0x0004), a port (USB1..USB16) nor a device alias{}",
-                suggestion(part, config.devices.keys())
-            ));
-        };
-        mask |= bits;
-    }
-    Ok(mask)
-}
-
-static HEX_MASK: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\b0[xX]([0-9a-fA-F]{1,4})\b").expect("valid regex"));
-
-/// The power mask in `get_power_state` output: the first `0x` number printed.
-pub fn parse_power_state(output: &str) -> Option<u16> {
-    let clean = crate::programmer::normalize(output);
-    let caps = HEX_MASK.captures(&clean)?;
-    u16::from_str_radix(&caps[1], 16).ok()
+/// Why a hub call did not do what it was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// A query (or a change's read-back) reported no state: the script prints `['OK']` by
+    /// itself when the hub does not answer.
+    Silent,
+    /// The read-back shows another state than the one asked for.
+    Contradicted(String),
+    /// The hub answered `ERROR`.
+    Refused(String),
+    /// The script does not know the command (an older `hub_cli.py`).
+    UnknownCommand,
+    /// The script ended in a Python traceback: its exception line.
+    Crashed(String),
+    /// The script failed otherwise (not found, not executable, usage): exit code, last line.
+    ScriptFailed(i32, String),
+    /// Exit 0 without a reply list.
+    Unreadable(String),
+    /// Another user of the hub held its lock for [`HUB_LOCK_WAIT_SECS`].
+    LockBusy(String),
+    /// The hub lock could not be taken at all (`flock` missing, the file cannot be opened).
+    LockFailed(String, i32),
+    /// ssh failed, or the connection ended before the hub's answer arrived.
+    Transport(String),
+    /// A power cycle or a reset pulse that failed, and what it left: `USB3 left OFF`, then
+    /// the failure of the call that should have undone it.
+    Left { state: String, cause: Box<HubError> },
 }
 
 /// A failed hub call.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HubError {
-    /// The server cannot drive the hub as asked.
+    /// The server cannot drive the hub as asked (config).
     #[error("{0}")]
     NotAvailable(String),
-    /// The script failed, was silent, or read back wrong.
-    #[error("hub `{command}` on server `{server}`: {problem}")]
+    /// The call failed, or its result is not confirmed.
+    #[error("hub `{call}` on server `{server}`: {problem}")]
     Failed {
         server: String,
-        command: String,
-        problem: String,
+        call: String,
+        problem: Problem,
     },
 }
 
-/// `power_off 0x0004`, `get_power_state`: the call as the hub script sees it.
-pub fn command_word(action: HubAction, mask: Option<u16>) -> String {
-    match mask {
-        Some(m) => format!("{action} {}", mask_hex(m)),
-        None => action.to_string(),
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Silent => f.write_str(
+                "not confirmed: the hub did not answer (hub_cli.py printed only ['OK'], which it \
+                 prints by itself when the hub is silent)",
+            ),
+            Problem::Contradicted(read) => {
+                write!(f, "not confirmed: the hub said OK but reads back {read}")
+            }
+            Problem::Refused(e) => write!(f, "the hub refused it ({e})"),
+            Problem::UnknownCommand => {
+                f.write_str("the hub script does not know this command (`Unknown command`)")
+            }
+            Problem::Crashed(e) => {
+                write!(f, "{}: {e}", protocol::crash_cause(e).0)
+            }
+            Problem::ScriptFailed(127, last) => write!(f, "the hub script was not found ({last})"),
+            Problem::ScriptFailed(126, last) => {
+                write!(f, "the hub script is not executable ({last})")
+            }
+            Problem::ScriptFailed(code, last) if last.is_empty() => {
+                write!(f, "the hub script exited with {code}")
+            }
+            Problem::ScriptFailed(code, last) => {
+                write!(f, "the hub script exited with {code}: {last}")
+            }
+            Problem::Unreadable(last) if last.is_empty() => {
+                f.write_str("the hub script printed nothing; whether the hub acted is not known")
+            }
+            Problem::Unreadable(last) => write!(
+                f,
+                "the hub script printed no reply list ({last:?}); whether the hub acted is not known"
+            ),
+            Problem::LockBusy(lock) => write!(
+                f,
+                "the hub lock {lock} stayed busy for {HUB_LOCK_WAIT_SECS} s; nothing was sent"
+            ),
+            Problem::LockFailed(lock, 127) => write!(
+                f,
+                "`flock` is not installed on the server, so the hub lock {lock} cannot be held; \
+                 nothing was sent"
+            ),
+            Problem::LockFailed(lock, code) => write!(
+                f,
+                "the hub lock {lock} cannot be opened (exit {code}); nothing was sent"
+            ),
+            Problem::Transport(why) => f.write_str(why),
+            Problem::Left { state, cause } => write!(f, "{state} ({cause})"),
+        }
     }
 }
 
-/// Seconds a hub call may wait for the server-side hub lock.
-const HUB_LOCK_WAIT_SECS: u32 = 60;
+impl Problem {
+    /// Whether the hub may have carried out the call despite the failure: false when the
+    /// call never reached the hub, the hub refused it, or the read-back shows it undone.
+    pub fn may_have_acted(&self) -> bool {
+        matches!(
+            self,
+            Problem::Silent | Problem::Unreadable(_) | Problem::Transport(_) | Problem::Left { .. }
+        )
+    }
+}
 
-/// Exit code `flock` gives when the hub lock stays busy for [`HUB_LOCK_WAIT_SECS`]; plain
-/// `flock -w` exits 1 without a word, like a failing hub script.
-const HUB_LOCK_BUSY_EXIT: i32 = 75;
+impl HubError {
+    /// The next step: names the failed call and its likely cause.
+    pub fn hint(&self) -> Option<String> {
+        let HubError::Failed {
+            server,
+            call,
+            problem,
+        } = self
+        else {
+            return Some(
+                "set `hub_cli` (and `power_control: true` for power commands) for this server in \
+                 config.json"
+                    .into(),
+            );
+        };
+        Some(match problem {
+            Problem::Silent => format!(
+                "`{call}` got no answer from the hub: check the hub's power and the UART cable \
+                 between the hub and the server; `stm-remote -v 3 hub {server} get_power_state` \
+                 shows what the script prints"
+            ),
+            Problem::Contradicted(_) => format!(
+                "the hub accepted `{call}` but its state did not change: a port that does not \
+                 switch, or another tool switching it back; check with `stm-remote hub {server} \
+                 get_power_state`"
+            ),
+            Problem::Refused(_) => format!(
+                "the hub refused `{call}`: check that the port exists on this hub (a 4-port hub \
+                 refuses masks above 0x000F; set `hub_ports` for the server) and that the hub \
+                 firmware supports the command"
+            ),
+            Problem::UnknownCommand => format!(
+                "the server's hub script is older than this command (`{call}`): update `hub_cli` \
+                 to the version with power, BOOT0, NRST and ST-LINK mux commands"
+            ),
+            Problem::Crashed(e) => format!("`{call}` failed: {}", protocol::crash_cause(e).1),
+            Problem::ScriptFailed(..) | Problem::Unreadable(_) => format!(
+                "check `hub_cli` of server `{server}` in config.json: it must be the hub control \
+                 script, executable, printing the hub's reply list"
+            ),
+            Problem::LockBusy(_) => format!(
+                "another program is talking to the hub (the hub lock is held); try `{call}` again \
+                 later"
+            ),
+            Problem::LockFailed(..) => format!(
+                "install util-linux on the server, and check `hub_lock` of server `{server}`"
+            ),
+            Problem::Transport(_) => format!(
+                "whether `{call}` reached the hub is not known: check with `stm-remote hub \
+                 {server} get_power_state`"
+            ),
+            Problem::Left { cause, .. } => format!(
+                "{}; then check the ports with `stm-remote hub {server} get_power_state` (and \
+                 `get_nrst_state`) and switch them back by hand if needed",
+                cause
+                    .hint()
+                    .unwrap_or_else(|| format!("`{call}` did not complete"))
+            ),
+        })
+    }
+
+    /// The problem, when the call was tried.
+    pub fn problem(&self) -> Option<&Problem> {
+        match self {
+            HubError::Failed { problem, .. } => Some(problem),
+            HubError::NotAvailable(_) => None,
+        }
+    }
+}
+
+/// What one call of a batch did: its output, its read-back, and the verdict (the state read
+/// back or queried, or why not).
+#[derive(Debug, Clone)]
+pub struct CallResult {
+    pub call: Call,
+    /// What the script left for the call (`None`: never reported).
+    pub ran: Option<Ran>,
+    /// What the read-back query left.
+    pub readback: Option<Ran>,
+    pub result: Result<u32, HubError>,
+}
 
 /// The hub of one connected server.
 pub struct Hub<'a> {
@@ -165,254 +217,460 @@ pub struct Hub<'a> {
 }
 
 impl Hub<'_> {
-    /// Checks that the server can run `action` at all (before connecting).
-    pub fn check_available(
-        server_name: &str,
-        server: &Server,
-        action: HubAction,
-    ) -> Result<(), HubError> {
+    /// Checks that the server can run `call` at all (before connecting).
+    pub fn check_available(server_name: &str, server: &Server, call: Call) -> Result<(), HubError> {
         if server.hub_cli.is_none() {
             return Err(HubError::NotAvailable(format!(
                 "server `{server_name}` has no `hub_cli` in config.json, so its hub cannot be driven"
             )));
         }
-        if action.is_power() && !server.power_control {
+        if matches!(
+            call,
+            Call::On(Line::Power, _) | Call::Off(Line::Power, _) | Call::Set(Line::Power, _)
+        ) && !server.power_control
+        {
             return Err(HubError::NotAvailable(format!(
-                "server `{server_name}` has `power_control: false`; `{action}` is refused"
+                "server `{server_name}` has `power_control: false`; `{}` is refused",
+                call.word()
             )));
         }
         Ok(())
     }
 
-    fn failed(&self, command: &str, problem: impl Into<String>) -> HubError {
+    fn failed(&self, call: Call, problem: Problem) -> HubError {
         HubError::Failed {
             server: self.server_name.to_string(),
-            command: command.to_string(),
-            problem: problem.into(),
+            call: call.to_string(),
+            problem,
         }
     }
 
-    /// The remote command line of one hub call: the hub script under the server-wide hub
-    /// lock, as the server's shell runs it.
-    pub fn remote_command(&self, action: HubAction, mask: Option<u16>) -> Result<String, HubError> {
-        let hub_cli = self.server.hub_cli.as_deref().ok_or_else(|| {
-            HubError::NotAvailable(format!("server `{}` has no `hub_cli`", self.server_name))
-        })?;
-        let lock = self.server.remote_path("stm-remote-hub.lock");
-        let wait = HUB_LOCK_WAIT_SECS.to_string();
-        let busy = HUB_LOCK_BUSY_EXIT.to_string();
-        let hex = mask.map(mask_hex);
-        let mut script = vec![hub_cli, action.as_str()];
-        script.extend(hex.as_deref());
-        // `flock` first, then the script with its own path quoting (a leading `~/` expands).
-        remote::quote_command(&[
-            "flock",
-            "-E",
-            busy.as_str(),
-            "-w",
-            wait.as_str(),
-            lock.as_str(),
-        ])
-        .and_then(|f| Ok(format!("{f} {}", remote::quote_command(&script)?)))
-        .map_err(|e| self.failed(&command_word(action, mask), e.to_string()))
+    /// The remote command line of a batch, as the server's shell runs it.
+    pub fn remote_command(&self, steps: &[Step]) -> Result<String, HubError> {
+        let argv = batch_argv_for(self.server, steps)?;
+        remote::quote_command(&argv).map_err(|e| HubError::NotAvailable(e.to_string()))
     }
 
-    /// The ssh command of one hub call (see [`Hub::remote_command`]).
-    pub fn command(&self, action: HubAction, mask: Option<u16>) -> Result<Command, HubError> {
-        Ok(self.target.ssh_raw(&self.remote_command(action, mask)?))
+    /// The one-shot ssh command of a batch (what `--dry-run` and `-v 2` show).
+    pub fn command(&self, steps: &[Step]) -> Result<Command, HubError> {
+        Ok(self.target.ssh_raw(&self.remote_command(steps)?))
     }
 
-    /// Runs one hub command, serialised on the server; returns its output. `device` is used
-    /// to label log events.
-    pub fn call(
+    /// Runs `steps` in one round trip and judges each call. A batch that holds a change that
+    /// must be undone (a power cycle) is not cut by Ctrl-C: the server runs it to its end
+    /// anyway, and its outcome is worth waiting for.
+    pub fn run(
         &self,
-        action: HubAction,
-        mask: Option<u16>,
+        steps: &[Step],
         device: Option<&str>,
         emit: &dyn Fn(Event),
-    ) -> Result<String, HubError> {
-        let command = command_word(action, mask);
-        let remote_command = self.remote_command(action, mask)?;
-        let mut cmd = self.target.ssh_raw(&remote_command);
+    ) -> Vec<CallResult> {
+        let command = match self.remote_command(steps) {
+            Ok(c) => c,
+            Err(e) => return every_call(steps, |_| e.clone()),
+        };
+        let mut cmd = self.target.ssh_raw(&command);
         emit(Event::Command {
             device: device.map(str::to_string),
             command: remote::display(&cmd),
         });
-        let deadline = Duration::from_secs(
-            u64::from(HUB_LOCK_WAIT_SECS) + u64::from(self.server.connect_timeout) + 30,
-        );
+        let opts = remote::RunOptions {
+            deadline: Some(batch_deadline(self.server, steps)),
+            uncancellable: undoes_itself(steps),
+            ..remote::RunOptions::default()
+        };
         let out = match self.agents {
-            Some(agents) => {
-                let opts = remote::RunOptions {
-                    deadline: Some(deadline),
-                    ..remote::RunOptions::default()
-                };
-                agents.run_raw(&remote_command, &opts, &|c| {
-                    emit(crate::jobs::agent_event(device, c))
-                })
-            }
-            None => remote::run(&mut cmd, Some(deadline), None),
+            Some(agents) => agents.run_raw(&command, &opts, &|c| {
+                emit(crate::jobs::agent_event(device, c))
+            }),
+            None => remote::run_with(&mut cmd, opts),
+        };
+        match out {
+            Ok(out) => judge_batch(self.server_name, self.server, steps, &out, device, emit),
+            Err(e) => every_call(steps, |call| HubError::Failed {
+                server: self.server_name.to_string(),
+                call: call.to_string(),
+                problem: Problem::Transport(e.to_string()),
+            }),
         }
-        .map_err(|e| self.failed(&command, e.to_string()))?;
-        let label = device.unwrap_or("hub").to_string();
-        for line in out.stdout.lines().chain(out.stderr.lines()) {
-            emit(Event::Output {
-                device: label.clone(),
-                line: format!("hub: {line}"),
-            });
-        }
-        if out.code == Some(SSH_EXIT_CONNECTION) {
-            return Err(self.failed(&command, format!("ssh failed: {}", out.stderr_tail())));
-        }
-        if out.code == Some(HUB_LOCK_BUSY_EXIT) {
-            return Err(self.failed(
-                &command,
-                format!("the hub lock was busy for {HUB_LOCK_WAIT_SECS} s"),
-            ));
-        }
-        if out.code != Some(0) {
-            let why = if out.stderr_tail().is_empty() {
-                "no message".to_string()
-            } else {
-                out.stderr_tail()
-            };
-            return Err(self.failed(
-                &command,
-                format!(
-                    "the hub script exited with {:?}: {why}",
-                    out.code.unwrap_or(-1)
-                ),
-            ));
-        }
-        if out.stdout.trim().is_empty() && out.stderr.trim().is_empty() {
-            return Err(self.failed(
-                &command,
-                "the hub script printed nothing; it is not known whether the hub acted",
-            ));
-        }
-        Ok(out.stdout)
     }
 
-    /// Reads the port power mask.
-    pub fn power_state(&self, device: Option<&str>, emit: &dyn Fn(Event)) -> Result<u16, HubError> {
-        let out = self.call(HubAction::GetPowerState, None, device, emit)?;
-        parse_power_state(&out).ok_or_else(|| {
-            self.failed(
-                "get_power_state",
-                format!("no 0x mask in its output {:?}", remote::tail(&out, 2)),
-            )
-        })
-    }
-
-    /// Switches power of `mask` and confirms it with a read-back.
-    pub fn set_power(
+    /// One change, confirmed by its read-back; returns the state read back.
+    pub fn change(
         &self,
-        on: bool,
-        mask: u16,
+        call: Call,
         device: Option<&str>,
         emit: &dyn Fn(Event),
-    ) -> Result<u16, HubError> {
-        let action = if on {
-            HubAction::PowerOn
-        } else {
-            HubAction::PowerOff
-        };
-        self.call(action, Some(mask), device, emit)?;
-        let state = self.power_state(device, emit)?;
-        let ok = if on {
-            state & mask == mask
-        } else {
-            state & mask == 0
-        };
-        if ok {
-            Ok(state)
-        } else {
-            Err(self.failed(
-                &format!("{action} {}", mask_hex(mask)),
-                format!(
-                    "read-back disagrees: get_power_state says {}",
-                    mask_hex(state)
-                ),
-            ))
+    ) -> Result<u32, HubError> {
+        self.single(call, device, emit)
+    }
+
+    /// One query; returns the state it reports.
+    pub fn query(
+        &self,
+        call: Call,
+        device: Option<&str>,
+        emit: &dyn Fn(Event),
+    ) -> Result<u32, HubError> {
+        self.single(call, device, emit)
+    }
+
+    fn single(
+        &self,
+        call: Call,
+        device: Option<&str>,
+        emit: &dyn Fn(Event),
+    ) -> Result<u32, HubError> {
+        self.run(&[Step::Call(call)], device, emit)
+            .pop()
+            .map_or_else(
+                || Err(self.failed(call, Problem::Transport("no result".into()))),
+                |r| r.result,
+            )
+    }
+}
+
+/// The `-v 1` note for a server whose config.json carries the original tool's hub daemon
+/// settings (`hubd`): they are read but not used. `None` when there are none.
+pub fn hubd_note(server_name: &str, server: &Server) -> Option<Event> {
+    server.hubd.as_ref()?;
+    Some(Event::Info {
+        device: None,
+        message: format!(
+            "{server_name}: the hub daemon (`hubd` in config.json) is not used; hub calls go \
+             through `hub_cli` under the hub lock {}",
+            server.hub_lock
+        ),
+    })
+}
+
+/// The calls of a batch, in order.
+fn calls_of(steps: &[Step]) -> Vec<Call> {
+    steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Call(c) => Some(*c),
+            Step::Sleep(_) | Step::Expect(_) => None,
+        })
+        .collect()
+}
+
+/// The same failure for every call of a batch that could not run.
+fn every_call(steps: &[Step], error: impl Fn(Call) -> HubError) -> Vec<CallResult> {
+    calls_of(steps)
+        .into_iter()
+        .map(|call| CallResult {
+            call,
+            ran: None,
+            readback: None,
+            result: Err(error(call)),
+        })
+        .collect()
+}
+
+/// Whether a batch switches power off (and on again): such a batch runs to its end on the
+/// server whatever happens to the client, so it is waited for.
+fn undoes_itself(steps: &[Step]) -> bool {
+    calls_of(steps)
+        .iter()
+        .any(|c| matches!(c, Call::Off(Line::Power, _)))
+}
+
+/// The remote argv of a batch on `server` (its hub script, under its hub lock).
+pub fn batch_argv_for(server: &Server, steps: &[Step]) -> Result<Vec<String>, HubError> {
+    let hub_cli = server
+        .hub_cli
+        .as_deref()
+        .ok_or_else(|| HubError::NotAvailable("the server has no `hub_cli`".into()))?;
+    Ok(protocol::batch_argv(
+        &server.hub_lock,
+        HUB_LOCK_WAIT_SECS,
+        hub_cli,
+        steps,
+    ))
+}
+
+/// How long a batch may take: the lock wait and a generous allowance per pair (a silent hub
+/// takes over a second per call), the pauses, and connecting.
+pub fn batch_deadline(server: &Server, steps: &[Step]) -> Duration {
+    let secs: f64 = steps
+        .iter()
+        .map(|s| match s {
+            Step::Call(_) => f64::from(HUB_LOCK_WAIT_SECS) + 20.0,
+            Step::Sleep(t) => *t,
+            Step::Expect(_) => 0.0,
+        })
+        .sum();
+    Duration::from_secs_f64(secs + f64::from(server.connect_timeout) + 10.0)
+}
+
+/// The verdicts of a batch from what it printed; its output lines go to `emit` (`-v 3`).
+pub fn judge_batch(
+    server_name: &str,
+    server: &Server,
+    steps: &[Step],
+    out: &remote::Captured,
+    device: Option<&str>,
+    emit: &dyn Fn(Event),
+) -> Vec<CallResult> {
+    let label = device.unwrap_or("hub").to_string();
+    let pairs = protocol::split_batch(&out.stdout, steps);
+    let why = out.stderr_tail();
+    let lost = match (out.code == Some(SSH_EXIT_CONNECTION), why.is_empty()) {
+        (true, true) => {
+            "the connection to the server ended before the hub's answer arrived".to_string()
         }
+        (true, false) => {
+            format!("the connection to the server ended before the hub's answer arrived ({why})")
+        }
+        (false, true) => "the hub batch ended early".to_string(),
+        (false, false) => format!("the hub batch ended early: {why}"),
+    };
+    calls_of(steps)
+        .into_iter()
+        .zip(pairs)
+        .map(|(call, pair)| {
+            let (ran, readback, result) = match pair {
+                PairOutput::Missing => (None, None, Err(Problem::Transport(lost.clone()))),
+                PairOutput::Lock(75) => {
+                    (None, None, Err(Problem::LockBusy(server.hub_lock.clone())))
+                }
+                PairOutput::Lock(code) => (
+                    None,
+                    None,
+                    Err(Problem::LockFailed(server.hub_lock.clone(), code)),
+                ),
+                PairOutput::Ran { call: r, readback } => {
+                    let verdict = verdict(call, &r, readback.as_ref());
+                    (Some(r), readback, verdict)
+                }
+            };
+            for text in ran.iter().chain(readback.iter()) {
+                for line in text.output.lines() {
+                    emit(Event::Output {
+                        device: label.clone(),
+                        line: format!("hub: {line}"),
+                    });
+                }
+            }
+            CallResult {
+                call,
+                ran,
+                readback,
+                result: result.map_err(|problem| HubError::Failed {
+                    server: server_name.to_string(),
+                    call: call.to_string(),
+                    problem,
+                }),
+            }
+        })
+        .collect()
+}
+
+/// The steps of a power cycle of `mask`: (BOOT0 on, when `boot` says so,) power off, a pause
+/// of `off_seconds`, power on. The batch runs to its end on the server even when a step
+/// fails or the client is gone, so the ports are always switched on again.
+pub fn cycle_steps(mask: u16, off_seconds: f64, boot: Option<u16>) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if let Some(b) = boot {
+        steps.push(Step::Call(Call::On(Line::Boot, b)));
+    }
+    steps.extend([
+        Step::Call(Call::Off(Line::Power, mask)),
+        Step::Sleep(off_seconds),
+        Step::Call(Call::On(Line::Power, mask)),
+    ]);
+    steps
+}
+
+/// The verdict on a power cycle of `mask` from its batch's results ([`cycle_steps`]): the
+/// power state after it, or an error that says what it left the ports in (`USB3 left OFF:
+/// the hub did not confirm power_on`).
+pub fn cycle_verdict(
+    server_name: &str,
+    mask: u16,
+    results: &[CallResult],
+    boot: Option<u16>,
+) -> Result<u32, HubError> {
+    let find = |wanted: Call| results.iter().find(|r| r.call == wanted).map(|r| &r.result);
+    let failed = |state: String, cause: &HubError| HubError::Failed {
+        server: server_name.to_string(),
+        call: format!("power_cycle {}", protocol::mask_hex(mask)),
+        problem: Problem::Left {
+            state,
+            cause: Box::new(cause.clone()),
+        },
+    };
+    let ports = protocol::mask_ports(mask).join(",");
+    let off = find(Call::Off(Line::Power, mask));
+    // power_off certainly did not switch the ports off: it never reached the hub, the hub
+    // refused it, or the read-back shows them on.
+    let off_never_acted = match off {
+        Some(Err(e)) => e.problem().is_some_and(|p| !p.may_have_acted()),
+        _ => false,
+    };
+    let on_error = match find(Call::On(Line::Power, mask)) {
+        Some(Ok(v)) => {
+            return match (off, boot.and_then(|b| find(Call::On(Line::Boot, b)))) {
+                (Some(Err(e)), _) => Err(failed(
+                    format!("{ports} was not power-cycled: power_off failed; it is on"),
+                    e,
+                )),
+                (_, Some(Err(e))) => Err(e.clone()),
+                _ => Ok(*v),
+            };
+        }
+        Some(Err(e)) => e.clone(),
+        None => HubError::Failed {
+            server: server_name.to_string(),
+            call: Call::On(Line::Power, mask).to_string(),
+            problem: Problem::Transport("the hub batch never reported power_on".into()),
+        },
+    };
+    if off_never_acted && let Some(Err(e)) = off {
+        return Err(failed(
+            format!("{ports} was not power-cycled: power_off failed, so it was not switched off"),
+            e,
+        ));
+    }
+    // What is known of the ports now: the power_on read-back if it had a state, else
+    // power_off's.
+    let still_off = match on_error.problem() {
+        Some(Problem::Contradicted(_)) => true,
+        _ => matches!(off, Some(Ok(_))),
+    };
+    let state = if still_off {
+        format!("{ports} left OFF: the hub did not confirm power_on")
+    } else {
+        format!("{ports} may be left OFF: the hub did not confirm power_on")
+    };
+    Err(failed(state, &on_error))
+}
+
+/// The verdict on one call from its output and its read-back's.
+fn verdict(call: Call, ran: &Ran, readback: Option<&Ran>) -> Result<u32, Problem> {
+    let value = match protocol::judge(ran.code, &ran.output) {
+        Reply::Answered { value, .. } => value,
+        other => return Err(failure(other)),
+    };
+    let Some(query) = call.readback() else {
+        return value.ok_or(Problem::Silent);
+    };
+    let Some(rb) = readback else {
+        return Err(Problem::Transport(format!(
+            "the read-back `{query}` never ran; whether the hub acted is not known"
+        )));
+    };
+    match protocol::judge(rb.code, &rb.output) {
+        Reply::Answered { value: Some(v), .. } if call.confirms(v) => Ok(v),
+        Reply::Answered { value: Some(v), .. } => {
+            Err(Problem::Contradicted(protocol::show_value(call, v)))
+        }
+        Reply::Answered { value: None, .. } => Err(Problem::Silent),
+        other => Err(failure(other)),
+    }
+}
+
+fn failure(reply: Reply) -> Problem {
+    match reply {
+        Reply::Answered { .. } => Problem::Silent,
+        Reply::Refused(e) => Problem::Refused(e),
+        Reply::UnknownCommand => Problem::UnknownCommand,
+        Reply::Crashed(e) => Problem::Crashed(e),
+        Reply::Failed { code, last } => Problem::ScriptFailed(code, last),
+        Reply::Unreadable(last) => Problem::Unreadable(last),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
-    fn config() -> Config {
-        crate::config::parse(
-            r#"{"servers": {"pi1": {"hostnames": ["h"]}, "pi2": {"hostnames": ["h"]}},
-                "devices": {"dfu1": {"serial": "A1", "server": "pi1", "hub_port": "USB3"},
-                            "g0": {"serial": "B2", "server": "pi1", "hub_port": "USB16"},
-                            "nohub": {"serial": "C3", "server": "pi1"},
-                            "far": {"serial": "D4", "server": "pi2", "hub_port": "USB1"}}}"#,
-            Path::new("c.json"),
-        )
-        .unwrap()
-    }
-
-    #[test]
-    fn every_target_form() {
-        let c = config();
-        let t = |s: &str| parse_target(s, &c, "pi1");
-        assert_eq!(t("0x0004"), Ok(0x0004));
-        assert_eq!(t("0X4"), Ok(0x0004));
-        assert_eq!(t("USB3"), Ok(0x0004));
-        assert_eq!(t("dfu1"), Ok(0x0004));
-        assert_eq!(t("g0"), Ok(0x8000));
-        assert_eq!(t("USB1, 0x0002,dfu1"), Ok(0x0007));
-        for (bad, why) in [
-            ("0x0000", "between"),
-            ("0x10000", "between"),
-            ("0xZZ", "between"),
-            ("USB17", "neither"),
-            ("dfu2", "did you mean `dfu1`"),
-            ("nohub", "no `hub_port`"),
-            ("far", "attached to server `pi2`"),
-            ("USB1,", "empty item"),
-            ("$(reboot)", "neither"),
-        ] {
-            let e = t(bad).unwrap_err();
-            assert!(e.contains(why), "{bad}: {e}");
+    fn ran(code: i32, output: &str) -> Ran {
+        Ran {
+            code,
+            output: output.into(),
         }
     }
 
     #[test]
-    fn power_state_output() {
-        assert_eq!(parse_power_state("power_state=0x00FB\n"), Some(0x00FB));
-        assert_eq!(parse_power_state("\x1b[32mPower: 0x4\x1b[0m"), Some(0x0004));
-        assert_eq!(parse_power_state("ports on: 0xffff"), Some(0xFFFF));
-        assert_eq!(parse_power_state(""), None);
-        assert_eq!(parse_power_state("OK"), None);
-        assert_eq!(parse_power_state("0x12345"), None);
-    }
-
-    #[test]
-    fn masks_and_ports() {
-        assert_eq!(mask_hex(4), "0x0004");
-        assert_eq!(mask_ports(0x8005), ["USB1", "USB3", "USB16"]);
-    }
-
-    #[test]
-    fn availability() {
-        let mut s = config().servers["pi1"].clone();
-        assert!(
-            Hub::check_available("pi1", &s, HubAction::BootOn)
-                .unwrap_err()
-                .to_string()
-                .contains("no `hub_cli`")
+    fn a_change_counts_only_when_read_back() {
+        let off = Call::Off(Line::Power, 4);
+        let ok = ran(0, "['OK']");
+        assert_eq!(
+            verdict(off, &ok, Some(&ran(0, "['+POWERSTATE: 0xFFFB', 'OK']"))),
+            Ok(0xFFFB)
         );
-        s.hub_cli = Some("/h".into());
-        assert!(Hub::check_available("pi1", &s, HubAction::BootOn).is_ok());
-        let e = Hub::check_available("pi1", &s, HubAction::PowerOff)
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("power_control: false"), "{e}");
-        s.power_control = true;
-        assert!(Hub::check_available("pi1", &s, HubAction::GetPowerState).is_ok());
+        // The script's invented OK, twice: the hub said nothing.
+        assert_eq!(verdict(off, &ok, Some(&ok)), Err(Problem::Silent));
+        // OK, but the port is still on.
+        assert_eq!(
+            verdict(off, &ok, Some(&ran(0, "['+POWERSTATE: 0xFFFF', 'OK']"))),
+            Err(Problem::Contradicted("0xFFFF".into()))
+        );
+        assert_eq!(
+            verdict(
+                off,
+                &ran(0, "['ERROR']"),
+                Some(&ran(0, "['+POWERSTATE: 0xFFFF', 'OK']"))
+            ),
+            Err(Problem::Refused("ERROR".into()))
+        );
+        assert!(matches!(
+            verdict(off, &ok, None),
+            Err(Problem::Transport(_))
+        ));
+        assert_eq!(
+            verdict(Call::Mux(3), &ok, Some(&ran(0, "['+STLINKMUX: 2', 'OK']"))),
+            Err(Problem::Contradicted("channel 2".into()))
+        );
+        assert_eq!(
+            verdict(
+                Call::Get(Line::Boot),
+                &ran(0, "['+BOOTSTATE: 0x0001', 'OK']"),
+                None
+            ),
+            Ok(1)
+        );
+        assert_eq!(verdict(Call::GetMux, &ok, None), Err(Problem::Silent));
+        assert_eq!(
+            verdict(
+                Call::GetMux,
+                &ran(0, "Unknown command: get_stlink_mux"),
+                None
+            ),
+            Err(Problem::UnknownCommand)
+        );
+    }
+
+    #[test]
+    fn messages_and_hints_name_the_call_and_the_cause() {
+        let e = |problem| HubError::Failed {
+            server: "pi1".into(),
+            call: "nrst_on 0x0004".into(),
+            problem,
+        };
+        let refused = e(Problem::Refused("ERROR".into()));
+        assert_eq!(
+            refused.to_string(),
+            "hub `nrst_on 0x0004` on server `pi1`: the hub refused it (ERROR)"
+        );
+        assert!(refused.hint().unwrap().contains("refused `nrst_on 0x0004`"));
+        let silent = e(Problem::Silent);
+        assert!(
+            silent
+                .to_string()
+                .contains("not confirmed: the hub did not answer")
+        );
+        assert!(silent.hint().unwrap().contains("UART cable"));
+        let crashed = e(Problem::Crashed(
+            "serial.serialutil.SerialException: [Errno 2] could not open port /dev/serial0: [Errno 2] No such file or directory: '/dev/serial0'".into(),
+        ));
+        assert!(
+            crashed
+                .to_string()
+                .contains("the hub's serial port is missing: serial.serialutil.SerialException")
+        );
+        assert!(crashed.hint().unwrap().contains("raspi-config"));
     }
 }

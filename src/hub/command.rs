@@ -1,22 +1,109 @@
-//! `stm-remote hub <server> <action> [<target>]`: one hub command by hand, with the same
-//! checks recovery uses (failure, silence and a power read-back that disagrees are errors).
+//! `stm-remote hub <server> <action> [<target>]`: the whole API of the custom hub by hand, in
+//! one ssh login, with the same verdicts recovery uses (a change counts only when read back).
+//! A query prints a per-port table with the aliases on each port; `--json` prints one document
+//! with the command, the hub's replies and the state read back.
 
 use std::fmt::Write as _;
 
-use super::client::{Hub, HubAction, HubError, command_word, mask_hex, mask_ports, parse_target};
-use crate::config::{Config, Server};
-use crate::error::Error;
-use crate::jobs::{Event, Preview, connect};
-use crate::report::Reporter;
+use serde_json::{Value, json};
 
-/// Checks a hub command before anything connects: the server exists and can drive its hub
-/// as asked, and the target names ports. Returns the server and the port mask.
-fn check<'c>(
-    config: &'c Config,
-    server_name: &str,
-    action: HubAction,
-    target: Option<&str>,
-) -> Result<(&'c Server, Option<u16>), Error> {
+use super::client::{self, CallResult, Hub, HubError, Problem};
+use super::protocol::{self, Call, Line, Step, mask_hex, mask_ports};
+use super::target::{parse_channel, parse_ports};
+use crate::config::{Config, Server};
+use crate::error::{EXIT_OK, Error};
+use crate::jobs::{Event, Preview, first_answer_with};
+use crate::report::{Reporter, print_stdout};
+
+/// A hub command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum HubAction {
+    PowerOn,
+    PowerOff,
+    SetPowerState,
+    GetPowerState,
+    PowerCycle,
+    BootOn,
+    BootOff,
+    SetBootState,
+    GetBootState,
+    NrstOn,
+    NrstOff,
+    SetNrstState,
+    GetNrstState,
+    StlinkMux,
+    GetStlinkMux,
+}
+
+impl HubAction {
+    /// The word on the command line.
+    pub fn word(self) -> &'static str {
+        use HubAction::*;
+        match self {
+            PowerOn => "power_on",
+            PowerOff => "power_off",
+            SetPowerState => "set_power_state",
+            GetPowerState => "get_power_state",
+            PowerCycle => "power_cycle",
+            BootOn => "boot_on",
+            BootOff => "boot_off",
+            SetBootState => "set_boot_state",
+            GetBootState => "get_boot_state",
+            NrstOn => "nrst_on",
+            NrstOff => "nrst_off",
+            SetNrstState => "set_nrst_state",
+            GetNrstState => "get_nrst_state",
+            StlinkMux => "stlink_mux",
+            GetStlinkMux => "get_stlink_mux",
+        }
+    }
+}
+
+/// What `stm-remote hub` was asked, free of clap types.
+pub struct HubRequest<'a> {
+    pub server: &'a str,
+    pub action: HubAction,
+    pub target: Option<&'a str>,
+    /// `power_cycle`: seconds the ports stay off (default: the server's `power_off_seconds`).
+    pub off_seconds: Option<f64>,
+    pub json: bool,
+    pub dry_run: bool,
+}
+
+/// What one hub command does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Plan {
+    /// One change, confirmed by its read-back.
+    Change(Call),
+    /// One query; its answer is shown as a table.
+    Query(Call),
+    /// Ports off, a pause, on again.
+    Cycle { mask: u16, off_seconds: f64 },
+}
+
+impl Plan {
+    fn steps(self) -> Vec<Step> {
+        match self {
+            Plan::Change(c) | Plan::Query(c) => vec![Step::Call(c)],
+            Plan::Cycle { mask, off_seconds } => client::cycle_steps(mask, off_seconds, None),
+        }
+    }
+
+    /// The first call, for the availability check.
+    fn first_call(self) -> Call {
+        match self {
+            Plan::Change(c) | Plan::Query(c) => c,
+            Plan::Cycle { mask, .. } => Call::Off(Line::Power, mask),
+        }
+    }
+}
+
+/// Checks a hub command before anything connects: the server exists and can drive its hub as
+/// asked, and the target names ports (or a mux channel). Returns the server and the plan.
+fn check<'c>(config: &'c Config, req: &HubRequest<'_>) -> Result<(&'c Server, Plan), Error> {
+    use HubAction::*;
+    let server_name = req.server;
     let Some(server) = config.servers.get(server_name) else {
         return Err(Error::Config {
             path: config.path.clone(),
@@ -27,149 +114,256 @@ fn check<'c>(
             hint: None,
         });
     };
-    Hub::check_available(server_name, server, action)?;
-    let mask = match (action, target) {
-        (HubAction::GetPowerState, None) => None,
-        (HubAction::GetPowerState, Some(t)) => {
+    let action = req.action;
+    let query = match action {
+        GetPowerState => Some(Call::Get(Line::Power)),
+        GetBootState => Some(Call::Get(Line::Boot)),
+        GetNrstState => Some(Call::Get(Line::Nrst)),
+        GetStlinkMux => Some(Call::GetMux),
+        _ => None,
+    };
+    if req.off_seconds.is_some() && action != PowerCycle {
+        return Err(Error::usage("`--off-seconds` is only for `power_cycle`"));
+    }
+    let plan = match (query, req.target) {
+        (Some(q), None) => Plan::Query(q),
+        (Some(_), Some(t)) => {
             return Err(Error::usage(format!(
-                "`get_power_state` takes no target (got {t:?})"
+                "`{}` takes no target (got {t:?})",
+                action.word()
             )));
         }
-        (_, None) => {
+        (None, None) => {
+            let what = if action == StlinkMux {
+                "a mux channel (1..16) or the alias of a device with `stlink_mux`"
+            } else {
+                "a hex mask (0x0004), a port (USB3), a device alias, or a comma list of those"
+            };
             return Err(Error::Usage {
-                message: format!("`{action}` needs a target"),
-                hint: Some(
-                    "a hex mask (0x0004), a port (USB3), a device alias, or a comma list of those"
-                        .into(),
-                ),
+                message: format!("`{}` needs a target", action.word()),
+                hint: Some(what.into()),
             });
         }
-        (_, Some(t)) => Some(
-            parse_target(t, config, server_name).map_err(|m| Error::Usage {
+        (None, Some(t)) if action == StlinkMux => {
+            let n = parse_channel(t, config, server_name).map_err(|m| Error::Usage {
                 message: format!("hub target: {m}"),
                 hint: None,
-            })?,
-        ),
-    };
-    Ok((server, mask))
-}
-
-/// The hub calls one command makes: a power change is confirmed by reading the state back.
-fn planned_calls(action: HubAction, mask: Option<u16>) -> Vec<(HubAction, Option<u16>)> {
-    match action {
-        HubAction::PowerOn | HubAction::PowerOff => {
-            vec![(action, mask), (HubAction::GetPowerState, None)]
+            })?;
+            Plan::Change(Call::Mux(n))
         }
-        _ => vec![(action, mask)],
-    }
-}
-
-/// `hub --dry-run`: the same checks as the command, then the commands it would start, as
-/// text for stdout. Nothing connects.
-pub fn hub_dry_run(
-    config: &Config,
-    server_name: &str,
-    action: HubAction,
-    target: Option<&str>,
-) -> Result<String, Error> {
-    let (server, mask) = check(config, server_name, action, target)?;
-    let (mut preview, ssh_target) = Preview::start(server_name, server);
-    preview.connect(&ssh_target)?;
-    let hub = Hub {
-        server_name,
-        server,
-        target: &ssh_target,
-        agents: None,
+        (None, Some(t)) => {
+            let mask = parse_ports(t, config, server_name).map_err(|m| Error::Usage {
+                message: format!("hub target: {m}"),
+                hint: None,
+            })?;
+            match action {
+                PowerOn => Plan::Change(Call::On(Line::Power, mask)),
+                PowerOff => Plan::Change(Call::Off(Line::Power, mask)),
+                SetPowerState => Plan::Change(Call::Set(Line::Power, mask)),
+                BootOn => Plan::Change(Call::On(Line::Boot, mask)),
+                BootOff => Plan::Change(Call::Off(Line::Boot, mask)),
+                SetBootState => Plan::Change(Call::Set(Line::Boot, mask)),
+                NrstOn => Plan::Change(Call::On(Line::Nrst, mask)),
+                NrstOff => Plan::Change(Call::Off(Line::Nrst, mask)),
+                SetNrstState => Plan::Change(Call::Set(Line::Nrst, mask)),
+                _ => {
+                    let off_seconds = req.off_seconds.unwrap_or(server.power_off_seconds);
+                    if !(0.0..=3600.0).contains(&off_seconds) {
+                        return Err(Error::usage(
+                            "`--off-seconds` must be a number of seconds between 0 and 3600",
+                        ));
+                    }
+                    Plan::Cycle { mask, off_seconds }
+                }
+            }
+        }
     };
-    for (call, mask) in planned_calls(action, mask) {
-        let remote = hub.remote_command(call, mask)?;
-        preview.step(
-            &format!("hub `{}`", command_word(call, mask)),
-            &[format!("on the server, under the hub lock: {remote}")],
-            &hub.command(call, mask)?,
-        );
-    }
-    Ok(preview.finish_plain())
+    Hub::check_available(server_name, server, plan.first_call())?;
+    Ok((server, plan))
 }
 
-/// Runs the hub subcommand; returns what to print on stdout (the power table for
-/// `get_power_state`, else nothing).
+/// Runs `stm-remote hub`; prints its stdout (table or JSON) and returns the exit code.
 pub fn hub_command(
     config: &Config,
-    server_name: &str,
-    action: HubAction,
-    target: Option<&str>,
+    req: &HubRequest<'_>,
     reporter: &mut Reporter,
-) -> Result<String, Error> {
-    let (server, mask) = check(config, server_name, action, target)?;
-    let target = connect(server_name, server, &mut |e| reporter.handle(e))?;
-    let hub = Hub {
-        server_name,
-        server,
-        target: &target,
-        agents: None,
+) -> Result<u8, Error> {
+    let (server, plan) = check(config, req)?;
+    let steps = plan.steps();
+    let argv = client::batch_argv_for(server, &steps)?;
+    if req.dry_run {
+        let (mut preview, target) = Preview::start(req.server, server);
+        let hub = Hub {
+            server_name: req.server,
+            server,
+            target: &target,
+            agents: None,
+        };
+        let what: Vec<String> = steps.iter().map(describe_step).collect();
+        preview.step(
+            &format!(
+                "log in and run the hub calls in one batch: {}",
+                what.join(", then ")
+            ),
+            &[format!(
+                "each call and its read-back under the hub lock {} (held with flock, waiting up \
+                 to {} s), with {}",
+                server.hub_lock,
+                client::HUB_LOCK_WAIT_SECS,
+                server.hub_cli.as_deref().unwrap_or_default()
+            )],
+            &hub.command(&steps)?,
+        );
+        print_stdout(&preview.finish_plain())?;
+        return Ok(EXIT_OK);
+    }
+    if let Some(note) = client::hubd_note(req.server, server) {
+        reporter.handle(note);
+    }
+    // One login: the batch runs on the first hostname that answers.
+    let hub_deadline = client::batch_deadline(server, &steps);
+    let opts = crate::remote::RunOptions {
+        deadline: Some(hub_deadline),
+        uncancellable: matches!(plan, Plan::Cycle { .. }),
+        ..crate::remote::RunOptions::default()
     };
+    let answer = first_answer_with(
+        req.server,
+        server,
+        &argv,
+        opts,
+        Some(protocol::BEGIN_LINE),
+        &mut |e| reporter.handle(e),
+    )?;
     let events = std::cell::RefCell::new(Vec::new());
     let emit = |e: Event| events.borrow_mut().push(e);
-    let result = match (action, mask) {
-        (HubAction::GetPowerState, _) => hub
-            .power_state(None, &emit)
-            .map(|state| power_table(config, server_name, state)),
-        (HubAction::PowerOn | HubAction::PowerOff, Some(mask)) => hub
-            .set_power(action == HubAction::PowerOn, mask, None, &emit)
-            .map(|state| done_line(action, mask, Some(state))),
-        (_, Some(mask)) => hub
-            .call(action, Some(mask), None, &emit)
-            .map(|_| done_line(action, mask, None)),
-        (_, None) => unreachable_target(),
-    };
+    let results = client::judge_batch(req.server, server, &steps, &answer.output, None, &emit);
     for e in events.into_inner() {
         reporter.handle(e);
     }
-    match (action, result?) {
-        (HubAction::GetPowerState, table) => Ok(table),
-        (_, line) => {
-            reporter.handle(Event::Info {
-                device: None,
-                message: format!("{server_name}: {line}"),
-            });
-            Ok(String::new())
+    let verdict = match plan {
+        Plan::Cycle { mask, .. } => client::cycle_verdict(req.server, mask, &results, None),
+        _ => results.first().map_or_else(
+            || Err(missing(req.server, plan.first_call())),
+            |r| r.result.clone(),
+        ),
+    };
+    if req.json {
+        print_stdout(&render_json(config, req, plan, &results, &verdict))?;
+    }
+    let value = verdict.map_err(Error::Hub)?;
+    match plan {
+        Plan::Query(call) if !req.json => {
+            print_stdout(&table(config, req.server, call, value))?;
+        }
+        Plan::Query(_) => {}
+        Plan::Change(call) => reporter.handle(Event::Info {
+            device: None,
+            message: format!("{}: {}", req.server, done_line(call, value)),
+        }),
+        Plan::Cycle { mask, off_seconds } => reporter.handle(Event::Info {
+            device: None,
+            message: format!(
+                "{}: power_cycle {} ({}) confirmed: off for {off_seconds} s, then on; power state \
+                 now {}",
+                req.server,
+                mask_hex(mask),
+                mask_ports(mask).join(","),
+                mask_hex(value as u16)
+            ),
+        }),
+    }
+    Ok(EXIT_OK)
+}
+
+fn missing(server: &str, call: Call) -> HubError {
+    HubError::Failed {
+        server: server.to_string(),
+        call: call.to_string(),
+        problem: Problem::Transport("the hub batch reported nothing".into()),
+    }
+}
+
+fn describe_step(step: &Step) -> String {
+    match step {
+        Step::Call(c) => match c.readback() {
+            Some(q) => format!("`{c}` (read back with `{q}`)"),
+            None => format!("`{c}`"),
+        },
+        Step::Sleep(s) => format!("a pause of {s} s"),
+        Step::Expect(v) => format!("a check that it reads {v}"),
+    }
+}
+
+fn done_line(call: Call, value: u32) -> String {
+    match call {
+        Call::Mux(n) => format!("stlink_mux {n} confirmed: the ST-LINK mux is on channel {value}"),
+        _ => {
+            let line = match call {
+                Call::On(l, _) | Call::Off(l, _) | Call::Set(l, _) | Call::Get(l) => l,
+                _ => Line::Power,
+            };
+            let mut s = format!("{call} ({}) confirmed", mask_ports(call.mask()).join(","));
+            let _ = write!(s, "; {} state now {}", line.word(), mask_hex(value as u16));
+            s
         }
     }
 }
 
-fn unreachable_target() -> Result<String, HubError> {
-    Err(HubError::NotAvailable("a hub target is required".into()))
+/// The devices of `server` on each port (or mux channel 1..16).
+fn aliases_on(config: &Config, server: &str, slot: u16, mux: bool) -> Vec<String> {
+    config
+        .devices
+        .iter()
+        .filter(|(_, d)| d.server == server)
+        .filter(|(_, d)| {
+            if mux {
+                d.stlink_mux.map(u16::from) == Some(slot)
+            } else {
+                d.hub_mask() == Some(1 << (slot - 1))
+            }
+        })
+        .map(|(a, _)| a.clone())
+        .collect()
 }
 
-fn done_line(action: HubAction, mask: u16, state: Option<u16>) -> String {
-    let mut s = format!(
-        "{action} {} ({}) done",
-        mask_hex(mask),
-        mask_ports(mask).join(",")
-    );
-    if let Some(state) = state {
-        let _ = write!(s, "; power state now {}", mask_hex(state));
-    }
-    s
-}
-
-/// `power state of `lab`: 0x00FB` then one line per port with the aliases on it.
-fn power_table(config: &Config, server: &str, state: u16) -> String {
-    let mut out = format!("power state of `{server}`: {}\n", mask_hex(state));
-    for i in 0..16u16 {
-        let bit = 1u16 << i;
-        let aliases: Vec<&str> = config
-            .devices
-            .iter()
-            .filter(|(_, d)| d.server == server && d.hub_mask() == Some(bit))
-            .map(|(a, _)| a.as_str())
-            .collect();
+/// `power state of `lab`: 0x00FB` then one line per port with the aliases on it; for the mux,
+/// the channel then one line per channel.
+fn table(config: &Config, server: &str, call: Call, value: u32) -> String {
+    let ports = config.servers.get(server).map_or(16, |s| s.hub_ports);
+    let (title, rows, mux) = match call {
+        Call::GetMux => (
+            format!("ST-LINK mux of `{server}`: channel {value}"),
+            16u16,
+            true,
+        ),
+        Call::Get(line) => (
+            format!(
+                "{} state of `{server}`: {}",
+                line.label(),
+                mask_hex(value as u16)
+            ),
+            u16::from(ports),
+            false,
+        ),
+        _ => (String::new(), 0, false),
+    };
+    let mut out = format!("{title}\n");
+    for slot in 1..=rows {
+        let on = if mux {
+            u32::from(slot) == value
+        } else {
+            value & (1 << (slot - 1)) != 0
+        };
+        let name = if mux {
+            format!("ch{slot}")
+        } else {
+            format!("USB{slot}")
+        };
         let line = format!(
-            "USB{:<2}  {:<3}  {}",
-            i + 1,
-            if state & bit != 0 { "on" } else { "off" },
-            aliases.join(", ")
+            "{name:<5}  {:<3}  {}",
+            if on { "on" } else { "off" },
+            aliases_on(config, server, slot, mux).join(", ")
         );
         out.push_str(line.trim_end());
         out.push('\n');
@@ -177,27 +371,171 @@ fn power_table(config: &Config, server: &str, state: u16) -> String {
     out
 }
 
+fn ran_json(call: Option<Call>, ran: Option<&protocol::Ran>) -> Value {
+    match ran {
+        None => Value::Null,
+        Some(r) => {
+            let reply = match protocol::judge(r.code, &r.output) {
+                protocol::Reply::Answered { lines, .. } => json!(lines),
+                protocol::Reply::Refused(e) => json!([e]),
+                _ => Value::Null,
+            };
+            json!({
+                "call": call.map(|c| c.to_string()),
+                "exit": r.code,
+                "output": crate::report::sanitize(&r.output),
+                "reply": reply,
+            })
+        }
+    }
+}
+
+/// The `--json` document: the command, each call with the hub's reply and its read-back, the
+/// state read back (with the aliases per port), and the verdict.
+fn render_json(
+    config: &Config,
+    req: &HubRequest<'_>,
+    plan: Plan,
+    results: &[CallResult],
+    verdict: &Result<u32, HubError>,
+) -> String {
+    let calls: Vec<Value> = results
+        .iter()
+        .map(|r| {
+            let mut call = ran_json(Some(r.call), r.ran.as_ref());
+            if call.is_null() {
+                call = json!({"call": r.call.to_string(), "exit": null, "output": null, "reply": null});
+            }
+            call["readback"] = ran_json(r.call.readback(), r.readback.as_ref());
+            call["confirmed"] = json!(r.result.is_ok());
+            call["error"] = json!(r.result.as_ref().err().map(ToString::to_string));
+            call
+        })
+        .collect();
+    let register = match plan {
+        Plan::Change(c) | Plan::Query(c) => match c {
+            Call::Mux(_) | Call::GetMux => None,
+            Call::On(l, _) | Call::Off(l, _) | Call::Set(l, _) | Call::Get(l) => Some(l),
+        },
+        Plan::Cycle { .. } => Some(Line::Power),
+    };
+    let ports = config.servers.get(req.server).map_or(16, |s| s.hub_ports);
+    let state = match (verdict, register) {
+        (Err(_), _) => Value::Null,
+        (Ok(v), None) => json!({
+            "register": "stlink_mux",
+            "channel": v,
+            "devices": aliases_on(config, req.server, *v as u16, true),
+        }),
+        (Ok(v), Some(line)) => json!({
+            "register": line.word(),
+            "value": mask_hex(*v as u16),
+            "ports": (1..=u16::from(ports)).map(|p| json!({
+                "port": format!("USB{p}"),
+                "on": v & (1 << (p - 1)) != 0,
+                "devices": aliases_on(config, req.server, p, false),
+            })).collect::<Vec<_>>(),
+        }),
+    };
+    let command = match req.target {
+        Some(t) => format!("{} {t}", req.action.word()),
+        None => req.action.word().to_string(),
+    };
+    let doc = json!({
+        "schema_version": crate::report::SCHEMA_VERSION,
+        "server": req.server,
+        "command": command,
+        "ok": verdict.is_ok(),
+        "calls": calls,
+        "state": state,
+        "error": verdict.as_ref().err().map(ToString::to_string),
+        "hint": verdict.as_ref().err().and_then(HubError::hint),
+    });
+    let mut text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_power_table_names_aliases_per_port() {
-        let c = crate::config::parse(
-            r#"{"servers": {"s": {"hostnames": ["h"]}, "t": {"hostnames": ["h"]}},
+    fn config() -> Config {
+        crate::config::parse(
+            r#"{"servers": {"s": {"hostnames": ["h"], "hub_cli": "/h", "hub_ports": 4},
+                            "t": {"hostnames": ["h"]}},
                 "devices": {"dfu1": {"serial": "A", "server": "s", "hub_port": "USB1"},
                             "dfu2": {"serial": "B", "server": "s", "hub_port": "USB1"},
                             "g0": {"serial": "C", "server": "s", "hub_port": "USB3"},
+                            "m2": {"serial": "D", "server": "s", "default_interface": "SWD", "stlink_mux": 2},
                             "other": {"serial": "D", "server": "t", "hub_port": "USB3"}}}"#,
             std::path::Path::new("c.json"),
         )
-        .unwrap();
-        let t = power_table(&c, "s", 0x0003);
+        .unwrap()
+    }
+
+    #[test]
+    fn the_tables_name_aliases_per_port_and_channel() {
+        let c = config();
+        let t = table(&c, "s", Call::Get(Line::Power), 0x0003);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "power state of `s`: 0x0003");
         assert_eq!(lines[1], "USB1   on   dfu1, dfu2");
         assert_eq!(lines[2], "USB2   on");
         assert_eq!(lines[3], "USB3   off  g0");
-        assert_eq!(lines.len(), 17);
+        assert_eq!(lines.len(), 5, "a 4-port hub: {t}");
+        let t = table(&c, "s", Call::Get(Line::Boot), 0x0004);
+        assert!(t.starts_with("BOOT0 state of `s`: 0x0004\n"), "{t}");
+        let t = table(&c, "s", Call::GetMux, 2);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "ST-LINK mux of `s`: channel 2");
+        assert_eq!(lines[2], "ch2    on   m2");
+        assert_eq!(lines[1], "ch1    off");
+    }
+
+    #[test]
+    fn plans_from_the_command_line() {
+        let c = config();
+        let req = |action, target| HubRequest {
+            server: "s",
+            action,
+            target,
+            off_seconds: None,
+            json: false,
+            dry_run: false,
+        };
+        let plan = |action, target| check(&c, &req(action, target)).map(|(_, p)| p);
+        assert!(matches!(
+            plan(HubAction::SetBootState, Some("USB1,USB3")),
+            Ok(Plan::Change(Call::Set(Line::Boot, 0x0005)))
+        ));
+        assert!(matches!(
+            plan(HubAction::StlinkMux, Some("m2")),
+            Ok(Plan::Change(Call::Mux(2)))
+        ));
+        assert!(matches!(
+            plan(HubAction::GetNrstState, None),
+            Ok(Plan::Query(Call::Get(Line::Nrst)))
+        ));
+        let e = plan(HubAction::PowerOff, Some("USB5"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("hub_ports: 4"), "{e}");
+        let e = plan(HubAction::StlinkMux, None).unwrap_err();
+        assert!(e.hint().unwrap().contains("mux channel"));
+        // power_control is false on `s`: power changes are refused, queries are not.
+        let e = plan(HubAction::PowerCycle, Some("USB1"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("power_control: false"), "{e}");
+        assert!(plan(HubAction::GetPowerState, None).is_ok());
+        let mut r = req(HubAction::BootOn, Some("USB1"));
+        r.off_seconds = Some(1.0);
+        assert!(
+            check(&c, &r)
+                .unwrap_err()
+                .to_string()
+                .contains("only for `power_cycle`")
+        );
     }
 }

@@ -1,8 +1,16 @@
-//! The USB hub of a flash server: target and output parsing plus the ssh client
-//! ([`client`]), and the `stm-remote hub` subcommand ([`command`]).
+//! The custom USB hub of a flash server: what its control script takes and prints
+//! ([`protocol`], pure), the client that runs it over ssh and judges it ([`client`]), command
+//! line targets ([`target`], pure), and the `stm-remote hub` subcommand ([`command`]).
 
 mod client;
 mod command;
+mod protocol;
+mod target;
 
-pub use client::{Hub, HubAction, HubError, mask_hex, mask_ports, parse_power_state, parse_target};
-pub use command::{hub_command, hub_dry_run};
+pub use client::{
+    CallResult, Hub, HubError, Problem, batch_argv_for, cycle_steps, cycle_verdict, hubd_note,
+    judge_batch,
+};
+pub use command::{HubAction, HubRequest, hub_command};
+pub use protocol::{Call, EXIT_NOT_CONFIRMED, Line, Step, mask_hex, mask_ports};
+pub use target::{parse_channel, parse_ports};

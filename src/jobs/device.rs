@@ -3,47 +3,15 @@
 //! announce → flash attempt ("initial") → on a connect-class failure the recovery ladder
 //! ([`super::recovery`]), whose successful step names the result → verdict.
 
-use std::sync::Arc;
-use std::sync::mpsc::Sender;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 
+use super::attempt::{JobContext, flash_attempt};
 use super::event::{Event, Step};
 use super::plan::Job;
-use super::recovery::{self, PortLocks};
-use super::session::Session;
-use super::wrapper;
-use crate::config::{Interface, Server};
-use crate::programmer::{self, Expect, FailureKind};
-use crate::remote::{self, LineSink, ProcessError, RunOptions, SSH_EXIT_CONNECTION, SshFailure};
-
-/// How often a flash is tried when ssh fails before the job started on the server.
-const CONNECT_TRIES: u32 = 3;
-
-/// Why an attempt failed, at the level recovery cares about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FailureClass {
-    /// The programmer ran and said what went wrong.
-    Programmer(FailureKind),
-    /// The programmer did not finish within the server's `programmer_timeout`.
-    Timeout,
-    /// ssh itself failed (connection refused, dropped, authentication).
-    Transport,
-    /// Another job held the board's lock on the server for longer than `lock_wait`.
-    Busy,
-    /// Ctrl-C: the job was stopped or never started.
-    Interrupted,
-}
-
-/// A failed attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobFailure {
-    pub class: FailureClass,
-    pub message: String,
-    pub hint: Option<String>,
-}
+use super::recovery;
+use crate::remote;
 
 /// The outcome of one board's job, as reported in the summary and in `--json`.
 #[derive(Debug, Clone, Serialize)]
@@ -56,6 +24,10 @@ pub struct JobResult {
     pub recovery: Option<String>,
     pub error: Option<String>,
     pub seconds: f64,
+    /// What the board was left with that its user must know, even when it was flashed
+    /// (BOOT0 still held high by the hub).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     #[serde(skip)]
     pub hint: Option<String>,
 }
@@ -76,23 +48,9 @@ impl JobResult {
             recovery: None,
             error: Some(error),
             seconds,
+            warnings: Vec::new(),
             hint,
         }
-    }
-}
-
-/// What a job needs from the run.
-pub struct JobContext<'a> {
-    pub session: &'a Session,
-    pub server: &'a Server,
-    pub events: Sender<Event>,
-    pub ports: &'a PortLocks,
-}
-
-impl JobContext<'_> {
-    pub(super) fn send(&self, e: Event) {
-        // The reporter outlives all jobs; a send can only fail if it panicked.
-        let _ = self.events.send(e);
     }
 }
 
@@ -126,12 +84,12 @@ pub fn run_job(ctx: &JobContext<'_>, job: &Job) -> JobResult {
     };
 
     // Step 2: a board that is absent or cannot be connected goes through the recovery ladder.
-    let (attempt, recovery) = match attempt {
+    let (attempt, recovery, warnings) = match attempt {
         Err(f) if recovery::should_recover(&f) => {
-            let (outcome, step) = recovery::recover(ctx, job, f);
-            (outcome, step.map(str::to_string))
+            let r = recovery::recover(ctx, job, f);
+            (r.outcome, r.step.map(str::to_string), r.warnings)
         }
-        other => (other, None),
+        other => (other, None, Vec::new()),
     };
 
     let seconds = start.elapsed().as_secs_f64();
@@ -147,6 +105,7 @@ pub fn run_job(ctx: &JobContext<'_>, job: &Job) -> JobResult {
                 recovery,
                 error: None,
                 seconds,
+                warnings,
                 hint: None,
             }
         }
@@ -157,256 +116,10 @@ pub fn run_job(ctx: &JobContext<'_>, job: &Job) -> JobResult {
             });
             ctx.send(Event::progress(alias, Step::Failed, None));
             // Recovery names only a step that made the flash work, so a failure has none.
-            JobResult::failed(&ctx.session.server_name, alias, f.message, seconds, f.hint)
+            JobResult {
+                warnings,
+                ..JobResult::failed(&ctx.session.server_name, alias, f.message, seconds, f.hint)
+            }
         }
     }
-}
-
-/// The programmer argv (path first) that writes, verifies and starts `file` (a path in the
-/// work dir) on the job's board. `under_reset` connects SWD targets under reset.
-pub(super) fn programmer_argv(
-    server: &Server,
-    job: &Job,
-    file: &str,
-    under_reset: bool,
-) -> Vec<String> {
-    let iface = match job.device.interface() {
-        Interface::Usb => programmer::Interface::Usb,
-        Interface::Swd => programmer::Interface::Swd,
-    };
-    let mut argv = vec![server.stm32cli.clone()];
-    let args =
-        programmer::args::flash_args(iface, &job.device.serial, file, job.address, true, true);
-    argv.extend(if under_reset {
-        programmer::args::under_reset(args)
-    } else {
-        args
-    });
-    argv
-}
-
-/// `programmer` (from [`programmer_argv`]) under the job wrapper, holding the board's lock.
-pub(super) fn wrapped_argv(server: &Server, job: &Job, programmer: &[String]) -> Vec<String> {
-    let lock = server.remote_path(&wrapper::lock_name(&job.device.serial));
-    wrapper::wrap(
-        &lock,
-        server.lock_wait,
-        deadline_secs(server),
-        &wrapper::holder(),
-        programmer,
-    )
-}
-
-/// The programmer's deadline on the server, in whole seconds.
-pub(super) fn deadline_secs(server: &Server) -> u64 {
-    server.programmer_timeout.ceil() as u64
-}
-
-/// One programmer run: connect by serial, write, verify, start; judged on the whole output.
-/// `under_reset` connects SWD targets under reset (a recovery step).
-pub(super) fn flash_attempt(
-    ctx: &JobContext<'_>,
-    job: &Job,
-    under_reset: bool,
-) -> Result<(), JobFailure> {
-    let alias = job.alias.clone();
-    let file = ctx.session.path(&job.remote_name);
-    let argv = wrapped_argv(
-        ctx.server,
-        job,
-        &programmer_argv(ctx.server, job, &file, under_reset),
-    );
-    let deadline_secs = deadline_secs(ctx.server);
-
-    ctx.send(Event::progress(&alias, Step::Flashing, None));
-    let events = ctx.events.clone();
-    let sink_alias = alias.clone();
-    let sink: LineSink = Arc::new(move |line, _stderr| {
-        if line.starts_with(wrapper::WRAPPER_PREFIX) {
-            return;
-        }
-        let _ = events.send(Event::Output {
-            device: sink_alias.clone(),
-            line: line.to_string(),
-        });
-        let clean = programmer::normalize(line);
-        let step = match clean.trim() {
-            "File download complete" => Some(("download complete", Step::Verifying)),
-            "Download verified successfully" => Some(("verified", Step::Starting)),
-            "Start operation achieved successfully" => Some(("started", Step::Starting)),
-            _ => None,
-        };
-        if let Some((message, next)) = step {
-            let _ = events.send(Event::info(&sink_alias, message));
-            let _ = events.send(Event::progress(&sink_alias, next, None));
-        } else if clean.contains('%')
-            && let Some(percent) = programmer::parse_run(&clean).progress_percent
-        {
-            let _ = events.send(Event::progress(&sink_alias, Step::Flashing, Some(percent)));
-        }
-    });
-
-    // The client-side deadline only backs up the server-side one (lock wait + programmer
-    // deadline + the wrapper's kill grace + connecting).
-    let deadline = Duration::from_secs(
-        ctx.server.lock_wait + deadline_secs + 10 + u64::from(ctx.server.connect_timeout),
-    );
-    let command = remote::quote_command(&argv).map_err(|e| JobFailure {
-        class: FailureClass::Programmer(FailureKind::Unknown),
-        message: e.to_string(),
-        hint: None,
-    })?;
-    let opts = RunOptions {
-        deadline: Some(deadline),
-        sink: Some(sink),
-        keep_stdin_open: true,
-        uncancellable: false,
-    };
-    let mut tries = 0u32;
-    let out = loop {
-        tries += 1;
-        // What runs is this command line, sent to one of the run's agents on the server.
-        ctx.send(Event::Command {
-            device: Some(alias.clone()),
-            command: remote::display(&ctx.session.target.ssh_raw(&command)),
-        });
-        let out = match ctx.session.run_remote(&command, &opts, &|e| ctx.send(e)) {
-            Ok(out) => out,
-            Err(ProcessError::Timeout { after, .. }) => {
-                return Err(JobFailure {
-                    class: FailureClass::Timeout,
-                    message: format!(
-                        "no answer from the server within {:.0} s; the connection was dropped",
-                        after.as_secs_f64()
-                    ),
-                    hint: None,
-                });
-            }
-            Err(ProcessError::Cancelled { stderr, .. }) => {
-                let started = stderr.contains(wrapper::STARTED_MARKER);
-                return Err(JobFailure {
-                    class: FailureClass::Interrupted,
-                    message: if started {
-                        "interrupted during the flash; the programmer on the server was stopped and the board may be partly written".into()
-                    } else {
-                        "interrupted before the flash started".into()
-                    },
-                    hint: None,
-                });
-            }
-            Err(e) => {
-                return Err(JobFailure {
-                    class: FailureClass::Transport,
-                    message: e.to_string(),
-                    hint: None,
-                });
-            }
-        };
-        if out.code != Some(SSH_EXIT_CONNECTION) {
-            break out;
-        }
-        // ssh itself failed. Before the wrapper said it started, nothing touched the board and
-        // a transient failure may be retried; after it, never re-run a flash blindly.
-        let failure = SshFailure::classify(&out.stderr);
-        let started = out.stderr.contains(wrapper::STARTED_MARKER);
-        if !started && failure.retryable() && tries < CONNECT_TRIES && !remote::cancelled() {
-            let pause = Duration::from_millis(500 * 2u64.pow(tries));
-            ctx.send(Event::Warn {
-                device: Some(alias.clone()),
-                message: format!(
-                    "ssh failed before the flash started ({}); retrying in {:.1} s",
-                    failure.describe(),
-                    pause.as_secs_f64()
-                ),
-            });
-            std::thread::sleep(pause);
-            continue;
-        }
-        let tail = wrapper::without_wrapper_lines(&out.stderr);
-        return Err(JobFailure {
-            class: FailureClass::Transport,
-            message: if started {
-                format!(
-                    "the connection to {} was lost during the flash ({}); the programmer on the server was stopped and the board may be partly written",
-                    ctx.session.target.host,
-                    remote::tail(&tail, 2)
-                )
-            } else {
-                format!(
-                    "ssh to {} failed: {} ({})",
-                    ctx.session.target.host,
-                    failure.describe(),
-                    remote::tail(&tail, 2)
-                )
-            },
-            hint: failure.hint().map(str::to_string),
-        });
-    };
-    match out.code {
-        Some(wrapper::EXIT_BUSY) => {
-            return Err(JobFailure {
-                class: FailureClass::Busy,
-                message: format!(
-                    "board {} {}",
-                    job.device.serial,
-                    wrapper::wrapper_message(&out.stderr).unwrap_or_else(|| "busy".into())
-                ),
-                hint: Some(
-                    "another run is flashing this board; try again later or raise `lock_wait`"
-                        .into(),
-                ),
-            });
-        }
-        Some(wrapper::EXIT_DEADLINE) => {
-            return Err(JobFailure {
-                class: FailureClass::Timeout,
-                message: wrapper::wrapper_message(&out.stderr)
-                    .unwrap_or_else(|| "the job wrapper failed".into()),
-                hint: Some(
-                    "raise `programmer_timeout` for this server in config.json if the board is \
-                     just slow"
-                        .into(),
-                ),
-            });
-        }
-        Some(wrapper::EXIT_LOCK_ERROR) => {
-            return Err(JobFailure {
-                class: FailureClass::Transport,
-                message: wrapper::wrapper_message(&out.stderr)
-                    .unwrap_or_else(|| "the job wrapper failed".into()),
-                hint: None,
-            });
-        }
-        _ => {}
-    }
-    let stderr = wrapper::without_wrapper_lines(&out.stderr);
-    if out.program_missing() {
-        return Err(JobFailure {
-            class: FailureClass::Programmer(FailureKind::Unknown),
-            message: format!(
-                "`{}` was not found (or is not executable) on server `{}`",
-                ctx.server.stm32cli, ctx.session.server_name
-            ),
-            hint: Some("set `stm32cli` for this server in config.json to the full path of STM32_Programmer_CLI".into()),
-        });
-    }
-    let code = match out.code {
-        Some(wrapper::EXIT_PROGRAMMER_255) => Some(255),
-        other => other,
-    };
-    let report = programmer::parse_run(&format!("{}\n{}", out.stdout, stderr));
-    programmer::judge(
-        &report,
-        code,
-        Expect {
-            verify: true,
-            start: true,
-        },
-        &job.device.serial,
-    )
-    .map_err(|f| JobFailure {
-        class: FailureClass::Programmer(f.kind),
-        hint: f.kind.hint().map(str::to_string),
-        message: format!("{}: {}", f.kind.label(), f.message),
-    })
 }

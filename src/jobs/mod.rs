@@ -3,11 +3,13 @@
 //! each server's rayon pool. Workers never print: they send
 //! [`Event`]s to the reporter.
 
+mod attempt;
 mod command;
 mod device;
 mod event;
 mod fanout;
 mod firmware;
+mod locks;
 mod plan;
 mod preview;
 mod recovery;
@@ -16,8 +18,9 @@ mod select;
 mod session;
 mod wrapper;
 
+pub use attempt::JobFailure;
 pub use command::{FlashRequest, flash_auto_command, split_server};
-pub use device::{JobFailure, JobResult};
+pub use device::JobResult;
 pub use event::{Event, Step};
 pub use fanout::{each_server, each_server_named};
 pub use firmware::human_size;
@@ -25,5 +28,5 @@ pub use plan::{Assignment, DEFAULT_BIN_ADDRESS, Job, Plan, Upload, parse_assignm
 pub use preview::{Preview, dry_run};
 pub use run::{ServerRun, flash_auto};
 pub use session::{
-    Answer, HostFailure, Session, agent_event, connect, first_answer, parse_df_available,
+    Answer, HostFailure, Session, agent_event, first_answer, first_answer_with, parse_df_available,
 };

@@ -221,6 +221,9 @@ pub fn plan(config: &Config, server: Option<&str>, args: &[String]) -> Result<Ve
                 && d.server == device.server
                 && d.serial.eq_ignore_ascii_case(&device.serial)
                 && d.interface() == device.interface()
+                // Boards behind the hub's ST-LINK mux share its probe: their channels (distinct,
+                // checked at load) tell them apart.
+                && (d.stlink_mux.is_none() || device.stlink_mux.is_none())
         }) {
             return Err(config_error(
                 config,

@@ -8,7 +8,7 @@
 
 use std::process::Command;
 
-use super::device::{deadline_secs, programmer_argv, wrapped_argv};
+use super::attempt::{deadline_secs, programmer_argv, wrapped_argv};
 use super::plan::{Plan, plan};
 use super::recovery::ladder;
 use super::session::{
@@ -126,19 +126,6 @@ impl Preview {
         Ok(workdir)
     }
 
-    /// The connection step of a command that needs no work dir.
-    pub fn connect(&mut self, target: &SshTarget) -> Result<(), Error> {
-        let probe = target
-            .ssh(&super::session::PROBE_ARGV)
-            .map_err(quote_error)?;
-        self.step(
-            "connect (the first hostname that answers is used)",
-            &[],
-            &probe,
-        );
-        Ok(())
-    }
-
     /// The plan of a command without a work dir.
     pub fn finish_plain(self) -> String {
         self.out
@@ -209,9 +196,9 @@ fn server_plan(plan: &Plan) -> Result<String, Error> {
     for job in &plan.jobs {
         let file = path_in(&workdir, &job.remote_name);
         let programmer = programmer_argv(&plan.server, job, &file, false);
-        let cmd = target
-            .ssh(&wrapped_argv(&plan.server, job, &programmer))
-            .map_err(quote_error)?;
+        let wrapped = wrapped_argv(&plan.server, job, &programmer)
+            .map_err(|f| Error::usage(format!("`{}`: {}", job.alias, f.message)))?;
+        let cmd = target.ssh(&wrapped).map_err(quote_error)?;
         let mut details = vec![
             format!(
                 "on the server: {}",
@@ -226,6 +213,13 @@ fn server_plan(plan: &Plan) -> Result<String, Error> {
                 deadline_secs(&plan.server)
             ),
         ];
+        if let Some(n) = job.device.stlink_mux {
+            details.push(format!(
+                "first, under that lock and the hub lock {}: `stlink_mux {n}`, read back with \
+                 `get_stlink_mux`; the programmer runs only if it reads {n}",
+                plan.server.hub_lock
+            ));
+        }
         let steps: Vec<&str> = ladder(&job.device, &plan.server)
             .into_iter()
             .map(|s| s.name())

@@ -8,15 +8,16 @@
 //! hub drives BOOT0), connect-under-reset for SWD, then a hub power cycle. After each step the
 //! board must be listed again by the programmer (bounded wait) before the next flash attempt.
 
-use std::collections::HashMap;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
-use super::device::{FailureClass, JobContext, JobFailure, flash_attempt};
+use super::attempt::{FailureClass, JobContext, JobFailure, flash_attempt};
 use super::event::{self, Event};
+use super::locks::PortBoard;
 use super::plan::Job;
 use crate::config::{Device, Interface, Server};
-use crate::hub::{Hub, HubAction, mask_ports};
+use crate::hub::{
+    Call, CallResult, Hub, HubError, Line, Step as HubStep, cycle_steps, cycle_verdict, mask_ports,
+};
 use crate::programmer::{self, args::ListWhich};
 use crate::remote;
 
@@ -71,64 +72,27 @@ pub fn should_recover(f: &JobFailure) -> bool {
     matches!(f.class, FailureClass::Programmer(kind) if kind.is_connect_failure())
 }
 
-/// A board of the run: what has to be listed again after its port was power-cycled.
-#[derive(Debug, Clone)]
-struct PortBoard {
-    serial: String,
-    interface: Interface,
+/// How a walk down the ladder ended.
+pub struct Recovered {
+    /// The final outcome of the board.
+    pub outcome: Result<(), JobFailure>,
+    /// The step that made the flash work.
+    pub step: Option<&'static str>,
+    /// What the board was left with that the user must know even after a good flash (BOOT0
+    /// still held high).
+    pub warnings: Vec<String>,
 }
 
-/// Read/write locks per hub port of the run's boards: a flash attempt holds its port's read
-/// lock, a power cycle the write lock, so a power cycle waits for every other flash on that
-/// port and no flash starts on it while it is off.
-#[derive(Debug, Default)]
-pub struct PortLocks {
-    ports: HashMap<u16, (RwLock<()>, Vec<PortBoard>)>,
-}
-
-impl PortLocks {
-    /// Locks for the hub ports of these jobs.
-    pub fn new(jobs: &[Job]) -> Self {
-        let mut ports: HashMap<u16, (RwLock<()>, Vec<PortBoard>)> = HashMap::new();
-        for job in jobs {
-            if let Some(mask) = job.device.hub_mask() {
-                ports.entry(mask).or_default().1.push(PortBoard {
-                    serial: job.device.serial.clone(),
-                    interface: job.device.interface(),
-                });
-            }
-        }
-        PortLocks { ports }
-    }
-
-    /// Shared hold on the port of `device` (none for a board without hub port).
-    pub fn flashing(&self, device: &Device) -> Option<RwLockReadGuard<'_, ()>> {
-        let (lock, _) = self.ports.get(&device.hub_mask()?)?;
-        Some(lock.read().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    fn exclusive(&self, mask: u16) -> Option<RwLockWriteGuard<'_, ()>> {
-        let (lock, _) = self.ports.get(&mask)?;
-        Some(lock.write().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    fn boards(&self, mask: u16) -> Vec<PortBoard> {
-        self.ports
-            .get(&mask)
-            .map(|(_, b)| b.clone())
-            .unwrap_or_default()
-    }
-}
-
-/// Walks the ladder after `first` failed; returns the final outcome and the step that worked.
-pub fn recover(
-    ctx: &JobContext<'_>,
-    job: &Job,
-    first: JobFailure,
-) -> (Result<(), JobFailure>, Option<&'static str>) {
+/// Walks the ladder after `first` failed.
+pub fn recover(ctx: &JobContext<'_>, job: &Job, first: JobFailure) -> Recovered {
     let alias = job.alias.as_str();
+    let done = |outcome, step, warnings| Recovered {
+        outcome,
+        step,
+        warnings,
+    };
     if remote::cancelled() {
-        return (Err(first), None);
+        return done(Err(first), None, Vec::new());
     }
     let steps = ladder(&job.device, ctx.server);
     if steps.is_empty() {
@@ -136,7 +100,7 @@ pub fn recover(
         f.message.push_str(
             "; no recovery step is allowed for this board (needs `signals.nrst`, or `hub_port` with `power_control`, or SWD)",
         );
-        return (Err(f), None);
+        return done(Err(f), None, Vec::new());
     }
     ctx.send(Event::info(
         alias,
@@ -151,6 +115,9 @@ pub fn recover(
         ),
     ));
     let mut tried = Vec::new();
+    let mut warnings = Vec::new();
+    // The hint of the first hub failure: it names the call and its cause.
+    let mut hub_hint = None;
     for step in steps {
         if remote::cancelled() {
             tried.push(format!("{}: not tried, interrupted", step.name()));
@@ -162,32 +129,35 @@ pub fn recover(
             event::Step::Recovery(step.name().to_string()),
             None,
         ));
-        let outcome = run_step(ctx, job, step);
-        match outcome {
-            Err(problem) => {
+        match run_step(ctx, job, step) {
+            Err(StepFailure { message, hint }) => {
                 ctx.send(Event::Warn {
                     device: Some(alias.to_string()),
-                    message: format!("recovery step {} failed: {problem}", step.name()),
+                    message: format!("recovery step {} failed: {message}", step.name()),
                 });
-                tried.push(format!("{}: {problem}", step.name()));
+                warnings.extend(release_boot(ctx, job, step));
+                tried.push(format!("{}: {message}", step.name()));
+                if hub_hint.is_none() {
+                    hub_hint = hint;
+                }
             }
             Ok(()) => {
                 let result = {
                     let _port = ctx.ports.flashing(&job.device);
                     flash_attempt(ctx, job, step == Step::ConnectUnderReset)
                 };
-                release_boot(ctx, job, step);
+                warnings.extend(release_boot(ctx, job, step));
                 match result {
                     Ok(()) => {
                         ctx.send(Event::info(alias, format!("recovered by {}", step.name())));
-                        return (Ok(()), Some(step.name()));
+                        return done(Ok(()), Some(step.name()), warnings);
                     }
                     Err(f) if should_recover(&f) => {
                         tried.push(format!("{}: {}", step.name(), f.message))
                     }
                     Err(mut f) => {
                         f.message = format!("{} (after recovery step {})", f.message, step.name());
-                        return (Err(f), None);
+                        return done(Err(f), None, warnings);
                     }
                 }
             }
@@ -195,10 +165,10 @@ pub fn recover(
     }
     let mut f = first;
     f.message = format!("{}; recovery failed: {}", f.message, tried.join("; "));
-    f.hint = Some(
-        "the board did not come back; check its power, cable and BOOT0 strap, or raise `reappear_timeout`".into(),
-    );
-    (Err(f), None)
+    f.hint = Some(hub_hint.unwrap_or_else(|| {
+        "the board did not come back; check its power, cable and BOOT0 strap, or raise `reappear_timeout`".into()
+    }));
+    done(Err(f), None, warnings)
 }
 
 fn hub<'a>(ctx: &'a JobContext<'a>) -> Hub<'a> {
@@ -210,54 +180,119 @@ fn hub<'a>(ctx: &'a JobContext<'a>) -> Hub<'a> {
     }
 }
 
-/// Whether this step leaves BOOT0 held high (released after the flash).
+/// Whether this step holds BOOT0 high (released after the flash, or at once when the step
+/// failed).
 fn holds_boot(job: &Job, step: Step) -> bool {
     job.device.signals.boot && matches!(step, Step::BootNrst | Step::PowerCycle)
 }
 
-fn release_boot(ctx: &JobContext<'_>, job: &Job, step: Step) {
-    if let (true, Some(mask)) = (holds_boot(job, step), job.device.hub_mask()) {
-        let emit = |e| ctx.send(e);
-        if let Err(e) = hub(ctx).call(HubAction::BootOff, Some(mask), Some(&job.alias), &emit) {
-            ctx.send(Event::Warn {
-                device: Some(job.alias.clone()),
-                message: format!("BOOT0 could not be released: {e}"),
-            });
+/// Releases BOOT0 after a step that held it; returns a warning when the hub did not confirm
+/// (the board would start its ROM bootloader at its next reset).
+fn release_boot(ctx: &JobContext<'_>, job: &Job, step: Step) -> Option<String> {
+    let (true, Some(mask)) = (holds_boot(job, step), job.device.hub_mask()) else {
+        return None;
+    };
+    let emit = |e| ctx.send(e);
+    let e = hub(ctx)
+        .change(Call::Off(Line::Boot, mask), Some(&job.alias), &emit)
+        .err()?;
+    let warning = format!(
+        "BOOT0 of {} may still be held high (the board starts its bootloader at its next reset): {e}",
+        mask_ports(mask).join(",")
+    );
+    ctx.send(Event::Warn {
+        device: Some(job.alias.clone()),
+        message: warning.clone(),
+    });
+    Some(warning)
+}
+
+/// A recovery step that failed: why, and (for a hub failure) the hint that names the call.
+struct StepFailure {
+    message: String,
+    hint: Option<String>,
+}
+
+impl From<String> for StepFailure {
+    fn from(message: String) -> Self {
+        StepFailure {
+            message,
+            hint: None,
         }
     }
 }
 
-/// Runs one step and waits for the board to be listed again.
-fn run_step(ctx: &JobContext<'_>, job: &Job, step: Step) -> Result<(), String> {
+impl From<HubError> for StepFailure {
+    fn from(e: HubError) -> Self {
+        StepFailure {
+            message: e.to_string(),
+            hint: e.hint(),
+        }
+    }
+}
+
+/// The verdict on a reset pulse (see [`run_step`]): BOOT0 on (when asked), NRST on, NRST off.
+fn pulse_verdict(results: &[CallResult], mask: u16) -> Result<(), HubError> {
+    let find = |c: Call| {
+        results
+            .iter()
+            .find(|r| r.call == c)
+            .map(|r| r.result.clone())
+    };
+    for call in [Call::On(Line::Boot, mask), Call::On(Line::Nrst, mask)] {
+        if let Some(Err(e)) = find(call) {
+            return Err(e);
+        }
+    }
+    match find(Call::Off(Line::Nrst, mask)) {
+        Some(Ok(_)) => Ok(()),
+        Some(Err(e)) => Err(match &e {
+            HubError::Failed { server, .. } => HubError::Failed {
+                server: server.clone(),
+                call: format!("reset pulse {}", crate::hub::mask_hex(mask)),
+                problem: crate::hub::Problem::Left {
+                    state: format!(
+                        "NRST of {} may still be held (the board is kept in reset)",
+                        mask_ports(mask).join(",")
+                    ),
+                    cause: Box::new(e.clone()),
+                },
+            },
+            HubError::NotAvailable(_) => e,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Runs one step and waits for the board to be listed again. Each hub step is one batch on
+/// the server that always ends by undoing what it did (NRST released, power back on), so a
+/// refused or unanswered call never leaves the board in reset or off; its failure ends the
+/// step at once (no wait for the board).
+fn run_step(ctx: &JobContext<'_>, job: &Job, step: Step) -> Result<(), StepFailure> {
     let alias = job.alias.as_str();
     let emit = |e| ctx.send(e);
     let hub = hub(ctx);
     let mask = job.device.hub_mask();
-    let boot = |mask| {
-        if holds_boot(job, step) {
-            hub.call(HubAction::BootOn, Some(mask), Some(alias), &emit)
-                .map(|_| ())
-        } else {
-            Ok(())
-        }
+    let boot = |mask| holds_boot(job, step).then_some(mask);
+    let this_board = PortBoard {
+        serial: job.device.serial.clone(),
+        interface: job.device.interface(),
     };
     match (step, mask) {
         (Step::ConnectUnderReset, _) => Ok(()),
         (Step::Nrst | Step::BootNrst, Some(mask)) => {
-            boot(mask).map_err(|e| e.to_string())?;
-            hub.call(HubAction::NrstOn, Some(mask), Some(alias), &emit)
-                .map_err(|e| e.to_string())?;
-            std::thread::sleep(Duration::from_millis(ctx.server.nrst_hold_ms));
-            hub.call(HubAction::NrstOff, Some(mask), Some(alias), &emit)
-                .map_err(|e| e.to_string())?;
-            wait_listed(
-                ctx,
-                alias,
-                &[PortBoard {
-                    serial: job.device.serial.clone(),
-                    interface: job.device.interface(),
-                }],
-            )
+            let mut steps = Vec::new();
+            if let Some(b) = boot(mask) {
+                steps.push(HubStep::Call(Call::On(Line::Boot, b)));
+            }
+            steps.extend([
+                HubStep::Call(Call::On(Line::Nrst, mask)),
+                HubStep::Sleep(ctx.server.nrst_hold_ms as f64 / 1000.0),
+                HubStep::Call(Call::Off(Line::Nrst, mask)),
+            ]);
+            let results = hub.run(&steps, Some(alias), &emit);
+            pulse_verdict(&results, mask)?;
+            Ok(wait_listed(ctx, alias, &[this_board])?)
         }
         (Step::PowerCycle, Some(mask)) => {
             // Waits for every other flash on this port; none starts until the port is back.
@@ -273,21 +308,25 @@ fn run_step(ctx: &JobContext<'_>, job: &Job, step: Step) -> Result<(), String> {
                     ),
                 ));
             }
-            boot(mask).map_err(|e| e.to_string())?;
-            hub.set_power(false, mask, Some(alias), &emit)
-                .map_err(|e| e.to_string())?;
-            std::thread::sleep(Duration::from_secs_f64(ctx.server.power_off_seconds));
-            hub.set_power(true, mask, Some(alias), &emit)
-                .map_err(|e| e.to_string())?;
-            let mut boards = vec![PortBoard {
-                serial: job.device.serial.clone(),
-                interface: job.device.interface(),
-            }];
+            let results = hub.run(
+                &cycle_steps(mask, ctx.server.power_off_seconds, boot(mask)),
+                Some(alias),
+                &emit,
+            );
+            cycle_verdict(&ctx.session.server_name, mask, &results, boot(mask)).inspect_err(
+                |e| {
+                    ctx.send(Event::Error {
+                        device: Some(alias.to_string()),
+                        message: e.to_string(),
+                    })
+                },
+            )?;
+            let mut boards = vec![this_board];
             boards.extend(others.into_iter().filter(|b| b.serial != job.device.serial));
-            wait_listed(ctx, alias, &boards)
+            Ok(wait_listed(ctx, alias, &boards)?)
         }
         (Step::Nrst | Step::BootNrst | Step::PowerCycle, None) => {
-            Err("the board has no hub_port".into())
+            Err("the board has no hub_port".to_string().into())
         }
     }
 }

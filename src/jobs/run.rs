@@ -9,11 +9,12 @@ use std::sync::OnceLock;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::device::{JobContext, JobResult, run_job};
+use super::attempt::JobContext;
+use super::device::{JobResult, run_job};
 use super::event::{Event, Step};
 use super::fanout::each_server_named;
+use super::locks::{PortLocks, ProbeLocks};
 use super::plan::{Plan, plan};
-use super::recovery::PortLocks;
 use super::session::Session;
 use crate::config::Config;
 use crate::error::Error;
@@ -54,6 +55,15 @@ pub fn flash_auto(
     reporter.set_devices(aliases.chain(names));
     for e in plans.iter().flat_map(Plan::image_events) {
         reporter.handle(e);
+    }
+    for p in &plans {
+        if let Some(note) = crate::hub::hubd_note(&p.server_name, &p.server) {
+            reporter.handle(if fleet {
+                note.or_device(&p.server_name)
+            } else {
+                note
+            });
+        }
     }
     let groups: Vec<(&str, Vec<&str>)> = plans
         .iter()
@@ -216,6 +226,8 @@ fn run_pool(plan: &Plan, session: &Session, emit: &mut dyn FnMut(Event)) -> Vec<
     let threads = plan.server.max_parallel.clamp(1, plan.jobs.len().max(1));
     let ports = PortLocks::new(&plan.jobs);
     let ports = &ports;
+    let probes = ProbeLocks::new(&plan.jobs);
+    let probes = &probes;
     let slots: Vec<OnceLock<JobResult>> = plan.jobs.iter().map(|_| OnceLock::new()).collect();
     let (tx, rx) = mpsc::channel::<Event>();
     std::thread::scope(|scope| {
@@ -231,6 +243,7 @@ fn run_pool(plan: &Plan, session: &Session, emit: &mut dyn FnMut(Event)) -> Vec<
                     server: &plan.server,
                     events: tx,
                     ports,
+                    probes,
                 };
                 let _ = slots[i].set(run_job(&ctx, &plan.jobs[i]));
             };

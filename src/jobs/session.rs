@@ -94,14 +94,34 @@ pub fn first_answer<S: AsRef<str>>(
     deadline: Duration,
     emit: &mut dyn FnMut(Event),
 ) -> Result<Answer, Error> {
+    let opts = remote::RunOptions {
+        deadline: Some(deadline),
+        ..remote::RunOptions::default()
+    };
+    first_answer_with(server_name, server, remote_argv, opts, None, emit)
+}
+
+/// [`first_answer`] with the run's options, for a command that must not run twice: once its
+/// output holds `started`, the command began on that hostname, and an ssh failure after it is
+/// its answer (the next hostname is not tried).
+pub fn first_answer_with<S: AsRef<str>>(
+    server_name: &str,
+    server: &Server,
+    remote_argv: &[S],
+    opts: remote::RunOptions,
+    started: Option<&str>,
+    emit: &mut dyn FnMut(Event),
+) -> Result<Answer, Error> {
     let command = remote::quote_command(remote_argv).map_err(|e| Error::usage(e.to_string()))?;
-    first_answer_by(server_name, server, deadline, emit, |target, emit| {
+    let deadline = opts.deadline.unwrap_or_else(|| server.connect_deadline());
+    let ran = |out: &remote::Captured| started.is_some_and(|m| out.stdout.contains(m));
+    first_answer_by(server_name, server, deadline, &ran, emit, |target, emit| {
         let mut cmd = target.ssh_raw(&command);
         emit(Event::Command {
             device: None,
             command: remote::display(&cmd),
         });
-        remote::run(&mut cmd, Some(deadline), None).map(|out| (out, ()))
+        remote::run_with(&mut cmd, opts.clone()).map(|out| (out, ()))
     })
     .map(|(answer, ())| answer)
 }
@@ -112,6 +132,7 @@ fn first_answer_by<T>(
     server_name: &str,
     server: &Server,
     deadline: Duration,
+    ran: &dyn Fn(&remote::Captured) -> bool,
     emit: &mut dyn FnMut(Event),
     mut attempt: impl FnMut(
         &SshTarget,
@@ -141,7 +162,7 @@ fn first_answer_by<T>(
             }
             Err(e) => return Err(e.into()),
         };
-        if output.code == Some(SSH_EXIT_CONNECTION) {
+        if output.code == Some(SSH_EXIT_CONNECTION) && !ran(&output) {
             let why = SshFailure::classify(&output.stderr);
             let detail = match why {
                 SshFailure::Other => output.stderr_tail(),
@@ -319,37 +340,6 @@ pub fn upload_display(target: &SshTarget, command: &str, uploads: &[Upload]) -> 
     )
 }
 
-/// What [`connect`] runs: it only has to answer.
-pub const PROBE_ARGV: [&str; 1] = ["true"];
-
-/// The first hostname of the server that answers, for commands that need no work dir (the
-/// hub). Its connection is kept for the run by the multiplexing master.
-pub fn connect(
-    server_name: &str,
-    server: &Server,
-    emit: &mut dyn FnMut(Event),
-) -> Result<SshTarget, Error> {
-    let answer = first_answer(
-        server_name,
-        server,
-        &PROBE_ARGV,
-        server.connect_deadline(),
-        emit,
-    )?;
-    if answer.output.code != Some(0) {
-        return Err(Error::Remote {
-            server: server_name.to_string(),
-            step: "running `true` after logging in".into(),
-            details: answer.output.stderr_tail(),
-        });
-    }
-    emit(Event::Info {
-        device: None,
-        message: format!("connected to `{server_name}` at {}", answer.target.host),
-    });
-    Ok(answer.target)
-}
-
 impl Session {
     /// Tries each hostname in order by creating the work dir there; the first that answers is
     /// used for the whole run. On it, the connection master logs in first (`ssh -f -N`), then
@@ -366,8 +356,13 @@ impl Session {
         let command =
             remote::quote_command(&open_argv(server)).map_err(|e| Error::usage(e.to_string()))?;
         let deadline = server.connect_deadline();
-        let (Answer { target, output, .. }, agents) =
-            first_answer_by(server_name, server, deadline, emit, |target, emit| {
+        let (Answer { target, output, .. }, agents) = first_answer_by(
+            server_name,
+            server,
+            deadline,
+            &|_| false,
+            emit,
+            |target, emit| {
                 let pool = remote::AgentPool::new(target.clone());
                 let master = remote::mux::warm(target, agents, deadline, &mut |c| {
                     emit(Event::Command {
@@ -392,7 +387,8 @@ impl Session {
                 };
                 let out = pool.run_raw(&command, &opts, &|_| {});
                 out.map(|out| (out, pool))
-            })?;
+            },
+        )?;
         let mut lines = output.stdout.lines();
         let workdir = lines.next().unwrap_or_default().trim().to_string();
         let free_kib = lines.next().and_then(parse_df_available);

@@ -8,6 +8,11 @@
 //! `flock` on an open file descriptor, so it dies with the wrapper: a crashed client never
 //! leaves a board locked.
 //!
+//! (4) For a board behind the hub's ST-LINK multiplexer, it runs the mux switch (a hub batch
+//! that reads the channel back and exits non-zero when the hub did not confirm it) while it
+//! holds the board's lock and before the programmer starts, so no other run can switch the
+//! mux between the check and the flash, and no board is flashed on an unconfirmed channel.
+//!
 //! The script is a constant; every value reaches it as a positional argument quoted by
 //! [`crate::remote::quote_command`].
 
@@ -18,6 +23,11 @@ pub const EXIT_PROGRAMMER_255: i32 = 96;
 pub const EXIT_LOCK_ERROR: i32 = 97;
 /// Exit code when another job held the board for longer than `lock_wait`.
 pub const EXIT_BUSY: i32 = 98;
+/// Exit code when the ST-LINK mux switch before the programmer was not confirmed (the
+/// programmer did not run).
+pub const EXIT_MUX: i32 = 95;
+/// Prefix of the mux switch's output lines on stderr (a [`WRAPPER_PREFIX`] line).
+pub const MUX_PREFIX: &str = "stm-remote: mux: ";
 /// Exit code of `timeout` when the deadline passed.
 pub const EXIT_DEADLINE: i32 = 124;
 /// Line the wrapper prints on stderr once it holds the lock and starts the programmer.
@@ -25,8 +35,8 @@ pub const STARTED_MARKER: &str = "stm-remote: started";
 /// Prefix of the wrapper's own stderr lines.
 pub const WRAPPER_PREFIX: &str = "stm-remote: ";
 
-const SCRIPT: &str = r#"lock=$1 wait=$2 limit=$3 holder=$4
-shift 4
+const SCRIPT: &str = r#"lock=$1 wait=$2 limit=$3 holder=$4 pre=$5
+shift 5
 prog=$1
 shift
 case $prog in "~/"*) prog=$HOME/${prog#"~/"} ;; esac
@@ -37,6 +47,14 @@ if ! flock -w "$wait" 9; then
   exit 98
 fi
 { printf '%s since %s\n' "$holder" "$(date '+%Y-%m-%d %H:%M:%S %Z')" >"$lock"; } 2>/dev/null
+if [ -n "$pre" ]; then
+  o=$(sh -c "$pre" 2>&1 9<&-); r=$?
+  printf '%s\n' "$o" | sed 's/^/stm-remote: mux: /' >&2
+  if [ "$r" -ne 0 ]; then
+    echo "stm-remote: the ST-LINK mux was not confirmed; the programmer did not run" >&2
+    exit 95
+  fi
+fi
 echo "stm-remote: started" >&2
 exec 8<&0
 timeout -k 5 "$limit" "$prog" "$@" </dev/null &
@@ -53,12 +71,15 @@ case $rc in
 esac
 exit $rc"#;
 
-/// The argv that runs `programmer_argv` (programmer path first) under the wrapper.
+/// The argv that runs `programmer_argv` (programmer path first) under the wrapper; `pre` is a
+/// command string (built by [`crate::remote::quote_command`]) run first under the board's
+/// lock, or empty.
 pub fn wrap(
     lock_file: &str,
     lock_wait_secs: u64,
     deadline_secs: u64,
     holder: &str,
+    pre: &str,
     programmer_argv: &[String],
 ) -> Vec<String> {
     let mut argv = vec![
@@ -70,6 +91,7 @@ pub fn wrap(
         lock_wait_secs.to_string(),
         deadline_secs.max(1).to_string(),
         holder.to_string(),
+        pre.to_string(),
     ];
     argv.extend(programmer_argv.iter().cloned());
     argv
@@ -100,6 +122,15 @@ pub fn holder() -> String {
         .collect()
 }
 
+/// What the mux switch printed (its lines in the wrapper's stderr, prefix removed).
+pub fn mux_output(stderr: &str) -> String {
+    stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix(MUX_PREFIX))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The wrapper's own lines removed, for parsing the programmer's output.
 pub fn without_wrapper_lines(stderr: &str) -> String {
     stderr
@@ -115,7 +146,7 @@ pub fn wrapper_message(stderr: &str) -> Option<String> {
         .lines()
         .rev()
         .filter_map(|l| l.strip_prefix(WRAPPER_PREFIX))
-        .find(|m| *m != "started")
+        .find(|m| *m != "started" && !m.starts_with("mux: "))
         .map(str::to_string)
 }
 
@@ -161,6 +192,7 @@ mod tests {
                 5,
                 30,
                 "me@here pid 1",
+                "",
                 &prog("echo out; echo err >&2; exit 3"),
             ),
             true,
@@ -171,7 +203,7 @@ mod tests {
         assert_eq!(out.stdout, "out\n");
         assert!(out.stderr.contains(STARTED_MARKER), "{}", out.stderr);
         assert_eq!(without_wrapper_lines(&out.stderr), "err");
-        let out = local(&wrap(&lock, 5, 30, "me", &prog("exit 255")), true, 30).unwrap();
+        let out = local(&wrap(&lock, 5, 30, "me", "", &prog("exit 255")), true, 30).unwrap();
         assert_eq!(out.code, Some(EXIT_PROGRAMMER_255));
         assert!(
             std::fs::read_to_string(&lock)
@@ -188,10 +220,15 @@ mod tests {
             .join(lock_name("B0A4D"))
             .to_string_lossy()
             .into_owned();
-        let first = wrap(&lock, 5, 30, "alice@pc1 pid 7", &prog("sleep 3"));
+        let first = wrap(&lock, 5, 30, "alice@pc1 pid 7", "", &prog("sleep 3"));
         let t = std::thread::spawn(move || local(&first, true, 30).unwrap());
         std::thread::sleep(Duration::from_millis(800));
-        let out = local(&wrap(&lock, 1, 30, "bob", &prog("echo never")), true, 30).unwrap();
+        let out = local(
+            &wrap(&lock, 1, 30, "bob", "", &prog("echo never")),
+            true,
+            30,
+        )
+        .unwrap();
         assert_eq!(out.code, Some(EXIT_BUSY));
         assert!(out.stdout.is_empty());
         let msg = wrapper_message(&out.stderr).unwrap();
@@ -211,7 +248,7 @@ mod tests {
             .to_string_lossy()
             .into_owned();
         let t = Instant::now();
-        let out = local(&wrap(&lock, 5, 1, "me", &prog("sleep 30")), true, 30).unwrap();
+        let out = local(&wrap(&lock, 5, 1, "me", "", &prog("sleep 30")), true, 30).unwrap();
         assert_eq!(out.code, Some(EXIT_DEADLINE));
         assert!(t.elapsed() < Duration::from_secs(10));
         assert!(
@@ -233,17 +270,48 @@ mod tests {
         // With stdin null the wrapper sees EOF at once and stops the programmer.
         let script = format!("sleep 20; touch {}", marker.display());
         let t = Instant::now();
-        let out = local(&wrap(&lock, 5, 60, "me", &prog(&script)), false, 30).unwrap();
+        let out = local(&wrap(&lock, 5, 60, "me", "", &prog(&script)), false, 30).unwrap();
         assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
         assert_ne!(out.code, Some(0));
         // With stdin held open it runs to the end.
         let out = local(
-            &wrap(&lock, 5, 60, "me", &prog("sleep 1; echo done")),
+            &wrap(&lock, 5, 60, "me", "", &prog("sleep 1; echo done")),
             true,
             30,
         )
         .unwrap();
         assert_eq!((out.code, out.stdout.as_str()), (Some(0), "done\n"));
         assert!(!marker.exists());
+    }
+
+    #[test]
+    fn the_pre_step_runs_under_the_lock_and_a_failed_one_stops_the_programmer() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir
+            .path()
+            .join(lock_name("M0X"))
+            .to_string_lossy()
+            .into_owned();
+        let ran = dir.path().join("ran");
+        let program = prog(&format!("touch {}", ran.display()));
+        let pre = remote::quote_command(&["sh", "-c", "echo switched; exit 3"]).unwrap();
+        let out = local(&wrap(&lock, 5, 30, "me", &pre, &program), true, 30).unwrap();
+        assert_eq!(out.code, Some(EXIT_MUX));
+        assert!(
+            !ran.exists(),
+            "the programmer ran after a failed mux switch"
+        );
+        assert!(!out.stderr.contains(STARTED_MARKER), "{}", out.stderr);
+        assert_eq!(mux_output(&out.stderr), "switched");
+        assert!(
+            wrapper_message(&out.stderr)
+                .unwrap()
+                .contains("the ST-LINK mux was not confirmed")
+        );
+        let pre = remote::quote_command(&["sh", "-c", "echo ok"]).unwrap();
+        let out = local(&wrap(&lock, 5, 30, "me", &pre, &program), true, 30).unwrap();
+        assert_eq!(out.code, Some(0));
+        assert!(ran.exists());
+        assert_eq!(without_wrapper_lines(&out.stderr), "");
     }
 }

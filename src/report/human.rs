@@ -457,6 +457,15 @@ impl Reporter {
                     self.hint_tag()
                 ));
             }
+            for warning in &r.warnings {
+                let tag = self.paint(Style::new().yellow().bold(), "warning:");
+                text.push_str(&format!(
+                    "\n  {:<6}  {:<w$}  {tag} {}",
+                    "",
+                    "",
+                    sanitize(warning)
+                ));
+            }
         }
         text
     }
@@ -493,6 +502,13 @@ impl Reporter {
                         "unidentified".to_string()
                     } else if d.ambiguous {
                         "ambiguous".to_string()
+                    } else if !d.mux.is_empty() {
+                        let boards: Vec<String> = d
+                            .mux
+                            .iter()
+                            .map(|m| format!("{} (mux {})", m.alias, m.channel))
+                            .collect();
+                        format!("ST-LINK mux: {}", boards.join(", "))
                     } else {
                         d.alias.clone().unwrap_or_else(|| "new".into())
                     };
@@ -608,6 +624,7 @@ mod tests {
             recovery: None,
             error: (!ok).then(|| "cannot reach server".to_string()),
             seconds: 1.0,
+            warnings: Vec::new(),
             hint: None,
         }
     }

@@ -28,8 +28,9 @@ pub fn render_results(results: &[JobResult]) -> String {
 /// Renders the `discover --json` document (pretty-printed, newline-terminated):
 ///
 /// `{"schema_version": 1, "servers": {"<server>": {"devices": [{"interface": "USB"|"SWD", "serial": "...",
-/// "board": "..."|null, "alias": "<configured alias>"|null, "ambiguous": bool,
-/// "usable": bool}], "missing": ["<alias>", ...], "error": null|"..."}}}`, servers in the
+/// "board": "..."|null, "alias": "<configured alias>"|null, "ambiguous": bool, "mux":
+/// [{"channel": 1..16, "alias": "..."}], "usable": bool}], "missing": ["<alias>", ...],
+/// "error": null|"..."}}}`, servers in the
 /// order they were asked for.
 pub fn render_discovery(reports: &[ServerReport]) -> String {
     let servers: serde_json::Map<String, serde_json::Value> = reports
@@ -60,6 +61,7 @@ mod tests {
             recovery: None,
             error: Some("Target device not found".into()),
             seconds: 1.5,
+            warnings: Vec::new(),
             hint: Some("not serialised".into()),
         };
         let v: serde_json::Value = serde_json::from_str(&render_results(&[r])).unwrap();
@@ -82,6 +84,7 @@ mod tests {
                 board: Some("NUCLEO-G0B1RE".into()),
                 alias: Some("g0".into()),
                 ambiguous: false,
+                mux: Vec::new(),
                 usable: true,
                 device_id: Some("not serialised".into()),
             }],
@@ -100,7 +103,7 @@ mod tests {
             serde_json::json!({"schema_version": 1, "servers": {
                 "pi2": {"devices": [{"interface": "SWD", "serial": "066DFF515754888367131638",
                          "board": "NUCLEO-G0B1RE", "alias": "g0", "ambiguous": false,
-                         "usable": true}],
+                         "mux": [], "usable": true}],
                         "missing": ["old"], "error": null},
                 "pi1": {"devices": [], "missing": [], "error": "cannot reach"}}})
         );

@@ -107,14 +107,20 @@ fn write_case(w: &mut Writer<Vec<u8>>, server: &str, r: &JobResult) -> std::io::
         ("classname", server),
         ("time", time.as_str()),
     ]);
-    if r.ok && r.recovery.is_none() {
+    if r.ok && r.recovery.is_none() && r.warnings.is_empty() {
         case.write_empty()?;
         return Ok(());
     }
     case.write_inner_content(|w| {
-        if let Some(step) = &r.recovery {
+        let mut out: Vec<String> = r
+            .recovery
+            .iter()
+            .map(|step| format!("recovered by {}", clean(step)))
+            .collect();
+        out.extend(r.warnings.iter().map(|m| format!("warning: {}", clean(m))));
+        if !out.is_empty() {
             w.create_element("system-out")
-                .write_text_content(BytesText::new(&format!("recovered by {}", clean(step))))?;
+                .write_text_content(BytesText::new(&out.join("\n")))?;
         }
         if !r.ok {
             let error = r.error.as_deref().map_or_else(
@@ -199,6 +205,7 @@ mod tests {
             recovery: recovery.map(str::to_string),
             error: error.map(str::to_string),
             seconds: 1.25,
+            warnings: Vec::new(),
             hint: error.map(|_| "check the <cable> & \"power\"".to_string()),
         }
     }

@@ -85,7 +85,7 @@ fresh_state() {   # fresh_state [version] [ansi]
   "crlf": false,
   "flash_seconds": 0.1,
   "list_seconds": 0.0,
-  "hub": {"power": "0xFFFF", "boot": "0x0000", "nrst": "0x0000", "fail": false, "silent": false},
+  "hub": {"power": "0xFFFF", "boot": "0x0000", "nrst": "0x0000", "mode": "normal"},
   "boards": [
     {"serial": "$DFU_SN", "interface": "USB", "hub_port": "USB3", "firmware": null},
     {"serial": "$DFU2_SN", "interface": "USB", "hub_port": "USB4", "firmware": null},
@@ -307,12 +307,16 @@ check "crlf: no bare LF" bash -c "[ \$(grep -c \$'\r\$' '$OUT') -eq \$(wc -l <'$
 check "stderr libcrypto noise" err_has "libcrypto.so.1.1: no version information available"
 
 # ---------------------------------------------------------------- hub
+# The fake behaves like the real hub_cli.py: Python-list replies, exit 0 on a
+# refusal, an invented ['OK'] when the hub is silent, tracebacks with exit 1.
 
 fresh_state 2.20.0
+set_state 's["hub"]["write_pause"] = 0; s["hub"]["silent_seconds"] = 0.2'
 hub get_power_state
-check "get_power_state" out_is "power_state=0xFFFF"
+check "get_power_state" out_is "['+POWERSTATE: 0xFFFF', 'OK']"
+check "get_power_state exit 0" rc_is 0
 hub power_off 0x0004
-check "power_off output" out_is "OK power=0xFFFB"
+check "power_off output" out_is "['OK']"
 check "power_off state" state_is "s['hub']['power']" "0xFFFB"
 prog -l usb
 check "unpowered DFU board hidden" hasnt "$DFU_SN"
@@ -320,34 +324,135 @@ check "other DFU board now USB1" line "  Device Index           : USB1"
 prog -c port=usb1 sn=$DFU_SN
 check "unpowered DFU board: connect fails" rc_is 1
 hub power_on 0X4
-check "power_on upper-case 0X" out_is "OK power=0xFFFF"
+check "power_on upper-case 0X" out_is "['OK']"
+check "power_on state" state_is "s['hub']['power']" "0xFFFF"
+hub power_on 4
+check "power_on bare hex digits (int(x, 16))" out_is "['OK']"
 hub boot_on 0x000c
-check "boot_on output" out_is "OK boot=0x000C"
+check "boot_on state" state_is "s['hub']['boot']" "0x000C"
+hub get_boot_state
+check "get_boot_state" out_is "['+BOOTSTATE: 0x000C', 'OK']"
 hub nrst_on 0x0004
-check "nrst_on output" out_is "OK nrst=0x0004"
+hub get_nrst_state
+check "get_nrst_state" out_is "['+NRSTSTATE: 0x0004', 'OK']"
 prog -l usb
 check "board held in reset is hidden" hasnt "$DFU_SN"
 hub nrst_off 0x0004
-check "nrst_off output" out_is "OK nrst=0x0000"
-hub boot_off 0x000C
-check "boot_off output" out_is "OK boot=0x0000"
-for bad in 4 0x 0x10000 zz 0xG1 ""; do
-    hub power_on "$bad"
-    check "bad mask '$bad' exit 2" rc_is 2
-done
+check "nrst_off state" state_is "s['hub']['nrst']" "0x0000"
+hub set_boot_state 0x0001
+check "set_boot_state replaces" state_is "s['hub']['boot']" "0x0001"
+hub boot_off 0x0001
+hub stlink_mux 3
+check "stlink_mux output" out_is "['OK']"
+hub get_stlink_mux
+check "get_stlink_mux" out_is "['+STLINKMUX: 3', 'OK']"
+hub stlink_mux 17
+check "stlink_mux 17: traceback exit 1" rc_is 1
+check "stlink_mux 17: range error" err_has "ValueError: STLINK MUX port must be between 1 and 16"
+hub power_on zz
+check "bad mask: traceback exit 1" rc_is 1
+check "bad mask: ValueError" err_has "ValueError: invalid literal for int() with base 16: 'zz'"
+check "bad mask: traceback header" err_has "Traceback (most recent call last):"
 hub power_on
-check "missing mask exit 2" rc_is 2
+check "missing mask exit 1" rc_is 1
+check "missing mask IndexError" err_has "IndexError: list index out of range"
 hub explode 0x0001
-check "unknown command exit 2" rc_is 2
-set_state 's["hub"]["fail"] = True'
-hub power_on 0x0001
-check "hub fail exit 1" rc_is 1
-check "hub fail stderr" err_has "ERROR: hub not responding"
-set_state 's["hub"]["fail"] = False; s["hub"]["silent"] = True'
+check "unknown command exit 0" rc_is 0
+check "unknown command text" out_is "Unknown command: explode"
+hub
+check "no command: usage exit 1" rc_is 1
+check "no command: usage on stdout" out_is "Usage: hub_cli.py <command> [args]"
+hub power_off 0x10000
+check "mask beyond 16 bits refused, exit 0" out_is "['ERROR']"
+check "refused: exit 0" rc_is 0
+set_state 's["hub"]["ports"] = 4'
+hub power_off 0x0010
+check "4-port hub refuses USB5" out_is "['ERROR']"
+check "4-port hub: no change" state_is "s['hub']['power']" "0xFFFF"
+hub get_power_state
+check "4-port hub reads 4 ports" out_is "['+POWERSTATE: 0x000F', 'OK']"
+set_state 's["hub"]["ports"] = 16; s["hub"]["refuse"] = ["nrst_on"]'
+hub nrst_on 0x0004
+check "refuse list: nrst_on refused" out_is "['ERROR']"
+check "refuse list: no change" state_is "s['hub']['nrst']" "0x0000"
+hub nrst_off 0x0004
+check "refuse list: others accepted" out_is "['OK']"
+set_state 's["hub"]["refuse"] = []; s["hub"]["mode"] = "refuses"; s["hub"]["error_text"] = "ERROR: busy"'
 hub power_off 0x0001
-check "silent hub exit 0" rc_is 0
-check "silent hub prints nothing" out_is ""
-check "silent hub still switches" state_is "s['hub']['power']" "0xFFFE"
+check "refuses: ERROR text, exit 0" out_is "['ERROR: busy']"
+check "refuses: rc 0" rc_is 0
+check "refuses: no change" state_is "s['hub']['power']" "0xFFFF"
+set_state 's["hub"]["mode"] = "silent"'
+hub power_off 0x0001
+check "silent hub: the script invents OK" out_is "['OK']"
+check "silent hub: exit 0" rc_is 0
+check "silent hub: nothing switched" state_is "s['hub']['power']" "0xFFFF"
+hub get_power_state
+check "silent hub: a query reads only OK" out_is "['OK']"
+set_state 's["hub"]["mode"] = "mute"'
+hub power_off 0x0001
+check "mute hub: OK" out_is "['OK']"
+check "mute hub: switched all the same" state_is "s['hub']['power']" "0xFFFE"
+hub get_power_state
+check "mute hub: query unanswered" out_is "['OK']"
+set_state 's["hub"]["mode"] = "stuck"'
+hub power_off 0x0002
+check "stuck relay: OK" out_is "['OK']"
+check "stuck relay: nothing switched" state_is "s['hub']['power']" "0xFFFE"
+set_state 's["hub"]["mode"] = "port_missing"'
+hub get_power_state
+check "port missing: exit 1" rc_is 1
+check "port missing: SerialException" err_has "serial.serialutil.SerialException: [Errno 2] could not open port /dev/serial0: [Errno 2] No such file or directory: '/dev/serial0'"
+hub nonsense
+check "port missing: opened before the command is looked at" rc_is 1
+set_state 's["hub"]["mode"] = "port_denied"'
+hub get_power_state
+check "port denied: Errno 13" err_has "[Errno 13] Permission denied: '/dev/serial0'"
+set_state 's["hub"]["mode"] = "no_pyserial"'
+hub
+check "no pyserial: traceback before the usage" err_has "ModuleNotFoundError: No module named 'serial'"
+check "no pyserial: exit 1" rc_is 1
+set_state 's["hub"]["mode"] = "normal"; s["hub"]["reply_style"] = "equals"'
+hub get_power_state
+check "reply_style equals" out_is "['POWERSTATE=0xFFFE', 'OK']"
+set_state 's["hub"]["reply_style"] = "decimal"'
+hub get_power_state
+check "reply_style decimal" out_is "['+POWERSTATE: 65534', 'OK']"
+set_state 's["hub"]["reply_style"] = "plus"; s["hub"]["write_pause"] = 0.5'
+"$HUB" power_on 0x0001 >/dev/null &
+H1=$!
+sleep 0.2
+hub power_on 0x0002
+wait $H1
+check "two scripts on the UART at once are counted" state_is "s['hub']['collisions']" "1"
+
+# ---------------------------------------------------------------- ST-LINK mux
+# Boards behind the hub's ST-LINK multiplexer share one probe serial; the probe reaches
+# the board on the hub's current channel.
+MUX_SN=066DFF485457725187092834
+fresh_state 2.20.0
+set_state 's["hub"]["write_pause"] = 0; s["boards"] += [
+    {"serial": "'$MUX_SN'", "interface": "SWD", "board": "NUCLEO-L4", "mux": 1, "firmware": None},
+    {"serial": "'$MUX_SN'", "interface": "SWD", "board": "NUCLEO-L4", "mux": 2, "firmware": None}]'
+prog -l st-link
+check "mux probe listed once" [ "$(grep -c "ST-LINK SN  : $MUX_SN" "$OUT")" = 1 ]
+hub stlink_mux 2
+prog -c port=SWD sn=$MUX_SN -w "$LAB/app.hex" -v
+check "mux: flash on channel 2 exit 0" rc_is 0
+check "mux: channel 2 written" state_is "[x.get('firmware') for x in s['boards'] if x.get('mux')]" "[None, '$HEX_SHA']"
+hub stlink_mux 5
+prog -c port=SWD sn=$MUX_SN
+check "mux: empty channel, no target" rc_is 1
+check "mux: empty channel says no target" has "Error: No STM32 target found!"
+hub stlink_mux 1
+set_state 's["flash_seconds"] = 1.0'
+"$PROG" -c port=SWD sn=$MUX_SN -w "$LAB/app.bin" 0x08000000 >"$LAB/m1.out" 2>&1 &
+P1=$!
+for _ in $(seq 50); do grep -q "Download in Progress:" "$LAB/m1.out" && break; sleep 0.1; done
+hub stlink_mux 2
+wait $P1; R1=$?
+check "mux switched mid-write: the write fails" [ "$R1" = 1 ]
+check "mux switched mid-write: counted" state_is "[x.get('mux_cut_flashes') for x in s['boards'] if x.get('mux')]" "[1, None]"
 
 set_state 'del s["hub"]'
 prog -l usb
@@ -465,7 +570,7 @@ mkdir "$LAB2"
 cp "$HERE/STM32_Programmer_CLI" "$HERE/hub_cli.py" "$LAB2/"
 printf '{"version": "2.18.0", "hub": {"power": "0x0001"}, "boards": []}\n' >"$LAB2/state.json"
 check "copied fake uses its own state" bash -c "'$LAB2/STM32_Programmer_CLI' --version | grep -Fxq 'STM32CubeProgrammer version: 2.18.0 '"
-check "copied hub uses its own state" bash -c "[ \"\$('$LAB2/hub_cli.py' get_power_state)\" = power_state=0x0001 ]"
+check "copied hub uses its own state" bash -c "[ \"\$('$LAB2/hub_cli.py' get_power_state)\" = \"['+POWERSTATE: 0x0001', 'OK']\" ]"
 check "copied fakes log in their own dir" [ "$(grep -c '"event": "start"' "$LAB2/calls.log")" = 2 ]
 
 echo "$PASS passed, $FAIL failed"

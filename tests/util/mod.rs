@@ -91,7 +91,7 @@ fn start_lab(dir: &Path, name: &str, sshd_extra: &str) -> (Lab, String) {
 fn lab_state(boards: Vec<Value>) -> Value {
     json!({
         "version": "2.20.0", "ansi": true, "crlf": false, "flash_seconds": 0.05,
-        "hub": {"power": "0xFFFF", "boot": "0x0000", "nrst": "0x0000", "fail": false, "silent": false},
+        "hub": {"power": "0xFFFF", "boot": "0x0000", "nrst": "0x0000", "mode": "normal"},
         "boards": boards,
     })
 }
@@ -110,6 +110,10 @@ fn devices_of(boards: &[Value], server: &str) -> Vec<(String, Value)> {
             }
             if let Some(sig) = b.get("signals") {
                 d["signals"] = sig.clone();
+            }
+            // A board behind the hub's ST-LINK mux: its channel.
+            if let Some(mux) = b.get("mux") {
+                d["stlink_mux"] = mux.clone();
             }
             (
                 b.get("alias")
@@ -518,6 +522,9 @@ impl LabRef<'_> {
             "ssh_config": ssh_config,
             "stm32cli": self.lab.join("STM32_Programmer_CLI"),
             "hub_cli": self.lab.join("hub_cli.py"),
+            // A lock of this lab's own: tests run in parallel, and the default
+            // /tmp/stm_hub_uart.lock would serialise every lab's hub.
+            "hub_lock": self.lab.join("hub_uart.lock"),
             "max_parallel": max_parallel,
             "power_control": true,
             "remote_tmp": self.remote_tmp,
