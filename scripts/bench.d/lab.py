@@ -287,15 +287,7 @@ def cmd_record(results, *kv):
             fails.append("--json: %d results, not ok: %s" % (len(res), ", ".join(map(str, bad[:5]))))
     except (ValueError, OSError) as e:
         fails.append("--json output unreadable: %s" % e)
-    try:
-        wrong, twice = wrong_boards(labdir)
-        if wrong:
-            fails.append("%d board(s) without their firmware in state.json: %s"
-                         % (len(wrong), ", ".join(wrong[:8])))
-        if twice:
-            warns.append("boards written more than once: " + ", ".join(twice[:8]))
-    except (ValueError, OSError, KeyError) as e:
-        fails.append("state.json unreadable: %s" % e)
+    check_boards(labdir, fails, warns)
     # Bytes uploaded, from stm-remote's own log. A cold run (the bench removed the server's
     # firmware cache before it) uploads every distinct file once; a warm run (the same fleet
     # again, cache kept) uploads nothing and takes every file from the cache, unless
@@ -377,6 +369,20 @@ def wrong_boards(labdir):
     return wrong, twice
 
 
+def check_boards(labdir, fails, warns):
+    """Every board of the lab got its file (state.json), each written once."""
+    try:
+        wrong, twice = wrong_boards(labdir)
+    except (ValueError, OSError, KeyError) as e:
+        fails.append("state.json of %s unreadable: %s" % (labdir, e))
+        return
+    if wrong:
+        fails.append("%d board(s) without their firmware in state.json: %s"
+                     % (len(wrong), ", ".join(wrong[:8])))
+    if twice:
+        warns.append("boards written more than once: " + ", ".join(twice[:8]))
+
+
 def fleet_row(a, labs, fails, warns, extra):
     """A results.jsonl row of a run over several labs (or of the peer): wall against
     ceil(N/P)*T, the programmer runs of every lab from their calls.log."""
@@ -429,16 +435,7 @@ def cmd_record_fleet(results, *args):
         if still:
             warns.append("%s: %d ssh connection(s) still open 3 s after stm-remote exited"
                          % (os.path.basename(os.path.dirname(labdir)), still))
-        try:
-            wrong, twice = wrong_boards(labdir)
-        except (ValueError, OSError, KeyError) as e:
-            fails.append("state.json of %s unreadable: %s" % (labdir, e))
-            continue
-        if wrong:
-            fails.append("%d board(s) without their firmware in state.json: %s"
-                         % (len(wrong), ", ".join(wrong[:8])))
-        if twice:
-            warns.append("boards written more than once: " + ", ".join(twice[:8]))
+        check_boards(labdir, fails, warns)
     if int(a["rc"]) != 0:
         fails.append("stm-remote exited %s" % a["rc"])
     servers = set()
@@ -514,15 +511,7 @@ def cmd_peer(results, *args):
     t1 = time.time()
     fails = list(errors[:5])
     warns = []
-    try:
-        wrong, twice = wrong_boards(labdir)
-        if wrong:
-            fails.append("%d board(s) without their firmware in state.json: %s"
-                         % (len(wrong), ", ".join(wrong[:8])))
-        if twice:
-            warns.append("boards written more than once: " + ", ".join(twice[:8]))
-    except (ValueError, OSError, KeyError) as e:
-        fails.append("state.json unreadable: %s" % e)
+    check_boards(labdir, fails, warns)
     text, _ = sshd_slice(a["sshd_log"], a["sshd_off"])
     conns = len(re.findall(r"^Accepted publickey for ", text, re.M))
     # scp runs over SFTP (OpenSSH 9) or a command session (older scp).
