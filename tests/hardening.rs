@@ -179,29 +179,6 @@ fn a_dangling_symlink_at_the_board_lock_is_reported_and_nothing_runs() {
 }
 
 #[test]
-fn a_run_that_gives_up_on_a_busy_board_ends_while_the_first_still_flashes() {
-    let env = one_board();
-    env.edit_state(|s| s["flash_seconds"] = json!(8));
-    env.edit_server(|s| s["lock_wait"] = json!(1));
-    env.firmware("a.hex");
-    env.firmware("b.hex");
-    let first_args = ["flash-auto", "lab", "b0=a.hex"];
-    let first = env.spawn(&first_args);
-    env.wait_for_programmer_starts(1, 20);
-    let second = env.run(&["flash-auto", "lab", "b0=b.hex", "--json"]);
-    second.code(1);
-    assert!(
-        error_of(&second).contains("busy (held by "),
-        "{}",
-        second.stdout()
-    );
-    // The second process has exited; the first one's programmer still runs.
-    assert_eq!(env.programmer_running(), 1, "{:#?}", env.calls());
-    finish(&env, first, &first_args).code(0);
-    assert_eq!(env.programmer_runs().len(), 1);
-}
-
-#[test]
 fn a_client_killed_while_waiting_for_a_busy_board_stops_waiting_on_the_server() {
     let env = one_board();
     env.edit_state(|s| s["flash_seconds"] = json!(10));

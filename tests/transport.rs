@@ -207,6 +207,8 @@ fn a_board_held_longer_than_lock_wait_is_reported_busy_with_its_holder() {
     env.wait_for_programmer_starts(1, 20);
     let second = env.run(&args_b);
     second.code(1);
+    // The run that gave up has exited while the first one's programmer still runs.
+    assert_eq!(env.programmer_running(), 1, "{:#?}", env.calls());
     let err = second.json()["results"][0]["error"]
         .as_str()
         .unwrap()
