@@ -92,7 +92,7 @@ pub enum Error {
 
     /// The hub cannot be driven as asked, or did not do what it was told.
     #[error(transparent)]
-    Hub(#[from] crate::hub::HubError),
+    Hub(Box<crate::hub::HubError>),
 
     /// A local process could not be run at all.
     #[error(transparent)]
@@ -108,6 +108,12 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+impl From<crate::hub::HubError> for Error {
+    fn from(e: crate::hub::HubError) -> Self {
+        Error::Hub(Box::new(e))
+    }
+}
+
 impl Error {
     /// The process exit code this error maps to.
     pub fn exit_code(&self) -> u8 {
@@ -121,10 +127,10 @@ impl Error {
             | Error::List { .. }
             | Error::Process(_)
             | Error::Io(_)
-            | Error::Report { .. }
-            | Error::Hub(crate::hub::HubError::NotAvailable(_)) => EXIT_SETUP,
+            | Error::Report { .. } => EXIT_SETUP,
+            Error::Hub(h) if matches!(**h, crate::hub::HubError::NotAvailable(_)) => EXIT_SETUP,
             Error::Cancelled => EXIT_INTERRUPTED,
-            Error::Hub(crate::hub::HubError::Failed { .. }) => EXIT_DEVICE_FAILED,
+            Error::Hub(_) => EXIT_DEVICE_FAILED,
         }
     }
 

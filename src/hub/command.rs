@@ -251,7 +251,7 @@ pub fn hub_command(
     if req.json {
         print_stdout(&render_json(config, req, plan, &results, &verdict))?;
     }
-    let value = verdict.map_err(Error::Hub)?;
+    let value = verdict.map_err(Error::from)?;
     match plan {
         Plan::Query(call) if !req.json => {
             print_stdout(&table(config, req.server, call, value))?;
@@ -292,6 +292,11 @@ fn describe_step(step: &Step) -> String {
         },
         Step::Sleep(s) => format!("a pause of {s} s"),
         Step::Expect(v) => format!("a check that it reads {v}"),
+        Step::Run(args) => format!("`uhubctl {}`", args.join(" ")),
+        Step::Guard { port, serials } => format!(
+            "a check that port {port} holds none of {}",
+            serials.join(", ")
+        ),
     }
 }
 

@@ -57,6 +57,9 @@ pub struct JobContext<'a> {
     pub events: Sender<Event>,
     pub ports: &'a PortLocks,
     pub probes: &'a ProbeLocks,
+    /// Every configured board of the server (alias, serial): what a power switch must never
+    /// cut by mistake.
+    pub neighbours: &'a [(String, String)],
 }
 
 impl JobContext<'_> {

@@ -116,6 +116,9 @@ pub struct Plan {
     pub server: Server,
     pub jobs: Vec<Job>,
     pub uploads: Vec<Upload>,
+    /// Every configured board of the server (alias, serial), in or out of this run: what a
+    /// power switch must never cut by mistake.
+    pub neighbours: Vec<(String, String)>,
 }
 
 impl Plan {
@@ -255,11 +258,18 @@ pub fn plan(config: &Config, server_name: &str, args: &[String]) -> Result<Plan,
             image,
         });
     }
+    let neighbours = config
+        .devices
+        .iter()
+        .filter(|(_, d)| d.server == server_name)
+        .map(|(a, d)| (a.clone(), d.serial.clone()))
+        .collect();
     Ok(Plan {
         server_name: server_name.to_string(),
         server: server.clone(),
         jobs,
         uploads,
+        neighbours,
     })
 }
 

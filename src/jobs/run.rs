@@ -92,7 +92,7 @@ fn run_plan(
 
 fn run_pool(plan: &super::Plan, session: &Session, reporter: &mut Reporter) -> Vec<JobResult> {
     let threads = plan.server.max_parallel.clamp(1, plan.jobs.len().max(1));
-    let ports = PortLocks::new(&plan.jobs);
+    let ports = PortLocks::new(&plan.jobs, &plan.server);
     let ports = &ports;
     let probes = ProbeLocks::new(&plan.jobs);
     let probes = &probes;
@@ -112,6 +112,7 @@ fn run_pool(plan: &super::Plan, session: &Session, reporter: &mut Reporter) -> V
                     events: tx,
                     ports,
                     probes,
+                    neighbours: &plan.neighbours,
                 };
                 let _ = slots[i].set(run_job(&ctx, &plan.jobs[i]));
             };
