@@ -8,30 +8,34 @@ use clap_complete::{ArgValueCandidates, ArgValueCompleter};
 
 /// Flash, recover and manage STM32 boards attached to a remote Linux flash server over ssh.
 ///
-/// Boards and servers are described in config.json (see the README). Every remote step runs
+/// Boards and servers are described in config.json (see docs/config.md). Every remote step runs
 /// through the system `ssh`; nothing is installed on the server besides
 /// STM32CubeProgrammer.
 #[derive(Debug, Parser)]
 #[command(name = "stm-remote", version, propagate_version = true)]
 #[command(after_help = "Example:\n  stm-remote -v 1 flash-auto pi1 dfu1=bin/dfu.hex g0=bin/g0.hex")]
 pub struct Cli {
-    /// Path of config.json. Default: ./config.json, else <config dir>/stm-remote/config.json.
+    /// Path of config.json. Default: ./config.json if it is an stm-remote config (it has
+    /// `servers`), else ~/.config/stm-remote/config.json; `stm-remote config path` shows which.
     #[arg(long, global = true, env = "STM_REMOTE_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
 
-    /// Verbosity: 0 minimal, 1 progress, 2 also every ssh command, 3 also the full
-    /// STM32_Programmer_CLI output.
+    /// Verbosity: 0 minimal, 1 progress (the default), 2 also every ssh command, 3 also the
+    /// full STM32_Programmer_CLI output. `-v` without a number is one level up (2), `-vv` is
+    /// 3; a number right after `-v` is always the level.
     #[arg(
         short = 'v',
         long = "verbose",
         global = true,
         value_name = "N",
-        default_value_t = 1,
+        num_args = 0..=1,
+        default_value_t = DEFAULT_VERBOSITY,
+        default_missing_value = "2",
         value_parser = clap::value_parser!(u8).range(0..=3)
     )]
     pub verbose: u8,
 
-    /// Minimal output; the same as `-v 0`.
+    /// Minimal output; the same as `-v 0`. Errors are still shown, each once.
     #[arg(short = 'q', long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
@@ -39,10 +43,101 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The verbosity without `-v` or `-q`.
+pub const DEFAULT_VERBOSITY: u8 = 1;
+
 impl Cli {
     /// The effective verbosity level (0..=3).
     pub fn verbosity(&self) -> u8 {
         if self.quiet { 0 } else { self.verbose }
+    }
+
+    /// Parses the process's arguments (see [`Cli::try_parse_args`]); exits with clap's
+    /// message on an error, as `Parser::parse` does.
+    pub fn parse_args() -> Cli {
+        Cli::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parses `args` (program name first) after [`verbosity_args`] has turned every `-v`
+    /// spelling into one `--verbose=N`.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString>,
+    {
+        Cli::try_parse_from(verbosity_args(args.into_iter().map(Into::into).collect()))
+    }
+}
+
+/// Rewrites the verbosity options of `args` into one `--verbose=N` at the place of the first
+/// one, because clap cannot tell `-v 2 flash-auto` (the original tool's level 2) from
+/// `-v flash-auto` (one level up) on its own: an option with an optional value always takes
+/// the next word.
+///
+/// - `-v N`, `-vN`, `--verbose N`, `--verbose=N` (N digits): level N, as in the original tool;
+/// - `-v`, `--verbose` without a number: one level up; `-vv`, `-vvv`, `-v -v`: one per `v`,
+///   from the default (1) or from an N given before; at most 3.
+///
+/// A number given this way that is out of range is left for clap to refuse. Nothing after
+/// `--` is touched.
+pub fn verbosity_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let is_number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let mut out = Vec::with_capacity(args.len());
+    let mut level: Option<String> = None;
+    let mut first: Option<usize> = None;
+    let mut words = args.into_iter().peekable();
+    if let Some(program) = words.next() {
+        out.push(program);
+    }
+    while let Some(word) = words.next() {
+        let Some(text) = word.to_str().map(str::to_string) else {
+            out.push(word);
+            continue;
+        };
+        if text == "--" {
+            out.push(word);
+            out.extend(words.by_ref());
+            break;
+        }
+        let next_is_number = words.peek().and_then(|w| w.to_str()).is_some_and(is_number);
+        let explicit: Option<String> = if text == "-v" || text == "--verbose" {
+            if next_is_number {
+                words.next().and_then(|w| w.into_string().ok())
+            } else {
+                let up = level_up(level.as_deref(), 1);
+                level = Some(up);
+                first.get_or_insert(out.len());
+                continue;
+            }
+        } else if let Some(n) = text
+            .strip_prefix("--verbose=")
+            .or_else(|| text.strip_prefix("-v").filter(|n| is_number(n)))
+        {
+            Some(n.to_string())
+        } else if text.len() > 2 && text.starts_with("-v") && text[1..].bytes().all(|b| b == b'v') {
+            level = Some(level_up(level.as_deref(), text.len() - 1));
+            first.get_or_insert(out.len());
+            continue;
+        } else {
+            out.push(word);
+            continue;
+        };
+        level = explicit;
+        first.get_or_insert(out.len());
+    }
+    if let (Some(at), Some(level)) = (first, level) {
+        out.insert(at, format!("--verbose={level}").into());
+    }
+    out
+}
+
+/// `steps` levels above `level` (the default when none was given), at most 3; a level that
+/// is not a small number is kept for clap to refuse.
+fn level_up(level: Option<&str>, steps: usize) -> String {
+    match level.map(str::parse::<usize>) {
+        None => (usize::from(DEFAULT_VERBOSITY) + steps).min(3).to_string(),
+        Some(Ok(n)) if n <= 3 => (n + steps).min(3).to_string(),
+        Some(_) => level.unwrap_or_default().to_string(),
     }
 }
 
@@ -96,6 +191,15 @@ pub enum Command {
                       stm-remote doctor pi1\n  \
                       stm-remote -v 2 doctor pi1      # also show the ssh commands")]
     Doctor(DoctorArgs),
+
+    /// Show which config.json the commands use, or write a starting one.
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  stm-remote config init      # then edit the file it names\n  \
+                      stm-remote config path\n  \
+                      $EDITOR \"$(stm-remote config path)\""
+    )]
+    Config(ConfigCommand),
 
     /// Print the shell code that completes stm-remote's subcommands, options, server names
     /// and device aliases; load it from your shell's startup file.
@@ -220,6 +324,23 @@ impl DiscoverArgs {
             },
         }
     }
+}
+
+/// The subcommands of `config`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum ConfigCommand {
+    /// Write a starting config.json with one server to fill in, where the commands look for
+    /// it: `--config`/STM_REMOTE_CONFIG if given, else ~/.config/stm-remote/config.json
+    /// (parent directories are created). Never replaces an existing file.
+    #[command(after_help = "Examples:\n  stm-remote config init\n  \
+                      stm-remote --config lab/config.json config init")]
+    Init,
+    /// Print the absolute path of the config.json that the commands use (on stdout), after
+    /// the lookup: `--config`/STM_REMOTE_CONFIG, else ./config.json if it is an stm-remote
+    /// config, else ~/.config/stm-remote/config.json.
+    #[command(after_help = "Examples:\n  stm-remote config path\n  \
+                      $EDITOR \"$(stm-remote config path)\"")]
+    Path,
 }
 
 /// Arguments of `completions`.
@@ -450,6 +571,19 @@ mod tests {
         for name in names {
             let sub = cmd.find_subcommand_mut(&name).expect("listed subcommand");
             insta::assert_snapshot!(format!("help_{name}"), sub.render_long_help().to_string());
+            // `config init`, `config path`.
+            let nested: Vec<String> = sub
+                .get_subcommands()
+                .map(|s| s.get_name().to_string())
+                .filter(|n| n != "help")
+                .collect();
+            for inner in nested {
+                let s = sub.find_subcommand_mut(&inner).expect("listed subcommand");
+                insta::assert_snapshot!(
+                    format!("help_{name}_{inner}"),
+                    s.render_long_help().to_string()
+                );
+            }
         }
     }
 
@@ -525,18 +659,62 @@ mod tests {
         }
     }
 
+    /// Every spelling of the verbosity options, as users type them.
     #[test]
-    fn verbosity_range_is_enforced() {
+    fn verbosity_parse_table() {
+        let table: &[(&[&str], u8)] = &[
+            (&["flash-auto", "pi1", "a=b"], 1),
+            (&["-v", "2", "flash-auto", "pi1", "a=b"], 2),
+            (&["-v", "0", "flash-auto", "pi1", "a=b"], 0),
+            (&["-v", "flash-auto", "pi1", "a=b"], 2),
+            (&["-vv", "flash-auto", "pi1", "a=b"], 3),
+            (&["-vvv", "flash-auto", "pi1", "a=b"], 3),
+            (&["-v", "-v", "flash-auto", "pi1", "a=b"], 3),
+            (&["-v3", "flash-auto", "pi1", "a=b"], 3),
+            (&["-v0", "flash-auto", "pi1", "a=b"], 0),
+            (&["--verbose=2", "flash-auto", "pi1", "a=b"], 2),
+            (&["--verbose", "3", "flash-auto", "pi1", "a=b"], 3),
+            (&["--verbose", "flash-auto", "pi1", "a=b"], 2),
+            (&["-v", "0", "-v", "flash-auto", "pi1", "a=b"], 1),
+            (&["flash-auto", "pi1", "a=b", "-v"], 2),
+            (&["flash-auto", "pi1", "a=b", "-v", "3"], 3),
+            (&["flash-auto", "-v", "pi1", "a=b"], 2),
+            (&["-q", "flash-auto", "pi1", "a=b"], 0),
+            (&["flash_auto", "pi1", "a=b", "-q"], 0),
+            (&["--quiet", "list"], 0),
+            (&["-v", "list"], 2),
+            (&["-v", "2", "list", "pi1"], 2),
+        ];
+        for (args, level) in table {
+            let mut argv = vec!["stm-remote"];
+            argv.extend(*args);
+            let cli = Cli::try_parse_args(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            assert_eq!(cli.verbosity(), *level, "{argv:?}");
+        }
+        let cli = Cli::try_parse_args(["stm-remote", "-v", "flash-auto", "pi1", "a=b"]).unwrap();
         assert!(
-            Cli::try_parse_from(["stm-remote", "-v", "4", "flash-auto", "pi1", "a=b"]).is_err()
+            matches!(&cli.command, Command::FlashAuto(a) if a.server == "pi1" && a.assignments == ["a=b"]),
+            "{cli:?}"
         );
-        let cli =
-            Cli::try_parse_from(["stm-remote", "-v", "3", "flash-auto", "pi1", "a=b"]).unwrap();
-        assert_eq!(cli.verbosity(), 3);
-        let cli = Cli::try_parse_from(["stm-remote", "flash_auto", "pi1", "a=b", "-q"]).unwrap();
-        assert_eq!(cli.verbosity(), 0);
-        let cli = Cli::try_parse_from(["stm-remote", "flash-auto", "pi1", "a=b"]).unwrap();
-        assert_eq!(cli.verbosity(), 1);
+        let cli = Cli::try_parse_args(["stm-remote", "-v", "2", "list", "pi1"]).unwrap();
+        assert!(
+            matches!(&cli.command, Command::List(a) if a.servers == ["pi1"]),
+            "{cli:?}"
+        );
+        for bad in [
+            &["-v", "4", "flash-auto", "pi1", "a=b"][..],
+            &["-v7", "list"],
+            &["--verbose=x", "list"],
+            &["-q", "-v", "list"],
+            &["-q", "-v", "2", "list"],
+        ] {
+            let mut argv = vec!["stm-remote"];
+            argv.extend(bad);
+            assert!(Cli::try_parse_args(&argv).is_err(), "{argv:?}");
+        }
+        // Nothing after `--` is rewritten.
+        let args = verbosity_args(["x", "-v", "--", "-v"].map(Into::into).to_vec());
+        assert_eq!(args, ["x", "--verbose=2", "--", "-v"]);
     }
 
     #[test]

@@ -397,45 +397,169 @@ pub fn hub_port_mask(name: &str) -> Option<u16> {
 
 /// Where to look for config.json when no path is given, in order.
 pub fn default_locations() -> Vec<PathBuf> {
-    let mut v = vec![PathBuf::from(CONFIG_FILE_NAME)];
-    if let Some(dir) = dirs::config_dir() {
-        v.push(dir.join("stm-remote").join(CONFIG_FILE_NAME));
-    }
+    let mut v = vec![absolute(Path::new(CONFIG_FILE_NAME))];
+    v.extend(user_config_path());
     v
 }
 
-/// Finds and loads the config: the explicit path (from `--config` or STM_REMOTE_CONFIG) if
-/// given, else the first of [`default_locations`] that exists.
+/// `<config dir>/stm-remote/config.json` (`~/.config/stm-remote/config.json` on Linux): where
+/// `config init` writes when no path is given.
+pub fn user_config_path() -> Option<PathBuf> {
+    dirs::config_dir().map(|dir| absolute(&dir.join("stm-remote").join(CONFIG_FILE_NAME)))
+}
+
+/// `path` made absolute against the current directory (symlinks are kept), so that every
+/// message names the file wherever the user runs the command from.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The config file a command uses, and the files passed over on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    /// Absolute path of the file to load (it may not exist when it was given explicitly).
+    pub path: PathBuf,
+    /// One note per file that was found but skipped (another project's `./config.json`).
+    pub skipped: Vec<String>,
+}
+
+/// Finds the config file: the explicit path (from `--config` or STM_REMOTE_CONFIG) if given,
+/// else the first of [`default_locations`] that exists. A `./config.json` that is JSON but
+/// not an stm-remote config (no `servers` at its top level: another project's file) is
+/// skipped with a note, so that it does not hide the user's own config; one that is not valid
+/// JSON is taken, so that its syntax error is reported rather than another file used.
+pub fn locate(explicit: Option<&Path>) -> Result<Located, Error> {
+    if let Some(p) = explicit {
+        return Ok(Located {
+            path: absolute(p),
+            skipped: Vec::new(),
+        });
+    }
+    let mut skipped = Vec::new();
+    let mut tried = Vec::new();
+    for (i, candidate) in default_locations().into_iter().enumerate() {
+        if !candidate.is_file() {
+            tried.push(format!("`{}`", candidate.display()));
+            continue;
+        }
+        // Only the working directory's file can be someone else's.
+        if i == 0
+            && let Some(why) = std::fs::read_to_string(&candidate)
+                .ok()
+                .and_then(|text| not_ours(&text))
+        {
+            tried.push(format!("`{}` ({why})", candidate.display()));
+            skipped.push(format!(
+                "skipped `{}`: {why}; pass `--config PATH` to use it",
+                candidate.display()
+            ));
+            continue;
+        }
+        return Ok(Located {
+            path: candidate,
+            skipped,
+        });
+    }
+    Err(Error::NoConfig {
+        tried: tried.join(" and "),
+    })
+}
+
+/// Why `text` is not an stm-remote config, if it is JSON that cannot be one.
+fn not_ours(text: &str) -> Option<String> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(top)) if top.contains_key("servers") => None,
+        Ok(serde_json::Value::Object(_)) => {
+            Some("it has no `servers`, so it is not an stm-remote config".into())
+        }
+        Ok(_) => Some("it is not a JSON object, so it is not an stm-remote config".into()),
+        Err(_) => None,
+    }
+}
+
+/// Finds ([`locate`]) and loads the config.
 pub fn load(explicit: Option<&Path>) -> Result<Config, Error> {
     load_with_text(explicit).map(|(config, _)| config)
 }
 
 /// [`load`], also returning the file's text (for a rewrite that keeps what it does not own).
 pub fn load_with_text(explicit: Option<&Path>) -> Result<(Config, String), Error> {
-    let path = match explicit {
-        Some(p) => p.to_path_buf(),
-        None => {
-            let candidates = default_locations();
-            match candidates.iter().find(|p| p.is_file()) {
-                Some(p) => p.clone(),
-                None => {
-                    return Err(Error::NoConfig {
-                        tried: candidates
-                            .iter()
-                            .map(|p| format!("`{}`", p.display()))
-                            .collect::<Vec<_>>()
-                            .join(" and "),
-                    });
-                }
-            }
-        }
-    };
+    let path = locate(explicit)?.path;
     let text = std::fs::read_to_string(&path).map_err(|e| Error::Config {
         path: path.clone(),
         message: format!("cannot read it: {e}"),
-        hint: Some("pass `--config PATH` or set STM_REMOTE_CONFIG to an existing file".into()),
+        hint: Some(
+            "pass `--config PATH` or set STM_REMOTE_CONFIG to an existing file, or write a \
+             starting config there with `stm-remote config init`"
+                .into(),
+        ),
     })?;
     Ok((parse(&text, &path)?, text))
+}
+
+/// The starting config that `config init` writes: one server to fill in, no devices
+/// (`discover` adds them). JSON has no comments; the `_comment` keys (ignored when loading,
+/// as every unknown key) carry them, as in the example config.json.
+pub const STARTER: &str = r#"{
+  "_comment": "stm-remote inventory, written by `stm-remote config init`. Replace the server below with your flash server, check it with `stm-remote doctor`, then run `stm-remote discover` to add the boards attached to it. Keys starting with `_` are comments. Every field: docs/config.md in the stm-remote repository.",
+  "servers": {
+    "pi1": {
+      "_comment": "hostnames are tried in order; user and key as for `ssh -i KEY USER@HOST`; stm32cli is the programmer's path on the server (`~/` is the remote user's home); hub_cli and power_control only with a controllable USB hub.",
+      "hostnames": ["raspberrypi.local"],
+      "user": "pi",
+      "key": "~/.ssh/id_ed25519",
+      "stm32cli": "~/STMicroelectronics/STM32Cube/STM32CubeProgrammer/bin/STM32_Programmer_CLI",
+      "max_parallel": 4
+    }
+  },
+  "devices": {}
+}
+"#;
+
+/// Writes [`STARTER`] to the explicit path, else to [`user_config_path`], creating the
+/// parent directories; never over an existing file (a file created meanwhile is not
+/// replaced either: the text goes to a temp file that is then linked to the name, which fails
+/// if the name exists). Returns the path written.
+pub fn init(explicit: Option<&Path>) -> Result<PathBuf, Error> {
+    let path = match explicit {
+        Some(p) => absolute(p),
+        None => user_config_path().ok_or_else(|| {
+            Error::usage("there is no config directory (neither $XDG_CONFIG_HOME nor $HOME is set)")
+        })?,
+    };
+    let exists = || Error::Config {
+        path: path.clone(),
+        message: "it exists already; `config init` never replaces a config".into(),
+        hint: Some(
+            "edit that file, or pass `--config NEW-PATH` to write a starting config elsewhere"
+                .into(),
+        ),
+    };
+    if std::fs::symlink_metadata(&path).is_ok() {
+        return Err(exists());
+    }
+    let fail = |what: &str, e: std::io::Error| Error::Config {
+        path: path.clone(),
+        message: format!("cannot {what}: {e}"),
+        hint: None,
+    };
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::create_dir_all(dir).map_err(|e| fail("create its directory", e))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".stm-remote.")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| fail("write it", e))?;
+    std::io::Write::write_all(&mut tmp, STARTER.as_bytes()).map_err(|e| fail("write it", e))?;
+    tmp.as_file().sync_all().map_err(|e| fail("write it", e))?;
+    tmp.persist_noclobber(&path).map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            exists()
+        } else {
+            fail("write it", e.error)
+        }
+    })?;
+    Ok(path)
 }
 
 /// Parses and validates config text (pure; `path` is only used in messages).
@@ -443,7 +567,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
     let mut config: Config = serde_json::from_str(text).map_err(|e| Error::Config {
         path: path.to_path_buf(),
         message: format!("invalid JSON: {e}"),
-        hint: Some("see the documented example config.json in the stm-remote repository".into()),
+        hint: Some("see docs/config.md in the stm-remote repository for every field".into()),
     })?;
     config.path = path.to_path_buf();
     for server in config.servers.values_mut() {
@@ -680,31 +804,16 @@ pub fn pick_servers(config: &Config, requested: &[String]) -> Result<Vec<String>
             return Err(Error::Config {
                 path: config.path.clone(),
                 message: "no servers are defined under `servers`".into(),
-                hint: Some("add a flash server; see the README, section `config.json`".into()),
+                hint: Some(
+                    "add a flash server; see docs/config.md in the stm-remote repository".into(),
+                ),
             });
         }
         return Ok(config.servers.keys().cloned().collect());
     }
     let mut picked: Vec<String> = Vec::new();
     for name in requested {
-        if !config.servers.contains_key(name) {
-            return Err(Error::Usage {
-                message: format!(
-                    "unknown server `{name}`{}",
-                    suggestion(name, config.servers.keys())
-                ),
-                hint: Some(format!(
-                    "the servers in {} are: {}",
-                    config.path.display(),
-                    config
-                        .servers
-                        .keys()
-                        .map(|s| format!("`{s}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-            });
-        }
+        config.server(name)?;
         if !picked.contains(name) {
             picked.push(name.clone());
         }
@@ -712,17 +821,53 @@ pub fn pick_servers(config: &Config, requested: &[String]) -> Result<Vec<String>
     Ok(picked)
 }
 
-/// ", did you mean `x`?" for the closest candidate, or "".
+impl Config {
+    /// The server called `name`; for a name that is not in the file, the one error every
+    /// command gives (the file, the closest names, the servers there are).
+    pub fn server(&self, name: &str) -> Result<&Server, Error> {
+        self.servers.get(name).ok_or_else(|| Error::Config {
+            path: self.path.clone(),
+            message: format!(
+                "unknown server `{name}`{}",
+                suggestion(name, self.servers.keys())
+            ),
+            hint: Some(if self.servers.is_empty() {
+                "no servers are defined there; add one (see docs/config.md)".into()
+            } else {
+                format!(
+                    "the servers there are: {}",
+                    self.servers
+                        .keys()
+                        .map(|s| format!("`{s}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }),
+        })
+    }
+}
+
+/// "; did you mean `x`?" for the closest candidate (every one of them when several are
+/// equally close: "`dfu1` or `dfu3`"), or "".
 pub fn suggestion<'a>(wrong: &str, candidates: impl IntoIterator<Item = &'a String>) -> String {
-    let best = candidates
+    let scored: Vec<(f64, &String)> = candidates
         .into_iter()
         .map(|c| (strsim::normalized_damerau_levenshtein(wrong, c), c))
         .filter(|(score, _)| *score >= 0.5)
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    match best {
-        Some((_, c)) => format!("; did you mean `{c}`?"),
-        None => String::new(),
-    }
+        .collect();
+    let Some(best) = scored.iter().map(|(s, _)| *s).max_by(f64::total_cmp) else {
+        return String::new();
+    };
+    let closest: Vec<String> = scored
+        .iter()
+        .filter(|(s, _)| *s == best)
+        .map(|(_, c)| format!("`{c}`"))
+        .collect();
+    let names = match closest.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => closest.concat(),
+    };
+    format!("; did you mean {names}?")
 }
 
 /// Expands a leading `~/` with the local home directory.
@@ -778,6 +923,53 @@ mod tests {
     }
 
     #[test]
+    fn the_starting_config_loads_and_has_no_devices() {
+        let c = parse(STARTER, Path::new("config.json")).unwrap();
+        assert_eq!(c.servers.len(), 1);
+        assert!(c.devices.is_empty());
+        assert!(STARTER.contains("\"_comment\""));
+    }
+
+    #[test]
+    fn another_projects_config_json_is_recognised() {
+        assert_eq!(not_ours(GOOD), None);
+        assert_eq!(not_ours(r#"{"servers": {}}"#), None);
+        // Not JSON: taken, so that its syntax error is reported.
+        assert_eq!(not_ours("{\"servers\": "), None);
+        let why = not_ours(r#"{"name": "webapp", "port": 8080}"#).unwrap();
+        assert!(why.contains("no `servers`"), "{why}");
+        assert!(not_ours("[1, 2]").unwrap().contains("not a JSON object"));
+    }
+
+    #[test]
+    fn init_writes_once_creating_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/config.json");
+        assert_eq!(init(Some(&path)).unwrap(), path);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), STARTER);
+        std::fs::write(&path, "mine").unwrap();
+        let e = init(Some(&path)).unwrap_err();
+        assert!(e.to_string().contains("exists already"), "{e}");
+        assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "mine");
+        // A dangling symlink is not written through either.
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &link).unwrap();
+        assert!(init(Some(&link)).is_err());
+        assert!(!dir.path().join("nowhere").exists());
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("a/b")).unwrap().collect();
+        assert_eq!(names.len(), 1, "no temp file is left: {names:?}");
+    }
+
+    #[test]
+    fn an_explicit_path_is_made_absolute() {
+        let found = locate(Some(Path::new("sub/c.json"))).unwrap();
+        assert!(found.path.is_absolute(), "{found:?}");
+        assert!(found.path.ends_with("sub/c.json"));
+        assert!(found.skipped.is_empty());
+    }
+
+    #[test]
     fn hub_port_names() {
         assert_eq!(hub_port_mask("USB1"), Some(0x0001));
         assert_eq!(hub_port_mask("USB3"), Some(0x0004));
@@ -827,6 +1019,17 @@ mod tests {
         let names = ["dfu1".to_string(), "g0".to_string()];
         assert_eq!(suggestion("dfu2", &names), "; did you mean `dfu1`?");
         assert_eq!(suggestion("zzzzzz", &names), "");
+        // Equally close: all of them, in order.
+        let names = ["dfu1".to_string(), "dfu3".into(), "g0".into()];
+        assert_eq!(
+            suggestion("dfu2", &names),
+            "; did you mean `dfu1` or `dfu3`?"
+        );
+        let names = ["ab1".to_string(), "ab2".into(), "ab3".into()];
+        assert_eq!(
+            suggestion("ab", &names),
+            "; did you mean `ab1`, `ab2` or `ab3`?"
+        );
     }
 
     #[test]
@@ -843,11 +1046,17 @@ mod tests {
         let named = ["pi2".to_string(), "pi1".into(), "pi2".into()];
         assert_eq!(pick_servers(&c, &named).unwrap(), ["pi2", "pi1"]);
         let e = pick_servers(&c, &["pl1".into()]).unwrap_err();
-        assert_eq!(e.to_string(), "unknown server `pl1`; did you mean `pi1`?");
+        assert_eq!(
+            e.to_string(),
+            "config file `/c.json`: unknown server `pl1`; did you mean `pi1`?"
+        );
         assert_eq!(
             e.hint().as_deref(),
-            Some("the servers in /c.json are: `pi1`, `pi2`")
+            Some("the servers there are: `pi1`, `pi2`")
         );
+        let e = config("").server("pi1").unwrap_err();
+        assert_eq!(e.to_string(), "config file `/c.json`: unknown server `pi1`");
+        assert!(e.hint().unwrap().contains("no servers are defined"));
         assert_eq!(e.exit_code(), crate::error::EXIT_SETUP);
         let e = pick_servers(&config(""), &[]).unwrap_err();
         assert!(e.to_string().contains("no servers are defined"), "{e}");

@@ -1,6 +1,6 @@
 //! Errors a user can act on, with their exit codes and hints, kept in one place.
 //!
-//! Exit codes (also documented in README.md):
+//! Exit codes (also documented in docs/commands.md):
 //!
 //! | code | meaning                                                                  |
 //! |------|--------------------------------------------------------------------------|
@@ -140,11 +140,13 @@ impl Error {
             Error::Usage { hint, .. } | Error::Config { hint, .. } | Error::List { hint, .. } => {
                 hint.clone()
             }
-            Error::NoConfig { .. } => Some(
-                "pass `--config PATH`, set STM_REMOTE_CONFIG, or copy the example config.json \
-                 from the stm-remote repository into the current directory"
-                    .into(),
-            ),
+            Error::NoConfig { .. } => Some(format!(
+                "run `stm-remote config init` to write a starting config{}, or pass `--config \
+                 PATH` or set STM_REMOTE_CONFIG",
+                crate::config::user_config_path()
+                    .map(|p| format!(" to `{}`", p.display()))
+                    .unwrap_or_default()
+            )),
             Error::Firmware { hint: Some(h), .. } => Some(h.clone()),
             Error::Firmware { hint: None, .. } => {
                 Some("check the path; arguments have the form `<alias>=<firmware file>`".into())

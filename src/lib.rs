@@ -21,9 +21,7 @@ pub mod report;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, ConfigCommand};
 use crate::error::{EXIT_OK, Error};
 use crate::report::Reporter;
 use crate::report::print_stdout;
@@ -31,7 +29,7 @@ use crate::report::print_stdout;
 /// Entry point of the binary.
 pub fn main_impl() -> ExitCode {
     cli::complete_if_asked();
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     install_interrupt_handler();
     let mut reporter = Reporter::new(cli.verbosity());
     let code = match run(&cli, &mut reporter) {
@@ -42,6 +40,7 @@ pub fn main_impl() -> ExitCode {
         }
     };
     remote::mux::shutdown();
+    report::restore_terminal();
     if remote::cancelled() {
         return ExitCode::from(error::EXIT_INTERRUPTED);
     }
@@ -50,20 +49,40 @@ pub fn main_impl() -> ExitCode {
 
 /// First Ctrl-C: start no new jobs, stop the running ones (their ssh is killed, which makes
 /// the server-side wrapper stop the programmer), clean up, report, exit 130. Second Ctrl-C:
-/// exit at once.
+/// exit at once, with the terminal put back (live lines off, cursor shown).
 fn install_interrupt_handler() {
     let _ = ctrlc::set_handler(|| {
         if remote::cancelled() {
+            report::restore_terminal();
             std::process::exit(i32::from(error::EXIT_INTERRUPTED));
         }
         remote::cancel();
     });
 }
 
+/// The config file of this run ([`config::locate`]), with the files passed over noted (from
+/// `-v 1`) and the file used named (from `-v 2`).
+fn locate_config(cli: &Cli, reporter: &mut Reporter) -> Result<std::path::PathBuf, Error> {
+    let found = config::locate(cli.config.as_deref())?;
+    for note in found.skipped {
+        reporter.handle(jobs::Event::Info {
+            device: None,
+            message: note,
+        });
+    }
+    if cli.verbosity() >= 2 {
+        reporter.handle(jobs::Event::Info {
+            device: None,
+            message: format!("config file `{}`", found.path.display()),
+        });
+    }
+    Ok(found.path)
+}
+
 fn run(cli: &Cli, reporter: &mut Reporter) -> Result<u8, Error> {
     match &cli.command {
         Command::FlashAuto(args) => {
-            let config = config::load(cli.config.as_deref())?;
+            let config = config::load(Some(&locate_config(cli, reporter)?))?;
             jobs::flash_auto_command(
                 &config,
                 &jobs::FlashRequest {
@@ -77,27 +96,44 @@ fn run(cli: &Cli, reporter: &mut Reporter) -> Result<u8, Error> {
             )
         }
         Command::Hub(args) => {
-            let config = config::load(cli.config.as_deref())?;
+            let config = config::load(Some(&locate_config(cli, reporter)?))?;
             hub::hub_command(&config, &args.request(), reporter)
+        }
+        Command::Config(ConfigCommand::Path) => {
+            let path = locate_config(cli, reporter)?;
+            print_stdout(&format!("{}\n", path.display()))?;
+            Ok(EXIT_OK)
+        }
+        Command::Config(ConfigCommand::Init) => {
+            let path = config::init(cli.config.as_deref())?;
+            reporter.outcome(&format!(
+                "wrote a starting config to `{}`\n  next: put your flash server in it, then run \
+                 `stm-remote doctor` and `stm-remote discover`",
+                path.display()
+            ));
+            Ok(EXIT_OK)
         }
         Command::Completions(args) => {
             print_stdout(&cli::completion_script(args.shell))?;
             Ok(EXIT_OK)
         }
         Command::List(args) => {
-            let outcome = list::list(cli.config.as_deref(), &args.request(), reporter)?;
+            let path = locate_config(cli, reporter)?;
+            let outcome = list::list(Some(&path), &args.request(), reporter)?;
             print_stdout(&outcome.stdout)?;
             // Below the table: why a server could not be listed, with the next step.
             reporter.discovery(&outcome.failed, false);
             Ok(outcome.code)
         }
         Command::Doctor(args) => {
-            let outcome = doctor::doctor(cli.config.as_deref(), &args.servers, reporter)?;
+            let path = locate_config(cli, reporter)?;
+            let outcome = doctor::doctor(Some(&path), &args.servers, reporter)?;
             print_stdout(&outcome.report)?;
             Ok(outcome.code)
         }
         Command::Discover(args) => {
-            let outcome = discover::discover(cli.config.as_deref(), &args.request(), reporter)?;
+            let path = locate_config(cli, reporter)?;
+            let outcome = discover::discover(Some(&path), &args.request(), reporter)?;
             if let Some(doc) = &outcome.json {
                 print_stdout(doc)?;
             }

@@ -117,7 +117,8 @@ pub fn list(
         ));
         render_unconfigured(reports.as_deref().unwrap_or_default())
     } else {
-        render_table(&rows) + &render_unconfigured(reports.as_deref().unwrap_or_default())
+        render_table_fitted(&rows, crate::report::Terminal::stdout_width())
+            + &render_unconfigured(reports.as_deref().unwrap_or_default())
     };
     let failed: Vec<ServerReport> = reports
         .unwrap_or_default()
@@ -186,24 +187,49 @@ fn yes_no(b: bool) -> &'static str {
     if b { "yes" } else { "no" }
 }
 
+/// The table ([`render_table_with`]) made to fit `width` columns when it can: wider than
+/// that, the headers of the narrow columns are shortened (`INTERFACE` → `VIA`, `HUB PORT` →
+/// `PORT`, `VISIBLE` → `SEEN`), which fits an 80-column terminal with 24-character ST-LINK
+/// serials. Without a width (not a terminal) the table is as it is.
+pub fn render_table_fitted(rows: &[Row], width: Option<usize>) -> String {
+    let full = render_table(rows);
+    let widest = full.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+    match width {
+        Some(w) if widest > w => render_table_with(rows, &COMPACT_HEADER),
+        _ => full,
+    }
+}
+
+/// Column headers: alias, server, interface, serial, hub port, BOOT0, NRST, visible.
+const HEADER: [&str; 8] = [
+    "ALIAS",
+    "SERVER",
+    "INTERFACE",
+    "SERIAL",
+    "HUB PORT",
+    "BOOT",
+    "NRST",
+    "VISIBLE",
+];
+/// The same, as short as their values.
+const COMPACT_HEADER: [&str; 8] = [
+    "ALIAS", "SERVER", "VIA", "SERIAL", "PORT", "BOOT", "NRST", "SEEN",
+];
+
 /// The table: a header, then one aligned line per row; `VISIBLE` only with `--live`.
 pub fn render_table(rows: &[Row]) -> String {
+    render_table_with(rows, &HEADER)
+}
+
+fn render_table_with(rows: &[Row], names: &[&str; 8]) -> String {
     let live = rows.iter().any(|r| r.visible.is_some());
     let mux = rows.iter().any(|r| r.stlink_mux.is_some());
-    let mut header = vec![
-        "ALIAS",
-        "SERVER",
-        "INTERFACE",
-        "SERIAL",
-        "HUB PORT",
-        "BOOT",
-        "NRST",
-    ];
+    let mut header = names[..7].to_vec();
     if mux {
         header.push("MUX");
     }
     if live {
-        header.push("VISIBLE");
+        header.push(names[7]);
     }
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for r in rows {
@@ -394,6 +420,22 @@ mod tests {
                 ("far", Some(Visible::Unknown)),
             ]
         );
+        // On an 80-column terminal, with a 13-character alias, the short headers fit.
+        let mut long = rows.clone();
+        long[0].alias = "nucleo-g0b1re".into();
+        let wide = render_table_fitted(&long, None);
+        assert!(wide.lines().any(|l| l.chars().count() > 80), "{wide}");
+        let fitted = render_table_fitted(&long, Some(80));
+        assert!(fitted.lines().all(|l| l.chars().count() <= 80), "{fitted}");
+        assert!(
+            fitted.starts_with("ALIAS          SERVER  VIA  SERIAL  "),
+            "{fitted}"
+        );
+        assert!(
+            fitted.lines().next().unwrap().ends_with("BOOT  NRST  SEEN"),
+            "{fitted}"
+        );
+        assert_eq!(render_table_fitted(&long, Some(200)), wide);
         let t = render_table(&rows);
         assert!(t.starts_with("ALIAS  SERVER  INTERFACE  SERIAL  "), "{t}");
         assert!(t.lines().next().unwrap().ends_with("NRST  VISIBLE"), "{t}");

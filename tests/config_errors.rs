@@ -37,7 +37,7 @@ fn argument_errors() {
     refused(
         &env,
         &["flash-auto", "nolab", "b0=app.hex"],
-        &["no server named `nolab`", "did you mean `lab`"],
+        &["unknown server `nolab`", "did you mean `lab`"],
     );
     refused(
         &env,
@@ -127,4 +127,45 @@ fn config_file_errors() {
     run.code(2)
         .stderr_has("/nonexistent/config.json")
         .stderr_has("cannot read it");
+}
+
+/// The same words, file and hint from every command that takes a server name.
+#[test]
+fn an_unknown_server_is_worded_one_way_everywhere() {
+    let env = env();
+    let path = env.config_path().display().to_string();
+    let expected = format!("error: config file `{path}`: unknown server `lb`; did you mean `lab`?");
+    for args in [
+        &["flash-auto", "lb", "b0=app.hex"][..],
+        &["list", "lb"],
+        &["list", "--live", "lb"],
+        &["doctor", "lb"],
+        &["discover", "lb", "--json"],
+        &["hub", "lb", "get_power_state"],
+    ] {
+        let run = env.run(args);
+        run.code(2)
+            .stderr_has(&expected)
+            .stderr_has("hint: the servers there are: `lab`, `other`");
+    }
+    assert!(env.calls().is_empty());
+}
+
+#[test]
+fn an_address_on_a_file_that_carries_its_own_and_two_equally_close_aliases() {
+    let env = env();
+    refused(
+        &env,
+        &["flash-auto", "lab", "b0=app.hex@0x08004000"],
+        &[
+            "firmware for `b0`: an address is only for .bin files: `app.hex` carries its own addresses",
+            "write `b0=app.hex`",
+        ],
+    );
+    // b0 and b1 are both one edit from b2.
+    refused(
+        &env,
+        &["flash-auto", "lab", "b2=app.hex"],
+        &["no device with alias `b2`; did you mean `b0` or `b1`?"],
+    );
 }

@@ -63,9 +63,10 @@ fn yes_adds_new_devices_under_their_proposed_aliases_once() {
         .stderr_has("add `nucleo-g0b1re` (SWD 066DFF515754888367131638 on `lab`, no hub port)")
         .stderr_has("wrote 2 change(s) to ")
         .stderr_has("(previous version: ");
+    // New devices go to their alphabetical place (`-` sorts before `1`).
     let expected = json!({"servers": {"lab": env.server_json(2)}, "devices": {
-        "dfu1": dfu1,
         "dfu-3436": entry(DFU2, "USB", None),
+        "dfu1": dfu1,
         "nucleo-g0b1re": entry(G0, "SWD", None),
     }});
     assert_eq!(
@@ -585,4 +586,91 @@ fn esc_or_ctrl_c_at_a_prompt_leaves_config_json_untouched() {
     assert_eq!(config_text(&env), original);
     assert_eq!(modified(&env.config_path()), before);
     assert!(!backup(&env).exists());
+}
+
+/// A hand-written compact inventory (one line per device, values aligned), as kept in git:
+/// discover adds a line per device and touches no other; pruning removes only the lines of
+/// the devices that went. Only the comma the JSON grammar needs changes a line, when a device
+/// goes last.
+#[test]
+fn a_compact_hand_written_file_gets_a_small_diff() {
+    let env = TestEnv::new(
+        vec![
+            dfu(DFU1, "USB1"),
+            dfu(DFU2, "USB2"),
+            swd(G0, "NUCLEO-G0B1RE"),
+        ],
+        2,
+    );
+    let server = serde_json::to_string(&env.server_json(2)).unwrap();
+    let original = format!(
+        r#"{{
+  "_comment": "lab inventory, one line per board",
+  "servers": {{
+    "lab": {server}
+  }},
+  "devices": {{
+    "a-gone": {{"serial": "0000AAAA0000", "server": "lab"}},
+    "dfu1":   {{"serial": "{DFU1}", "server": "lab", "hub_port": "USB1"}},
+    "zz":     {{"serial": "{G0}",   "server": "lab", "default_interface": "SWD"}}
+  }}
+}}
+"#
+    );
+    std::fs::write(env.config_path(), &original).unwrap();
+    env.run(&["discover", "--yes"]).code(0);
+    let text = config_text(&env);
+    let added: Vec<&str> = text.lines().filter(|l| !original.contains(l)).collect();
+    let removed: Vec<&str> = original.lines().filter(|l| !text.contains(l)).collect();
+    assert_eq!(
+        added,
+        [format!(
+            r#"    "dfu-3436": {{"serial": "{DFU2}", "server": "lab", "hub_port": null, "default_interface": "USB", "signals": {{"boot": false, "nrst": false}}}},"#
+        )],
+        "{text}"
+    );
+    assert!(removed.is_empty(), "{removed:?}\n{text}");
+    assert_eq!(
+        std::fs::read_to_string(backup(&env)).unwrap(),
+        original,
+        "the backup is the file as it was"
+    );
+
+    // --prune: the board that is gone loses its line, nothing else changes.
+    let before = text;
+    env.run(&["discover", "--yes", "--prune"]).code(0);
+    let text = config_text(&env);
+    let removed: Vec<&str> = before.lines().filter(|l| !text.contains(l)).collect();
+    assert!(text.lines().all(|l| before.contains(l)), "{text}");
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert!(removed[0].contains("\"a-gone\""), "{removed:?}");
+}
+
+/// A discover killed while writing leaves its temp file next to config.json; the next write
+/// removes it (it is over a minute old), and leaves other files alone.
+#[test]
+fn a_temp_file_left_by_a_killed_write_is_removed_by_the_next_write() {
+    let env = TestEnv::new(vec![dfu(DFU1, "USB1"), dfu(DFU2, "USB2")], 2);
+    configure(&env, json!({ "dfu1": entry(DFU1, "USB", Some("USB1")) }));
+    let leftover = env.local.join(".stm-remote.k1LLed.tmp");
+    std::fs::write(&leftover, "{\"servers\": {\"lab\": {\"host").unwrap();
+    let other = env.local.join("notes.tmp");
+    std::fs::write(&other, "mine").unwrap();
+    for f in [&leftover, &other] {
+        std::fs::File::options()
+            .write(true)
+            .open(f)
+            .unwrap()
+            .set_modified(SystemTime::now() - std::time::Duration::from_secs(600))
+            .unwrap();
+    }
+    env.run(&["discover", "--yes"]).code(0);
+    assert!(!leftover.exists(), "the leftover temp file stays");
+    assert!(other.exists());
+    let mut names: Vec<String> = std::fs::read_dir(&env.local)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["config.json", "config.json.bak", "notes.tmp"]);
 }

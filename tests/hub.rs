@@ -574,7 +574,7 @@ fn bad_targets_and_missing_hub_support_are_refused_before_connecting() {
         ),
         (
             vec!["hub", "nolab", "get_power_state"],
-            "no server named `nolab`",
+            "unknown server `nolab`",
         ),
     ] {
         env.run(&args).code(2).stderr_has(needle);

@@ -33,11 +33,23 @@ pub struct DialoguerPrompter {
 }
 
 /// console turns Ctrl-C into SIGINT and then this error: without a SIGINT handler the process
-/// is already gone; with one, the prompt ends here as a cancellation.
+/// is already gone; with one, the prompt ends here as a cancellation. dialoguer leaves the
+/// cursor hidden on an error: it is shown again here.
 fn io(e: dialoguer::Error) -> Error {
+    crate::report::restore_terminal();
     match e {
         dialoguer::Error::IO(e) if e.kind() == std::io::ErrorKind::Interrupted => Error::Cancelled,
         dialoguer::Error::IO(e) => Error::Io(e),
+    }
+}
+
+/// A Ctrl-C that came while no prompt was reading keys (the terminal was not in raw mode, so
+/// it only marked the run as interrupted) stops the next prompt before it waits for a key.
+fn stop_if_interrupted() -> Result<(), Error> {
+    if crate::remote::cancelled() {
+        Err(Error::Cancelled)
+    } else {
+        Ok(())
     }
 }
 
@@ -47,22 +59,29 @@ impl Prompter for DialoguerPrompter {
     }
 
     fn select(&mut self, question: &str, items: &[String], default: usize) -> Result<usize, Error> {
-        Select::with_theme(&self.theme)
+        stop_if_interrupted()?;
+        // Select hides the cursor while it runs; it shows it again unless it fails.
+        crate::report::cursor_hidden(true);
+        let answer = Select::with_theme(&self.theme)
             .with_prompt(question)
             .items(items)
             .default(default)
             .interact_opt()
-            .map_err(io)?
-            .ok_or(Error::Cancelled)
+            .map_err(io)?;
+        crate::report::cursor_hidden(false);
+        answer.ok_or(Error::Cancelled)
     }
 
     fn confirm(&mut self, question: &str, default: bool) -> Result<bool, Error> {
-        Confirm::with_theme(&self.theme)
+        stop_if_interrupted()?;
+        crate::report::cursor_hidden(true);
+        let answer = Confirm::with_theme(&self.theme)
             .with_prompt(question)
             .default(default)
             .interact_opt()
-            .map_err(io)?
-            .ok_or(Error::Cancelled)
+            .map_err(io)?;
+        crate::report::cursor_hidden(false);
+        answer.ok_or(Error::Cancelled)
     }
 
     fn input(
@@ -70,6 +89,7 @@ impl Prompter for DialoguerPrompter {
         question: &str,
         validate: &dyn Fn(&str) -> Result<(), String>,
     ) -> Result<String, Error> {
+        stop_if_interrupted()?;
         let answer = Input::<String>::with_theme(&self.theme)
             .with_prompt(question)
             .validate_with(|s: &String| validate(s.trim()))

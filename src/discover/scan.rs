@@ -38,10 +38,9 @@ pub fn show_warnings(reports: &[ServerReport], reporter: &mut Reporter) {
 }
 
 fn report(config: &Config, name: &str, emit: &mut dyn FnMut(Event)) -> ServerReport {
-    let listed = match config.servers.get(name) {
-        Some(server) => list(name, server, emit),
-        None => Err(Error::usage(format!("unknown server `{name}`"))),
-    };
+    let listed = config
+        .server(name)
+        .and_then(|server| list(name, server, emit));
     match listed {
         Ok(list) => survey(config, name, &list),
         Err(e) => ServerReport::failed(name, e.to_string(), e.hint()),

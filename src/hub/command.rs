@@ -104,16 +104,7 @@ impl Plan {
 fn check<'c>(config: &'c Config, req: &HubRequest<'_>) -> Result<(&'c Server, Plan), Error> {
     use HubAction::*;
     let server_name = req.server;
-    let Some(server) = config.servers.get(server_name) else {
-        return Err(Error::Config {
-            path: config.path.clone(),
-            message: format!(
-                "no server named `{server_name}`{}",
-                crate::config::suggestion(server_name, config.servers.keys())
-            ),
-            hint: None,
-        });
-    };
+    let server = config.server(server_name)?;
     let action = req.action;
     let query = match action {
         GetPowerState => Some(Call::Get(Line::Power)),

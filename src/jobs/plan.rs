@@ -58,6 +58,25 @@ pub fn parse_assignment(arg: &str) -> Result<Assignment, Error> {
         });
     }
     let (file, address) = match file.rsplit_once('@') {
+        // A file that carries its own addresses: `app.hex@0x08004000` (unless a file of
+        // that whole name exists).
+        Some((f, addr))
+            if !f.to_ascii_lowercase().ends_with(".bin")
+                && (addr.starts_with("0x") || addr.starts_with("0X"))
+                && !Path::new(file).exists() =>
+        {
+            return Err(Error::Firmware {
+                alias: alias.to_string(),
+                message: format!(
+                    "an address is only for .bin files: `{f}` carries its own addresses, so \
+                     `@{addr}` cannot apply"
+                ),
+                hint: Some(format!(
+                    "write `{alias}={f}` (it is written where it says), or give the .bin image \
+                     with its address"
+                )),
+            });
+        }
         Some((f, addr))
             if f.to_ascii_lowercase().ends_with(".bin") && !Path::new(file).exists() =>
         {
@@ -142,28 +161,7 @@ fn config_error(config: &Config, message: String, hint: Option<String>) -> Error
 
 /// Checks the arguments against the config and the local files and builds the plan.
 pub fn plan(config: &Config, server_name: &str, args: &[String]) -> Result<Plan, Error> {
-    let Some(server) = config.servers.get(server_name) else {
-        let known: Vec<&String> = config.servers.keys().collect();
-        return Err(config_error(
-            config,
-            format!(
-                "no server named `{server_name}`{}",
-                suggestion(server_name, known.iter().copied())
-            ),
-            Some(format!(
-                "servers defined there: {}",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known
-                        .iter()
-                        .map(|s| format!("`{s}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                }
-            )),
-        ));
-    };
+    let server = config.server(server_name)?;
     let mut jobs = Vec::new();
     let mut uploads: Vec<Upload> = Vec::new();
     // Identical content is uploaded once, whatever the file is called.
@@ -355,6 +353,20 @@ mod tests {
             (a.alias.as_str(), a.firmware.as_path(), a.address),
             ("dfu1", Path::new("bin/app.hex"), None)
         );
+        for arg in ["g0=app.hex@0x08004000", "g0=fw.elf@0X08000000"] {
+            let e = parse_assignment(arg).unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with("firmware for `g0`: an address is only for .bin files"),
+                "{e}"
+            );
+            assert!(e.hint().unwrap().contains("write `g0="), "{e:?}");
+        }
+        // Not an address: a file name with an `@` in it.
+        assert_eq!(
+            parse_assignment("g0=v1@home.hex").unwrap().firmware,
+            PathBuf::from("v1@home.hex")
+        );
         let a = parse_assignment("g0=x.bin@0x08004000").unwrap();
         assert_eq!(a.address, Some(0x0800_4000));
         assert_eq!(a.firmware, Path::new("x.bin"));
@@ -405,7 +417,7 @@ mod tests {
             .to_string();
         assert!(
             e.contains("cfg.json")
-                && e.contains("no server named `pi3`")
+                && e.contains("unknown server `pi3`")
                 && e.contains("did you mean"),
             "{e}"
         );

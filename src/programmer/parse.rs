@@ -25,10 +25,6 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::Serialize;
 
-/// CSI escape sequences (`ESC [ params letter`), e.g. `\x1b[39;49m`.
-static ANSI_RE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\x1b\[[0-9;?]*[A-Za-z]").expect("valid ANSI regex"));
-
 /// Banner `STM32CubeProgrammer v2.20.0` or `--version` line `STM32CubeProgrammer version: 2.20.0`.
 static VERSION_RE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"STM32CubeProgrammer\s+(?:v|version:\s*v?)(\d+\.\d+(?:\.\d+)?(?:-RC\d+)?)")
@@ -93,10 +89,11 @@ const NOISE_PREFIXES: &[&str] = &[
     "If this causes problems, reconfigure your locale",
 ];
 
-/// Remove ANSI escape sequences (and any stray ESC), every `\r`, and the trailing
-/// whitespace of every line. Line structure (including a final newline) is kept.
+/// Remove escape sequences (colours, cursor moves, window titles and every other sequence a
+/// terminal would act on, recognised by `anstream`'s VT parser), any stray ESC, every `\r`, and
+/// the trailing whitespace of every line. Line structure (including a final newline) is kept.
 pub fn normalize(raw: &str) -> String {
-    let no_ansi = ANSI_RE.replace_all(raw, "");
+    let no_ansi = anstream::adapter::strip_str(raw).to_string();
     let mut out = String::with_capacity(no_ansi.len());
     for (i, line) in no_ansi.split('\n').enumerate() {
         if i > 0 {
@@ -865,7 +862,9 @@ pub(crate) mod fixtures {
     }
 
     /// Windows line endings plus ANSI colour codes the way the Linux CLI prints them
-    /// (around each line, and around values after `: `), plus a stray lone ESC.
+    /// (around each line, and around values after `: `), plus a stray lone ESC at the end of
+    /// each line (before a letter it would start a sequence that eats the letter, as a
+    /// terminal would; the captures show none).
     pub(crate) fn crlf_ansi(text: &str) -> String {
         text.split('\n')
             .map(|line| {
@@ -877,7 +876,7 @@ pub(crate) mod fixtures {
                     ),
                     None => line.to_string(),
                 };
-                format!("\x1b[39;49m\x1b{coloured}\x1b[0m  ")
+                format!("\x1b[39;49m{coloured}\x1b[0m  \x1b")
             })
             .collect::<Vec<_>>()
             .join("\r\n")
@@ -893,9 +892,12 @@ mod tests {
 
     #[test]
     fn normalize_strips_ansi_cr_and_trailing_space() {
-        let raw = "\x1b[36m\x1b[01m  banner  \r\n\x1b[39;49m\x1b[0mSN  : 1\x1b \r\n\r\nlast\n";
+        let raw = "\x1b[36m\x1b[01m  banner  \r\n\x1b[39;49m\x1b[0mSN  : 1 \r\n\r\nlast\n";
         assert_eq!(normalize(raw), "  banner\nSN  : 1\n\nlast\n");
         assert_eq!(normalize("a\x1b[?25lb"), "ab");
+        // Window title (OSC, ended by BEL or ST), charset selection, keypad mode.
+        assert_eq!(normalize("a\x1b]0;title\x07b\x1b]2;t\x1b\\c"), "abc");
+        assert_eq!(normalize("a\x1b(Bb\x1b=c"), "abc");
         assert_eq!(normalize(""), "");
     }
 

@@ -63,17 +63,16 @@ pub fn request(command: &str, keep_stdin_open: bool) -> Vec<u8> {
 
 /// A random token (not secret: it only has to be absent from the programmer's output).
 fn token() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.write_u128(
-        std::time::SystemTime::now()
+    let mut bytes = [0u8; 16];
+    // The OS random source; should it fail, a time-and-pid mix is still unique enough here.
+    if getrandom::fill(&mut bytes).is_err() {
+        let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    let a = h.finish();
-    h.write_u64(a);
-    format!("stm-remote-end-{a:016x}{:016x}", h.finish())
+            .map_or(0, |d| d.as_nanos());
+        bytes = (nanos ^ (u128::from(std::process::id()) << 96)).to_le_bytes();
+    }
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("stm-remote-end-{hex}")
 }
 
 /// One output stream of a running request: what the command wrote so far, and whether the

@@ -1,16 +1,20 @@
 //! Human-readable logs on stderr in the original tool's form (`[INFO][dfu1] ...`), filtered by
 //! verbosity, the end-of-run summary, and on a terminal the live progress of a flash-auto run:
 //! one line per board (indicatif `MultiProgress`) with its current step, log lines printed
-//! above the bars. Without a terminal there are no bars and every log line is written as it
-//! is. Colour only on a terminal, and never when `NO_COLOR` is set. Remote text is sanitised
-//! before it reaches the terminal (no escape sequences or control characters from the
-//! server).
+//! above the bars. Without live lines every log line is written as it is. Whether there are
+//! live lines and colour is decided from the same facts indicatif and console use (a terminal,
+//! and a `TERM` that is set and not `dumb`; `NO_COLOR`, `CLICOLOR`), so that indicatif never
+//! hides itself and drops the lines it is asked to print. On a terminal, the summary and hints
+//! wrap at word boundaries to its width. Remote text is sanitised before it reaches the
+//! terminal (no escape sequences or control characters from the server).
 
 use std::collections::HashMap;
-use std::io::{IsTerminal, Write};
+use std::io::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use console::Style;
+use console::{Style, Term};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::discover::ServerReport;
@@ -20,23 +24,109 @@ use crate::jobs::{Event, JobResult, Step};
 /// What stderr can show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Terminal {
-    /// Live progress bars (stderr is a terminal).
+    /// Live progress lines: stderr is a terminal whose `TERM` is set and not `dumb`.
     pub bars: bool,
-    /// Colour (stderr is a terminal and `NO_COLOR` is not set).
+    /// Colour (console's rule for stderr: a terminal, `TERM` not dumb, no `NO_COLOR`,
+    /// `CLICOLOR` not 0; or `CLICOLOR_FORCE`).
     pub color: bool,
+    /// Columns of stderr when it is a terminal: long summary and hint lines wrap at word
+    /// boundaries to fit. `None` (not a terminal): no wrapping.
+    pub width: Option<usize>,
 }
 
 impl Terminal {
-    /// Looks at stderr and the environment: bars on a terminal; colour on a terminal unless
-    /// `NO_COLOR` is set to a non-empty value (<https://no-color.org>).
+    /// Looks at stderr and the environment, as indicatif and console do: live lines only on a
+    /// terminal with a usable `TERM` (indicatif hides its bars otherwise, and with them the
+    /// lines printed through it), colour by console's rule (<https://no-color.org>).
     pub fn detect() -> Self {
-        let tty = std::io::stderr().is_terminal();
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let term = Term::stderr();
+        let tty = term.is_term();
         Terminal {
-            bars: tty,
-            color: tty && !no_color,
+            bars: tty && !console::is_dumb(),
+            color: console::colors_enabled_stderr(),
+            width: columns(&term),
         }
     }
+
+    /// The columns of stdout when it is a terminal (for tables that should fit), else `None`.
+    pub fn stdout_width() -> Option<usize> {
+        columns(&Term::stdout())
+    }
+}
+
+fn columns(term: &Term) -> Option<usize> {
+    if !term.is_term() {
+        return None;
+    }
+    term.size_checked()
+        .map(|(_, cols)| usize::from(cols))
+        .filter(|c| *c > 0)
+}
+
+/// Set while a prompt may have hidden the cursor; [`restore_terminal`] shows it again.
+static CURSOR_HIDDEN: AtomicBool = AtomicBool::new(false);
+
+/// A prompt that hides the cursor (dialoguer's lists and confirmations) is about to start
+/// (`true`) or ended normally, with the cursor shown again (`false`).
+pub fn cursor_hidden(hidden: bool) {
+    CURSOR_HIDDEN.store(hidden, Ordering::SeqCst);
+}
+
+/// The live lines on screen (the run's `MultiProgress` and its bars), so that a way out that
+/// does not pass through [`Reporter::end_progress`] can still take them off the screen.
+static LIVE: Mutex<Option<(MultiProgress, Vec<ProgressBar>)>> = Mutex::new(None);
+
+/// Puts the terminal back as the shell expects it on any way out (an error, Ctrl-C, a second
+/// Ctrl-C that exits at once): removes live lines still on screen, and shows the cursor if a
+/// prompt may have hidden it. Does nothing when neither is the case.
+pub fn restore_terminal() {
+    let live = LIVE.lock().ok().and_then(|mut l| l.take());
+    if let Some((multi, bars)) = live {
+        clear_live(&multi, &bars);
+    }
+    if CURSOR_HIDDEN.swap(false, Ordering::SeqCst) {
+        let _ = Term::stderr().show_cursor();
+    }
+}
+
+/// Stops the spinners (no redraw after this), clears the lines, and sends whatever the bars
+/// still draw nowhere.
+fn clear_live(multi: &MultiProgress, bars: &[ProgressBar]) {
+    for b in bars {
+        b.disable_steady_tick();
+        b.finish_and_clear();
+    }
+    let _ = multi.clear();
+    multi.set_draw_target(ProgressDrawTarget::hidden());
+}
+
+/// `head`, then `tail` broken at spaces so that no line is wider than `width` columns;
+/// continuation lines start under the first character of `tail` (4 columns in when that
+/// leaves fewer than 24). A word longer than a line stays whole. Without a width, one line.
+fn fill(head: &str, tail: &str, width: Option<usize>) -> String {
+    let Some(width) = width else {
+        return format!("{head}{tail}");
+    };
+    let indent = console::measure_text_width(head);
+    let indent = if indent + 24 > width { 4 } else { indent };
+    let mut out = head.to_string();
+    let mut column = console::measure_text_width(head);
+    let mut first = true;
+    for word in tail.split(' ').filter(|w| !w.is_empty()) {
+        let w = console::measure_text_width(word);
+        if !first && column + 1 + w > width {
+            out.push('\n');
+            out.push_str(&" ".repeat(indent));
+            column = indent;
+        } else if !first {
+            out.push(' ');
+            column += 1;
+        }
+        out.push_str(word);
+        column += w;
+        first = false;
+    }
+    out
 }
 
 /// The live bars of one flash-auto run, one per board in command-line order.
@@ -90,6 +180,11 @@ fn style(template: &str) -> ProgressStyle {
         .progress_chars("=> ")
 }
 
+/// A board whose own job has not started (waiting, queued): no spinner, no clock.
+const PENDING_TEMPLATE: &str = "{prefix}        {wide_msg}";
+/// A step of the whole run before the board's job (connecting, uploading): a spinner, no
+/// clock (no time is spent on this board yet).
+const SHARED_TEMPLATE: &str = "{prefix} {spinner}      {wide_msg}";
 /// A step without a percentage: spinner, time on this board, step.
 const STEP_TEMPLATE: &str = "{prefix} {spinner} {elapsed:>4} {wide_msg}";
 /// A step with the programmer's percentage.
@@ -130,7 +225,7 @@ impl Reporter {
             .map(|alias| {
                 // Set up before it is shown, so that its first frame is complete.
                 let bar = ProgressBar::with_draw_target(Some(100), ProgressDrawTarget::hidden())
-                    .with_style(style(STEP_TEMPLATE))
+                    .with_style(style(PENDING_TEMPLATE))
                     .with_prefix(self.bar_prefix(alias))
                     .with_message("waiting");
                 let bar = multi.add(bar);
@@ -142,17 +237,22 @@ impl Reporter {
                 };
                 (alias.to_string(), board)
             })
-            .collect();
+            .collect::<HashMap<String, BoardBar>>();
+        let bars = boards.values().map(|b| b.bar.clone()).collect();
+        if let Ok(mut live) = LIVE.lock() {
+            *live = Some((multi.clone(), bars));
+        }
         self.progress = Some(Progress { multi, boards });
     }
 
     /// Removes the live lines (the summary says how each board ended).
     pub fn end_progress(&mut self) {
+        if let Ok(mut live) = LIVE.lock() {
+            live.take();
+        }
         if let Some(p) = self.progress.take() {
-            for b in p.boards.values() {
-                b.bar.finish_and_clear();
-            }
-            let _ = p.multi.clear();
+            let bars: Vec<ProgressBar> = p.boards.values().map(|b| b.bar.clone()).collect();
+            clear_live(&p.multi, &bars);
         }
     }
 
@@ -245,12 +345,16 @@ impl Reporter {
                     Some(r) => format!("{step} (after {r})"),
                     None => step.to_string(),
                 };
-                match percent {
-                    Some(p) => {
+                match (percent, board.started, &step) {
+                    (Some(p), _, _) => {
                         bar.set_style(style(PERCENT_TEMPLATE));
                         bar.set_position(u64::from(p.min(100)));
                     }
-                    None => bar.set_style(style(STEP_TEMPLATE)),
+                    (None, true, _) => bar.set_style(style(STEP_TEMPLATE)),
+                    (None, false, Step::Connecting | Step::Uploading) => {
+                        bar.set_style(style(SHARED_TEMPLATE))
+                    }
+                    (None, false, _) => bar.set_style(style(PENDING_TEMPLATE)),
                 }
                 bar.set_message(text);
             }
@@ -264,6 +368,10 @@ impl Reporter {
                 self.line("INFO", device.as_deref(), &message)
             }
             Event::Warn { device, message } => self.line("WARN", device.as_deref(), &message),
+            // At -v 0 a board's failure is said once, by its summary row.
+            Event::Error {
+                device: Some(_), ..
+            } if self.verbosity == 0 => {}
             Event::Error { device, message } => {
                 self.line("ERROR", device.as_deref(), &sanitize(&message))
             }
@@ -302,17 +410,13 @@ impl Reporter {
                 (None, Some(rec)) => format!("after recovery: {rec}"),
                 (None, None) => "initial".into(),
             };
-            text.push_str(&format!(
-                "\n  {status}  {:<w$}  {:>6.1} s  {detail}",
-                r.device, r.seconds
-            ));
+            let head = format!("  {status}  {:<w$}  {:>6.1} s  ", r.device, r.seconds);
+            text.push('\n');
+            text.push_str(&fill(&head, &detail, self.terminal.width));
             if let Some(h) = &r.hint {
-                text.push_str(&format!(
-                    "\n  {:<6}  {:<w$}  {} {h}",
-                    "",
-                    "",
-                    self.hint_tag()
-                ));
+                let head = format!("  {:<6}  {:<w$}  {} ", "", "", self.hint_tag());
+                text.push('\n');
+                text.push_str(&fill(&head, h, self.terminal.width));
             }
             for warning in &r.warnings {
                 let tag = self.paint(Style::new().yellow().bold(), "warning:");
@@ -344,7 +448,8 @@ impl Reporter {
             if let Some(e) = &r.error {
                 self.line("ERROR", Some(&r.server), &sanitize(e));
                 if let Some(h) = &r.hint {
-                    self.outcome(&format!("  {} {h}", self.hint_tag()));
+                    let head = format!("  {} ", self.hint_tag());
+                    self.outcome(&fill(&head, h, self.terminal.width));
                 }
                 continue;
             }
@@ -402,12 +507,12 @@ impl Reporter {
 
     /// A fatal error with its hint.
     pub fn fatal(&mut self, error: &Error) {
-        let mut text = format!(
-            "{} {error:#}",
-            self.paint(Style::new().red().bold(), "error:")
-        );
+        let head = format!("{} ", self.paint(Style::new().red().bold(), "error:"));
+        let mut text = fill(&head, &format!("{error:#}"), self.terminal.width);
         if let Some(h) = error.hint() {
-            text.push_str(&format!("\n  {} {h}", self.hint_tag()));
+            let head = format!("  {} ", self.hint_tag());
+            text.push('\n');
+            text.push_str(&fill(&head, &h, self.terminal.width));
         }
         self.emit(&text);
     }
@@ -420,7 +525,13 @@ mod tests {
     #[test]
     fn the_bar_templates_are_valid() {
         // `style` falls back to a plain spinner on a broken template; it must never have to.
-        for t in [STEP_TEMPLATE, PERCENT_TEMPLATE, FINISHED_TEMPLATE] {
+        for t in [
+            PENDING_TEMPLATE,
+            SHARED_TEMPLATE,
+            STEP_TEMPLATE,
+            PERCENT_TEMPLATE,
+            FINISHED_TEMPLATE,
+        ] {
             assert!(ProgressStyle::with_template(t).is_ok(), "{t}");
         }
     }
@@ -430,6 +541,7 @@ mod tests {
         let plain = Terminal {
             bars: false,
             color: false,
+            width: None,
         };
         let mut r = Reporter::with_terminal(3, plain);
         r.set_devices(["dfu1"]);
@@ -441,6 +553,7 @@ mod tests {
         let tty = Terminal {
             bars: true,
             color: true,
+            width: Some(80),
         };
         let mut r = Reporter::with_terminal(0, tty);
         r.start_progress(["dfu1"]);
@@ -454,6 +567,7 @@ mod tests {
             Terminal {
                 bars: true,
                 color: false,
+                width: None,
             },
         );
         assert_eq!(plain.paint(Style::new().red(), "x"), "x");
@@ -462,14 +576,57 @@ mod tests {
             Terminal {
                 bars: true,
                 color: true,
+                width: None,
             },
         );
         assert_eq!(colour.paint(Style::new().red(), "x"), "\x1b[31mx\x1b[0m");
     }
 
     #[test]
+    fn long_lines_wrap_at_word_boundaries_under_their_text() {
+        let head = "  FAILED  f4bad     1.2 s  ";
+        let tail = "verification failed: Data mismatch found at address 0x08000000 (byte = 0x00 instead of 0x49)";
+        let text = fill(head, tail, Some(60));
+        for line in text.lines() {
+            assert!(line.chars().count() <= 60, "{line:?} in\n{text}");
+        }
+        let continuation = " ".repeat(head.len());
+        for line in text.lines().skip(1) {
+            assert!(line.starts_with(&continuation), "{line:?}");
+        }
+        // Every word arrives whole and in order.
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let expected: Vec<&str> = format!("{head}{tail}").leak().split_whitespace().collect();
+        assert_eq!(words, expected);
+        // No terminal: one line, as it was.
+        assert_eq!(fill(head, tail, None), format!("{head}{tail}"));
+        // Colour codes take no columns.
+        let red = "\x1b[31mFAILED\x1b[0m";
+        let text = fill(
+            &format!("  {red}  "),
+            "aaaaaaaaaa bbbbbbbbbb cccccccccc dddddddddd",
+            Some(40),
+        );
+        assert_eq!(
+            text,
+            format!("  {red}  aaaaaaaaaa bbbbbbbbbb\n          cccccccccc dddddddddd")
+        );
+        // A narrow terminal: continuation 4 columns in; a long word stays whole.
+        let text = fill(head, "aaaa bbbb cccccccccccccccccccccccccccccc", Some(30));
+        assert_eq!(
+            text,
+            format!("{head}aaaa\n    bbbb\n    cccccccccccccccccccccccccccccc")
+        );
+    }
+
+    #[test]
     fn remote_escape_sequences_never_reach_the_terminal() {
         assert_eq!(sanitize("\x1b[31mError:\x1b[0m bad\x07\r"), "Error: bad");
-        assert_eq!(sanitize("a\x1b]0;title\x07b"), "a]0;titleb");
+        // A window title (OSC) goes whole, not only its ESC.
+        assert_eq!(sanitize("a\x1b]0;title\x07b"), "ab");
+        assert_eq!(
+            sanitize("a\x1b]0;title\x1b\\b\x1b[2Jc\x1bPq#0\x1b\\d"),
+            "abcd"
+        );
     }
 }

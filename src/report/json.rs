@@ -1,5 +1,5 @@
 //! The `--json` documents of flash-auto and discover (pure rendering). Both carry
-//! `"schema_version": `[`SCHEMA_VERSION`]; the field tables are in README.md.
+//! `"schema_version": `[`SCHEMA_VERSION`]; the field tables are in docs/commands.md.
 //!
 //! `{"schema_version": 1, "results": [{"device": "<alias>", "ok": bool, "recovery":
 //! null|"<step>", "error": null|"<message>", "seconds": <float>}, ...]}` in command-line order.

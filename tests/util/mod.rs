@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod screen;
 pub mod sshd;
 
 use std::path::{Path, PathBuf};
@@ -362,7 +363,21 @@ impl TestEnv {
 
     /// Runs stm-remote on a pseudo-terminal through `tests/util/pty_drive.py`, following the
     /// driver script `script` (JSON: steps to expect/send); returns the driver's JSON report.
+    /// `TERM` is `xterm-256color` unless `extra_env` sets it.
     pub fn run_in_pty(&self, script: &Value, args: &[&str], extra_env: &[(&str, &str)]) -> Value {
+        let env: Vec<(&str, Option<&str>)> =
+            extra_env.iter().map(|(k, v)| (*k, Some(*v))).collect();
+        self.run_in_pty_with(script, args, &env)
+    }
+
+    /// [`TestEnv::run_in_pty`] with environment changes: `(name, Some(value))` sets,
+    /// `(name, None)` removes (`("TERM", None)`: a terminal without `TERM`).
+    pub fn run_in_pty_with(
+        &self,
+        script: &Value,
+        args: &[&str],
+        extra_env: &[(&str, Option<&str>)],
+    ) -> Value {
         let path = self.root.path().join("pty-script.json");
         std::fs::write(&path, script.to_string()).unwrap();
         let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/util/pty_drive.py");
@@ -379,7 +394,10 @@ impl TestEnv {
             .env("TERM", "xterm-256color")
             .env("STM_REMOTE_CONFIG", self.config_path());
         for (k, v) in extra_env {
-            cmd.env(k, v);
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
         }
         let out = cmd.output().unwrap();
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -393,6 +411,12 @@ impl TestEnv {
 
     /// Runs stm-remote with this env's config, in the local dir, with a clean environment.
     pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, &[])
+    }
+
+    /// [`TestEnv::run`] with environment changes: `(name, Some(value))` sets, `(name, None)`
+    /// removes (e.g. `("STM_REMOTE_CONFIG", None)` to let stm-remote look for its config).
+    pub fn run_with(&self, args: &[&str], env: &[(&str, Option<&str>)]) -> Run {
         let mut cmd = Command::cargo_bin("stm-remote").unwrap();
         cmd.current_dir(&self.local)
             .env_clear()
@@ -400,6 +424,12 @@ impl TestEnv {
             .env("HOME", self.root.path())
             .env("STM_REMOTE_CONFIG", self.config_path())
             .args(args);
+        for (name, value) in env {
+            match value {
+                Some(v) => cmd.env(name, v),
+                None => cmd.env_remove(name),
+            };
+        }
         let output = cmd.output().unwrap();
         Run {
             output,

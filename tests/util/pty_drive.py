@@ -3,13 +3,13 @@
 
     pty_drive.py SCRIPT.json -- PROGRAM ARGS...
 
-SCRIPT.json: {"steps": [{"expect": "text", "send": "keys"}, ...], "step_timeout": 60,
-              "while_waiting": {"every": 3, "send": "keys"}}
+SCRIPT.json: {"steps": [{"expect": "text", "delay": 0.1, "send": "keys"}, ...], "step_timeout": 60,
+              "while_waiting": {"every": 3, "send": "keys"}, "rows": 50, "cols": 160}
 
-The program runs with the pty as its stdin, stdout, stderr and controlling terminal (50 rows,
-160 columns), in the environment of this script. For each step, the driver waits until
+The program runs with the pty as its stdin, stdout, stderr and controlling terminal (`rows`
+by `cols`, default 50 by 160), in the environment of this script. For each step, the driver waits until
 `expect` appears in the output (ANSI escape sequences and carriage returns removed) after
-the end of the previous match, then writes `send`. After the last step it waits for the
+the end of the previous match, then waits `delay` seconds if given, then writes `send`. After the last step it waits for the
 program to end, writing `while_waiting.send` every `while_waiting.every` seconds if given (a
 user who presses Ctrl-C again when nothing happens). It prints one JSON object on stdout:
 
@@ -40,10 +40,11 @@ def main():
     assert sys.argv[2] == "--", "usage: pty_drive.py SCRIPT.json -- PROGRAM ARGS..."
     argv = sys.argv[3:]
     step_timeout = float(script.get("step_timeout", 60))
+    rows, cols = int(script.get("rows", 50)), int(script.get("cols", 160))
 
     pid, fd = pty.fork()
     if pid == 0:
-        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         try:
             os.execvp(argv[0], argv)
         finally:
@@ -104,8 +105,13 @@ def main():
                 child_status(True)
                 finish("timeout", None, i)
             pump(0.1)
+        if step.get("delay"):
+            time.sleep(float(step["delay"]))
         if step.get("send"):
-            os.write(fd, step["send"].encode())
+            try:
+                os.write(fd, step["send"].encode())
+            except OSError:  # the program is gone already
+                pass
 
     deadline = time.monotonic() + step_timeout
     nudge = script.get("while_waiting")
