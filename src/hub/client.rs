@@ -146,6 +146,7 @@ impl Problem {
                 | Problem::Transport(_)
                 | Problem::Left { .. }
                 | Problem::Ganged(_)
+                | Problem::Usb(uhubctl::Failure::Other(_))
         )
     }
 }
@@ -216,9 +217,9 @@ impl HubError {
                 "install it on the server (`sudo apt install uhubctl`) or set `uhubctl` to its path"
                     .into()
             }
-            Problem::Usb(uhubctl::Failure::Other(_)) => format!(
-                "run `uhubctl` on the server by hand to see what it says about `{call}`"
-            ),
+            Problem::Usb(uhubctl::Failure::Other(_)) => {
+                format!("run `uhubctl` on the server by hand to see what it says about `{call}`")
+            }
             Problem::WrongBoard(_) => format!(
                 "the boards were moved: run `stm-remote discover {server}` to record where each \
                  is plugged, or fix `usb_hub`/`usb_port` in config.json"
@@ -312,7 +313,12 @@ impl Hub<'_> {
     /// Runs `steps` in one round trip and judges each call. A batch that holds a change that
     /// must be undone (a power cycle) is not cut by Ctrl-C: the server runs it to its end
     /// anyway, and its outcome is worth waiting for.
-    pub fn run(&self, steps: &[Step], device: Option<&str>, emit: &dyn Fn(Event)) -> Vec<CallResult> {
+    pub fn run(
+        &self,
+        steps: &[Step],
+        device: Option<&str>,
+        emit: &dyn Fn(Event),
+    ) -> Vec<CallResult> {
         let out = self.execute(steps, device, emit);
         judge_batch(self.server_name, self.server, steps, &out, device, emit)
     }
@@ -403,17 +409,6 @@ pub fn hubd_note(server_name: &str, server: &Server) -> Option<Event> {
     })
 }
 
-/// The calls of a batch, in order.
-fn calls_of(steps: &[Step]) -> Vec<Call> {
-    steps
-        .iter()
-        .filter_map(|s| match s {
-            Step::Call(c) => Some(*c),
-            _ => None,
-        })
-        .collect()
-}
-
 /// Whether a batch switches power off (and on again): such a batch runs to its end on the
 /// server whatever happens to the client, so it is waited for.
 fn undoes_itself(steps: &[Step]) -> bool {
@@ -480,9 +475,15 @@ pub fn judge_batch(
         (false, true) => "the hub batch ended early".to_string(),
         (false, false) => format!("the hub batch ended early: {why}"),
     };
-    calls_of(steps)
-        .into_iter()
+    // One entry per reporting step (calls and uhubctl runs); the calls' are judged here.
+    steps
+        .iter()
+        .filter(|s| matches!(s, Step::Call(_) | Step::Run(_)))
         .zip(pairs)
+        .filter_map(|(step, pair)| match step {
+            Step::Call(call) => Some((*call, pair)),
+            _ => None,
+        })
         .map(|(call, pair)| {
             let (ran, readback, result) = match pair {
                 PairOutput::Missing => (None, None, Err(Problem::Transport(lost.clone()))),

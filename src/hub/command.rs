@@ -8,9 +8,10 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use super::client::{self, CallResult, Hub, HubError, Problem};
+use super::power::Guard;
 use super::protocol::{self, Call, Line, Step, mask_hex, mask_ports};
 use super::target::{parse_channel, parse_ports};
-use crate::config::{Config, Server};
+use crate::config::{Config, PowerBackend, Server};
 use crate::error::{EXIT_OK, Error};
 use crate::jobs::{Event, Preview, first_answer_with};
 use crate::report::{Reporter, print_stdout};
@@ -179,8 +180,26 @@ pub fn hub_command(
     req: &HubRequest<'_>,
     reporter: &mut Reporter,
 ) -> Result<u8, Error> {
+    let server = config.server(req.server)?;
+    if server.power_backend() == Some(PowerBackend::Uhubctl) {
+        return super::usb_command::usb_hub_command(config, server, req, reporter);
+    }
     let (server, plan) = check(config, req)?;
-    let steps = plan.steps();
+    // Before a port goes off: where uhubctl sees its boards, no board configured elsewhere.
+    let guard = match plan {
+        Plan::Change(Call::Off(Line::Power, mask)) | Plan::Cycle { mask, .. } => {
+            let devices: Vec<(String, crate::config::Device)> = config
+                .devices
+                .iter()
+                .filter(|(_, d)| d.server == req.server)
+                .map(|(a, d)| (a.clone(), d.clone()))
+                .collect();
+            Guard::for_ports(&devices, server, mask)
+        }
+        _ => Guard::default(),
+    };
+    let mut steps = guard.steps();
+    steps.extend(plan.steps());
     let argv = client::batch_argv_for(server, &steps)?;
     if req.dry_run {
         let (mut preview, target) = Preview::start(req.server, server);
@@ -232,9 +251,14 @@ pub fn hub_command(
     for e in events.into_inner() {
         reporter.handle(e);
     }
-    let verdict = match plan {
-        Plan::Cycle { mask, .. } => client::cycle_verdict(req.server, mask, &results, None),
-        _ => results.first().map_or_else(
+    let verdict = match (protocol::guarded(&answer.output.stdout), plan) {
+        (Some(serial), _) => Err(HubError::Failed {
+            server: req.server.to_string(),
+            call: plan.first_call().to_string(),
+            problem: guard.stopped(&serial, &answer.output.stdout, &steps),
+        }),
+        (None, Plan::Cycle { mask, .. }) => client::cycle_verdict(req.server, mask, &results, None),
+        (None, _) => results.first().map_or_else(
             || Err(missing(req.server, plan.first_call())),
             |r| r.result.clone(),
         ),
@@ -275,7 +299,7 @@ fn missing(server: &str, call: Call) -> HubError {
     }
 }
 
-fn describe_step(step: &Step) -> String {
+pub(super) fn describe_step(step: &Step) -> String {
     match step {
         Step::Call(c) => match c.readback() {
             Some(q) => format!("`{c}` (read back with `{q}`)"),

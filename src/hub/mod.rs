@@ -8,6 +8,7 @@ mod power;
 mod protocol;
 mod target;
 mod uhubctl;
+mod usb_command;
 
 pub use client::{
     CallResult, Hub, HubError, Problem, batch_argv_for, cycle_steps, cycle_verdict, hubd_note,

@@ -12,7 +12,7 @@
 use super::client::{self, CallResult, Hub, HubError, Problem};
 use super::protocol::{self, Call, Line, PairOutput, Ran, Step};
 use super::uhubctl::{self, HubStatus};
-use crate::config::{PowerPort, Server, UsbPort};
+use crate::config::{Device, PowerPort, Server, UsbPort};
 use crate::jobs::Event;
 use crate::remote::Captured;
 
@@ -25,9 +25,43 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// The guard of a switch of `port` on `server`: the places where uhubctl (when the server
+    /// has it) sees the boards configured on that port, and every configured board of the
+    /// server not configured on it. `devices` are the server's configured boards.
+    pub fn for_port(devices: &[(String, Device)], server: &Server, port: &PowerPort) -> Guard {
+        let on_port = |d: &Device| d.power_port(server).as_ref() == Some(port);
+        Guard {
+            places: devices
+                .iter()
+                .filter(|(_, d)| on_port(d) && server.uhubctl.is_some())
+                .filter_map(|(a, d)| d.usb_location(server).map(|at| (a.clone(), at)))
+                .collect(),
+            foreign: devices
+                .iter()
+                .filter(|(_, d)| !on_port(d))
+                .map(|(a, d)| (a.clone(), d.serial.clone()))
+                .collect(),
+        }
+    }
+
+    /// [`Guard::for_port`] for the custom hub's ports of `mask` (a comma list by hand).
+    pub fn for_ports(devices: &[(String, Device)], server: &Server, mask: u16) -> Guard {
+        let mut guard = Guard::default();
+        for bit in (0..16).map(|i| 1u16 << i).filter(|b| mask & b != 0) {
+            let g = Guard::for_port(devices, server, &PowerPort::Custom(bit));
+            guard.places.extend(g.places);
+            if guard.foreign.is_empty() {
+                guard.foreign = g.foreign;
+            } else {
+                guard.foreign.retain(|f| g.foreign.contains(f));
+            }
+        }
+        guard
+    }
+
     /// The server-side checks before anything goes off: per place, a status of its hub, then
     /// the check of its port's line.
-    fn steps(&self) -> Vec<Step> {
+    pub fn steps(&self) -> Vec<Step> {
         if self.foreign.is_empty() {
             return Vec::new();
         }
@@ -43,6 +77,18 @@ impl Guard {
                 ]
             })
             .collect()
+    }
+
+    /// Why the guard stopped the batch at `serial` (`-`: its status of the hub failed, whose
+    /// output `stdout` holds).
+    pub fn stopped(&self, serial: &str, stdout: &str, steps: &[Step]) -> Problem {
+        if serial != "-" {
+            return self.refusal(serial);
+        }
+        match runs(stdout, steps).into_iter().flatten().last() {
+            Some(ran) => Problem::Usb(uhubctl::failure(ran.code, &ran.output)),
+            None => lost(),
+        }
     }
 
     /// The refusal when the guard stopped the batch at `serial`.
@@ -78,7 +124,8 @@ pub enum Op {
 }
 
 impl Op {
-    fn port(&self) -> &PowerPort {
+    /// The port the operation switches.
+    pub fn port(&self) -> &PowerPort {
         match self {
             Op::Switch { port, .. } | Op::Cycle { port, .. } => port,
         }
@@ -141,7 +188,10 @@ impl Op {
 
     /// The verdict on what the batch of [`Op::steps`] printed: the power state read back (the
     /// custom hub's mask; 0 for a stock hub), or what went wrong and what it left.
-    #[expect(clippy::too_many_arguments, reason = "the batch, its context and its sinks")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the batch, its context and its sinks"
+    )]
     pub fn verdict(
         &self,
         server_name: &str,
@@ -159,7 +209,7 @@ impl Op {
             problem,
         };
         if let Some(serial) = protocol::guarded(&out.stdout) {
-            return Err(failed(guard.refusal(&serial)));
+            return Err(failed(guard.stopped(&serial, &out.stdout, steps)));
         }
         match (self, self.port()) {
             (Op::Switch { on, .. }, PowerPort::Custom(mask)) => {
@@ -182,9 +232,9 @@ impl Op {
                     failed: &failed,
                 };
                 match self {
-                    Op::Switch { on: true, .. } => {
-                        usb_verdict.switched(usb_verdict.tail(1).first(), true).map(|()| 0)
-                    }
+                    Op::Switch { on: true, .. } => usb_verdict
+                        .switched(usb_verdict.tail(1).first(), true)
+                        .map(|()| 0),
                     Op::Switch { on: false, .. } => usb_verdict.off().map(|()| 0),
                     Op::Cycle { .. } => usb_verdict.cycle().map(|()| 0),
                 }
@@ -289,6 +339,14 @@ impl UsbRuns<'_> {
                     e,
                 ));
             }
+            (Err(e), Err(_)) if e.problem().is_some_and(|p| !p.may_have_acted()) => {
+                return Err(left(
+                    format!(
+                        "{usb} was not power-cycled: power_off failed, so it was not switched off"
+                    ),
+                    e,
+                ));
+            }
             (off, Err(e)) => {
                 let state = match (off, e.problem()) {
                     (_, Some(Problem::Contradicted(_))) | (Ok(()), _) => {
@@ -342,7 +400,11 @@ impl UsbRuns<'_> {
 fn runs(stdout: &str, steps: &[Step]) -> Vec<Option<Ran>> {
     protocol::split_batch(stdout, steps)
         .into_iter()
-        .zip(steps.iter().filter(|s| matches!(s, Step::Call(_) | Step::Run(_))))
+        .zip(
+            steps
+                .iter()
+                .filter(|s| matches!(s, Step::Call(_) | Step::Run(_))),
+        )
         .filter(|(_, s)| matches!(s, Step::Run(_)))
         .map(|(out, _)| match out {
             PairOutput::Ran { call, .. } => Some(call),

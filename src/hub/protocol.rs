@@ -164,7 +164,8 @@ pub enum Step {
     Run(Vec<String>),
     /// A check on the server that the last run's status line of this port names none of
     /// these serials (`[... <serial>]`): else the batch stops at once with exit 4, before
-    /// anything after it runs.
+    /// anything after it runs. A status that failed stops it too (`guard -`): what is
+    /// plugged there is not known.
     Guard { port: u8, serials: Vec<String> },
 }
 
@@ -205,6 +206,7 @@ while [ $# -ge 2 ]; do
       shift 2; continue ;;
     guard)
       p=$2; shift 2
+      if [ "$lastrc" != 0 ]; then printf '\nstm-remote-hub: guard -\n'; exit 4; fi
       while [ $# -gt 0 ] && [ "$1" != -- ]; do
         if printf '%s\n' "$last" | grep "^  Port $p: " | grep -qF " $1]"; then
           printf '\nstm-remote-hub: guard %s\n' "$1"; exit 4
@@ -761,7 +763,13 @@ mod tests {
             assert_eq!(parsed, want, "{reply}");
             for expected in [3u32, 12, 65534] {
                 let steps = [Step::Call(Call::GetMux), Step::Expect(expected)];
-                let argv = batch_argv(&lock.to_string_lossy(), 5, &hub.to_string_lossy(), "", &steps);
+                let argv = batch_argv(
+                    &lock.to_string_lossy(),
+                    5,
+                    &hub.to_string_lossy(),
+                    "",
+                    &steps,
+                );
                 let status = std::process::Command::new("dash")
                     .arg("-c")
                     .arg(crate::remote::quote_command(&argv).unwrap())
@@ -800,7 +808,13 @@ mod tests {
             Step::Sleep(0.01),
             Step::Call(Call::GetMux),
         ];
-        let argv = batch_argv(&lock.to_string_lossy(), 5, &hub.to_string_lossy(), "", &steps);
+        let argv = batch_argv(
+            &lock.to_string_lossy(),
+            5,
+            &hub.to_string_lossy(),
+            "",
+            &steps,
+        );
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(crate::remote::quote_command(&argv).unwrap())

@@ -241,7 +241,9 @@ New status for hub 2-1.4 [2109:0817 VIA Labs, Inc. USB3.0 Hub, USB 3.00, 4 ports
         assert!(after[1].usb3);
         assert_eq!(power_of(&after, 3), Some(false));
         // One half still on: not confirmed.
-        let mixed = parse_status(&out.replace("  Port 3: 00a0 off", "  Port 3: 02a0 power 5gbps Rx.Detect"));
+        let mixed = parse_status(
+            &out.replace("  Port 3: 00a0 off", "  Port 3: 02a0 power 5gbps Rx.Detect"),
+        );
         let after: Vec<HubStatus> = mixed.into_iter().filter(|h| h.after_action).collect();
         assert_eq!(power_of(&after, 3), None);
     }
@@ -258,13 +260,23 @@ New status for hub 2-1.4 [2109:0817 VIA Labs, Inc. USB3.0 Hub, USB 3.00, 4 ports
         // Only the last word can be a serial, and only a configured one is looked for.
         assert!(!hubs[0].ports[0].holds("8153"));
         assert!(!hubs[0].ports[0].holds("Realtek"));
-        assert!(hubs[0].ports[1].device.as_deref().unwrap().contains("4 ports"));
+        assert!(
+            hubs[0].ports[1]
+                .device
+                .as_deref()
+                .unwrap()
+                .contains("4 ports")
+        );
     }
 
     #[test]
     fn ports_cut_together() {
         let before = parse_status(LISTING);
-        let after = parse_status(&LISTING.replace("0103 power enable connect", "0000 off").replace("0100 power", "0000 off"));
+        let after = parse_status(
+            &LISTING
+                .replace("0103 power enable connect", "0000 off")
+                .replace("0100 power", "0000 off"),
+        );
         assert_eq!(also_cut(&before, &after, "1-1.4", 3), [1, 2]);
         assert!(also_cut(&before, &before, "1-1.4", 3).is_empty());
     }
@@ -279,12 +291,18 @@ New status for hub 2-1.4 [2109:0817 VIA Labs, Inc. USB3.0 Hub, USB 3.00, 4 ports
             Failure::Permission
         );
         assert_eq!(
-            failure(1, "No compatible devices detected at location 1-9!\nRun with -h to get usage info.\n"),
+            failure(
+                1,
+                "No compatible devices detected at location 1-9!\nRun with -h to get usage info.\n"
+            ),
             Failure::NoHub
         );
         assert_eq!(failure(127, "sh: 1: uhubctl: not found"), Failure::NotFound);
         assert_eq!(
-            failure(1, "Error: changing port state for multiple hubs at once is not supported.\nUse -l to limit operation to one hub!"),
+            failure(
+                1,
+                "Error: changing port state for multiple hubs at once is not supported.\nUse -l to limit operation to one hub!"
+            ),
             Failure::Other("Use -l to limit operation to one hub!".into())
         );
     }
@@ -295,7 +313,10 @@ New status for hub 2-1.4 [2109:0817 VIA Labs, Inc. USB3.0 Hub, USB 3.00, 4 ports
             location: "1-1.4".into(),
             port: 3,
         };
-        assert_eq!(switch_args(&p, false), ["-l", "1-1.4", "-p", "3", "-a", "off"]);
+        assert_eq!(
+            switch_args(&p, false),
+            ["-l", "1-1.4", "-p", "3", "-a", "off"]
+        );
         assert_eq!(status_args(Some("1-1.4")), ["-l", "1-1.4"]);
         assert!(status_args(None).is_empty());
     }

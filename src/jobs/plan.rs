@@ -135,9 +135,9 @@ pub struct Plan {
     pub server: Server,
     pub jobs: Vec<Job>,
     pub uploads: Vec<Upload>,
-    /// Every configured board of the server (alias, serial), in or out of this run: what a
-    /// power switch must never cut by mistake.
-    pub neighbours: Vec<(String, String)>,
+    /// Every configured board of the server, in or out of this run: what a power switch must
+    /// never cut by mistake.
+    pub neighbours: Vec<(String, Device)>,
 }
 
 impl Plan {
@@ -260,7 +260,7 @@ pub fn plan(config: &Config, server_name: &str, args: &[String]) -> Result<Plan,
         .devices
         .iter()
         .filter(|(_, d)| d.server == server_name)
-        .map(|(a, d)| (a.clone(), d.serial.clone()))
+        .map(|(a, d)| (a.clone(), d.clone()))
         .collect();
     Ok(Plan {
         server_name: server_name.to_string(),

@@ -14,8 +14,8 @@ use super::attempt::{FailureClass, JobContext, JobFailure, flash_attempt};
 use super::event::{self, Event};
 use super::locks::PortBoard;
 use super::plan::Job;
-use crate::config::{Device, Interface, Server};
 use crate::config::PowerPort;
+use crate::config::{Device, Interface, Server};
 use crate::hub::{Call, CallResult, Guard, Hub, HubError, Line, Op, Step as HubStep, mask_ports};
 use crate::programmer::{self, args::ListWhich};
 use crate::remote;
@@ -296,9 +296,11 @@ fn run_step(ctx: &JobContext<'_>, job: &Job, step: Step) -> Result<(), StepFailu
         }
         (Step::PowerCycle, _) => {
             let Some(port) = job.device.power_port(ctx.server) else {
-                return Err("the board has no power port (`hub_port`, or `usb_hub` and `usb_port`)"
-                    .to_string()
-                    .into());
+                return Err(
+                    "the board has no power port (`hub_port`, or `usb_hub` and `usb_port`)"
+                        .to_string()
+                        .into(),
+                );
             };
             // Waits for every other flash on this port; none starts until the port is back.
             let _port = ctx.ports.exclusive(&port);
@@ -312,25 +314,8 @@ fn run_step(ctx: &JobContext<'_>, job: &Job, step: Step) -> Result<(), StepFailu
                     ),
                 ));
             }
-            // Where uhubctl can see the port, no other configured board may be plugged there.
-            let guard = Guard {
-                places: ctx
-                    .server
-                    .uhubctl
-                    .as_ref()
-                    .and_then(|_| job.device.usb_location(ctx.server))
-                    .map(|at| (alias.to_string(), at))
-                    .into_iter()
-                    .collect(),
-                foreign: ctx
-                    .neighbours
-                    .iter()
-                    .filter(|(a, s)| {
-                        a != alias && !others.iter().any(|b| b.serial.eq_ignore_ascii_case(s))
-                    })
-                    .cloned()
-                    .collect(),
-            };
+            // Where uhubctl can see the port, no board configured elsewhere may be plugged.
+            let guard = Guard::for_port(ctx.neighbours, ctx.server, &port);
             let boot = match &port {
                 PowerPort::Custom(mask) => boot(*mask),
                 PowerPort::Usb(_) => None,
@@ -341,19 +326,17 @@ fn run_step(ctx: &JobContext<'_>, job: &Job, step: Step) -> Result<(), StepFailu
                 boot,
             };
             hub.power(&op, &guard, Some(alias), &emit)
-            .inspect_err(|e| {
-                ctx.send(Event::Error {
-                    device: Some(alias.to_string()),
-                    message: e.to_string(),
-                })
-            })?;
+                .inspect_err(|e| {
+                    ctx.send(Event::Error {
+                        device: Some(alias.to_string()),
+                        message: e.to_string(),
+                    })
+                })?;
             let mut boards = vec![this_board];
             boards.extend(others.into_iter().filter(|b| b.serial != job.device.serial));
             Ok(wait_listed(ctx, alias, &boards)?)
         }
-        (Step::Nrst | Step::BootNrst, None) => {
-            Err("the board has no hub_port".to_string().into())
-        }
+        (Step::Nrst | Step::BootNrst, None) => Err("the board has no hub_port".to_string().into()),
     }
 }
 

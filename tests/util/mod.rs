@@ -76,7 +76,7 @@ impl TestEnv {
         )
         .unwrap();
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab");
-        for f in ["STM32_Programmer_CLI", "hub_cli.py"] {
+        for f in ["STM32_Programmer_CLI", "hub_cli.py", "uhubctl"] {
             std::fs::copy(src.join(f), lab.join(f)).unwrap();
         }
         let env = TestEnv {
