@@ -144,14 +144,16 @@ fn level_up(level: Option<&str>, steps: usize) -> String {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Upload firmware to a flash server and write, verify and start it on each board, in
-    /// parallel (at most the server's `max_parallel` boards at once).
+    /// Upload firmware and write, verify and start it on each board, in parallel: every
+    /// server at once, each at most `max_parallel` boards at a time.
     #[command(
         visible_alias = "flash_auto",
+        override_usage = "stm-remote flash-auto [OPTIONS] [SERVER] <ALIAS=FIRMWARE>...",
         after_help = "Examples:\n  stm-remote flash-auto pi1 dfu1=bin/app.hex\n  \
                       stm-remote -v 1 flash-auto pi1 dfu1=bin/dfu.hex g0=bin/g0.hex\n  \
-                      stm-remote flash-auto pi1 g0=build/app.bin@0x08000000 --json\n  \
-                      stm-remote flash-auto pi1 dfu1=app.hex g0=app.hex --junit flash.xml"
+                      stm-remote flash-auto dfu1=bin/app.hex far1=bin/app.hex   # each on its own server\n  \
+                      stm-remote flash-auto 'node*=build/app.hex' --junit flash.xml\n  \
+                      stm-remote flash-auto pi1 g0=build/app.bin@0x08000000 --json"
     )]
     FlashAuto(FlashArgs),
 
@@ -213,19 +215,18 @@ pub enum Command {
 /// Arguments of `flash-auto`.
 #[derive(Debug, Args)]
 pub struct FlashArgs {
-    /// Name of the flash server in config.json.
-    #[arg(add = ArgValueCandidates::new(complete::servers))]
-    pub server: String,
-
-    /// One `<alias>=<firmware>` per board: a device alias from config.json and a local
+    /// One `<alias>=<firmware>` per board: a device alias from config.json, or a pattern with
+    /// `*` and `?` (quoted, `'node*=app.hex'`) for every device it matches, and a local
     /// .hex/.elf/.srec/.bin file. A .bin is written at 0x08000000 unless an address is given
-    /// as `<alias>=<file>.bin@0x08004000`.
+    /// as `<alias>=<file>.bin@0x08004000`. Each board is flashed on its own server (its
+    /// `server` in config.json), every server at once. A server name first (`flash-auto pi1
+    /// dfu1=app.hex`, the original form) takes only boards of that server.
     #[arg(
         required = true,
         value_name = "ALIAS=FIRMWARE",
-        add = ArgValueCompleter::new(complete::assignments)
+        add = ArgValueCompleter::new(complete::flash_args)
     )]
-    pub assignments: Vec<String>,
+    pub args: Vec<String>,
 
     /// Print one JSON document with the per-board results on stdout (logs stay on stderr).
     #[arg(long)]
@@ -429,8 +430,9 @@ mod complete {
             .collect()
     }
 
-    /// `<alias>=` for each device, then file names after the `=`.
-    pub(super) fn assignments(current: &OsStr) -> Vec<CompletionCandidate> {
+    /// flash-auto's arguments: a server name as the first one, `<alias>=` for each device (of
+    /// that server, when one was given), then file names after the `=`.
+    pub(super) fn flash_args(current: &OsStr) -> Vec<CompletionCandidate> {
         let config = config();
         if bash_split_at_equals(config.as_ref()) {
             return PathCompleter::any().complete(current);
@@ -446,14 +448,72 @@ mod complete {
         let Some(config) = config else {
             return Vec::new();
         };
-        config
+        let before = flash_positionals();
+        // The first positional is the seed form's server when it has no `=` (bash passes
+        // `dfu1=a.hex` as the words `dfu1`, `=`, `a.hex`).
+        let server = match before.as_slice() {
+            [_, next, ..] if next == "=" => None,
+            [first, ..] if !first.contains('=') => Some(first.as_str()),
+            _ => None,
+        };
+        let server_names = if before.is_empty() {
+            servers()
+        } else {
+            Vec::new()
+        };
+        let aliases = config
             .devices
             .iter()
-            .filter(|(alias, _)| alias.starts_with(current.as_ref()))
+            .filter(|(alias, d)| {
+                alias.starts_with(current.as_ref()) && server.is_none_or(|s| d.server == s)
+            })
             .map(|(alias, device)| {
                 CompletionCandidate::new(format!("{alias}=")).help(Some(describe(device).into()))
+            });
+        server_names
+            .into_iter()
+            .filter(|c| {
+                c.get_value()
+                    .to_string_lossy()
+                    .starts_with(current.as_ref())
             })
+            .chain(aliases)
             .collect()
+    }
+
+    /// The words typed after `flash-auto` before the one being completed, without options
+    /// and their values.
+    fn flash_positionals() -> Vec<String> {
+        let words: Vec<String> = std::env::args_os()
+            .skip_while(|a| a != "--")
+            .skip(1)
+            .map(|w| w.to_string_lossy().into_owned())
+            .collect();
+        let current = std::env::var("_CLAP_COMPLETE_INDEX")
+            .ok()
+            .and_then(|i| i.parse::<usize>().ok())
+            .unwrap_or(words.len().saturating_sub(1))
+            .min(words.len());
+        let before = &words[..current];
+        let Some(sub) = before
+            .iter()
+            .position(|w| w == "flash-auto" || w == "flash_auto")
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut value_next = false;
+        for w in &before[sub + 1..] {
+            if std::mem::take(&mut value_next) {
+                continue;
+            }
+            if matches!(w.as_str(), "--junit" | "--config" | "-v" | "--verbose") {
+                value_next = true;
+            } else if !w.starts_with('-') {
+                out.push(w.clone());
+            }
+        }
+        out
     }
 
     /// Whether bash cut the word being completed at its `=` (`=` is in bash's
@@ -693,7 +753,7 @@ mod tests {
         }
         let cli = Cli::try_parse_args(["stm-remote", "-v", "flash-auto", "pi1", "a=b"]).unwrap();
         assert!(
-            matches!(&cli.command, Command::FlashAuto(a) if a.server == "pi1" && a.assignments == ["a=b"]),
+            matches!(&cli.command, Command::FlashAuto(a) if a.args == ["pi1", "a=b"]),
             "{cli:?}"
         );
         let cli = Cli::try_parse_args(["stm-remote", "-v", "2", "list", "pi1"]).unwrap();
@@ -764,6 +824,13 @@ mod tests {
         assert!(matches!(doctor, Command::Doctor(a) if a.servers.is_empty()));
         let flash = parse(&["flash-auto", "pi1", "a=b.hex", "--dry-run"]).unwrap();
         assert!(matches!(flash, Command::FlashAuto(a) if a.dry_run));
+        // Without a server, and with a lone server (refused by the command, not by clap).
+        match parse(&["flash-auto", "a=b.hex", "node*=c.hex"]).unwrap() {
+            Command::FlashAuto(a) => assert_eq!(a.args, ["a=b.hex", "node*=c.hex"]),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["flash-auto", "pi1"]).is_ok());
+        assert!(parse(&["flash-auto"]).is_err());
         assert!(parse(&["flash-auto", "pi1", "a=b.hex", "--dry-run", "--json"]).is_err());
         assert!(parse(&["flash-auto", "pi1", "a=b.hex", "--dry-run", "--junit", "x"]).is_err());
         let hub = parse(&["hub", "pi1", "power_off", "USB1", "--dry-run"]).unwrap();

@@ -600,6 +600,14 @@ fn validate_server(name: &str, s: &Server) -> Result<(), String> {
     if name.is_empty() {
         return Err("the server name is empty".into());
     }
+    // `flash-auto` tells a server name from an `<alias>=<firmware>` argument by the `=`.
+    if name.contains('=') {
+        return Err(
+            "the server name contains `=`; rename the server (flash-auto reads a first \
+                    argument with `=` as `<alias>=<firmware>`)"
+                .into(),
+        );
+    }
     if s.hostnames.is_empty() {
         return Err("`hostnames` is empty; list at least one address".into());
     }
@@ -990,6 +998,11 @@ mod tests {
         assert!(e.contains("must be \"USB\" or \"SWD\""), "{e}");
         let e = err(r#"{"servers": {"pi1": {"hostnames": ["h"], "max_parallel": 0}}}"#);
         assert!(e.contains("server `pi1`: `max_parallel` is 0"), "{e}");
+        let e = err(r#"{"servers": {"pi=1": {"hostnames": ["h"]}}}"#);
+        assert!(
+            e.contains("server `pi=1`: the server name contains `=`"),
+            "{e}"
+        );
         let e = err(r#"{"servers": {"pi1": {"hostnames": ["-oProxyCommand=x"]}}}"#);
         assert!(e.contains("hostname"), "{e}");
         let e = err(

@@ -83,11 +83,12 @@ fn run(cli: &Cli, reporter: &mut Reporter) -> Result<u8, Error> {
     match &cli.command {
         Command::FlashAuto(args) => {
             let config = config::load(Some(&locate_config(cli, reporter)?))?;
+            let (server, assignments) = jobs::split_server(&args.args);
             jobs::flash_auto_command(
                 &config,
                 &jobs::FlashRequest {
-                    server: &args.server,
-                    assignments: &args.assignments,
+                    server,
+                    assignments,
                     json: args.json,
                     junit: args.junit.as_deref(),
                     dry_run: args.dry_run,

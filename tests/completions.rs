@@ -80,9 +80,30 @@ fn the_scripts_register_dynamic_completion_for_each_shell() {
 fn servers_aliases_and_firmware_files_are_completed_from_the_config() {
     let dir = config();
     let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    // First: a server (the original form) or any board (each flashed on its own server).
     assert_eq!(
         bash(&dir, &["stm-remote", "flash-auto", ""]),
-        s(&["lab", "pi1"])
+        s(&["dfu1=", "dfu2=", "g0=", "lab", "pi1"])
+    );
+    assert_eq!(bash(&dir, &["stm-remote", "flash-auto", "l"]), s(&["lab"]));
+    // After a server only its boards; after a board every board, and no server.
+    assert_eq!(
+        bash(&dir, &["stm-remote", "flash-auto", "lab", ""]),
+        s(&["g0="])
+    );
+    assert_eq!(
+        bash(
+            &dir,
+            &["stm-remote", "flash-auto", "--json", "g0=app.hex", ""]
+        ),
+        s(&["dfu1=", "dfu2=", "g0="])
+    );
+    assert_eq!(
+        bash(
+            &dir,
+            &["stm-remote", "flash-auto", "g0", "=", "app.hex", ""]
+        ),
+        s(&["dfu1=", "dfu2=", "g0="])
     );
     assert_eq!(bash(&dir, &["stm-remote", "hub", "p"]), s(&["pi1"]));
     assert_eq!(

@@ -69,7 +69,12 @@ fn argument_errors() {
         &["flash-auto", "lab", "b0=app.hex", "b1=missing.hex"],
         &["missing.hex"],
     );
-    refused(&env, &["flash-auto", "lab"], &["ALIAS=FIRMWARE"]);
+    refused(
+        &env,
+        &["flash-auto", "lab"],
+        &["no `<alias>=<firmware>` argument after the server `lab`"],
+    );
+    refused(&env, &["flash-auto"], &["ALIAS=FIRMWARE"]);
     refused(
         &env,
         &["-v", "7", "flash-auto", "lab", "b0=app.hex"],

@@ -13,6 +13,7 @@ mod doctor;
 mod dry_run;
 mod firmware;
 mod flash;
+mod fleet;
 mod hub;
 mod list;
 mod recovery;

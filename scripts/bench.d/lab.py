@@ -5,9 +5,14 @@ programmer's calls.log), the correctness checks, and the Markdown report.
 
     lab.py firmware DIR K                       -> DIR/files.json
     lab.py lab LABDIR N T FILES.json SERVER_IDX -> LABDIR/state.json, LABDIR/assign.json
-    lab.py config OUT USER KEY SSH_CONFIG P EXTRA_JSON NAME:PORT:LABDIR...
-    lab.py argv LABDIR                          -> alias=file lines for flash-auto
+    lab.py config OUT USER KEY SSH_CONFIG P EXTRA_JSON NAME:[HOST:]PORT:LABDIR...
+    lab.py argv LABDIR...                       -> alias=file lines for flash-auto
     lab.py record RESULTS.jsonl key=value...    -> analyses + checks one run, appends a row
+    lab.py record-fleet RESULTS.jsonl key=value... LABDIR:SSHD_LOG:OFFSET...
+                                                -> the same for one flash-auto over servers
+    lab.py peer RESULTS.jsonl key=value... -- SSH_OPTION...
+                                                -> the original tool's way (ssh + scp per
+                                                   board, P at once), timed, checked, a row
     lab.py progmean LABDIR                      -> mean programmer run (calls.log)
     lab.py stats FILE                           -> "median mean p90 min max n" of numbers
     lab.py report RESULTS.jsonl META.json       -> the Markdown tables on stdout
@@ -128,9 +133,13 @@ def cmd_config(out, user, key, ssh_config, p, extra, *servers):
         die("--server-json must be a JSON object")
     cfg = {"servers": {}, "devices": {}}
     for spec in servers:
-        name, port, labdir = spec.split(":", 2)
+        name, rest = spec.split(":", 1)
+        host = "127.0.0.1"
+        if not rest.split(":", 1)[0].isdigit():  # NAME:HOST:PORT:LABDIR (a proxy's address)
+            host, rest = rest.split(":", 1)
+        port, labdir = rest.split(":", 1)
         cfg["servers"][name] = {
-            "hostnames": ["127.0.0.1"], "port": int(port), "user": user, "key": key,
+            "hostnames": [host], "port": int(port), "user": user, "key": key,
             "ssh_config": ssh_config,
             "stm32cli": os.path.join(labdir, "STM32_Programmer_CLI"),
             "max_parallel": int(p), "power_control": False,
@@ -144,9 +153,10 @@ def cmd_config(out, user, key, ssh_config, p, extra, *servers):
     write_json(out, cfg)
 
 
-def cmd_argv(labdir):
-    for a in json.load(open(os.path.join(labdir, "assign.json"))):
-        print("%s=%s" % (a["alias"], a["file"]))
+def cmd_argv(*labdirs):
+    for labdir in labdirs:
+        for a in json.load(open(os.path.join(labdir, "assign.json"))):
+            print("%s=%s" % (a["alias"], a["file"]))
 
 
 def read_from(path, offset):
@@ -214,8 +224,10 @@ def analyse_calls(labdir, p):
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # stm-remote's stderr log (src/jobs/session.rs): one line per upload, one when files were
 # taken from the server's firmware cache; no line = nothing of that kind.
-UPLOADED = re.compile(r"^\[INFO\](?:\[[^\]]*\])? uploaded (\d+) file\(s\), (\d+) bytes\s*$", re.M)
-CACHED = re.compile(r"^\[INFO\](?:\[[^\]]*\])? (\d+) file\(s\), (\d+) bytes, taken from the "
+# With several servers the line carries the server's name, padded to the widest name.
+UPLOADED = re.compile(r"^\[INFO\](?:\[[^\]]*\])?\s+uploaded (\d+) file\(s\), (\d+) bytes\s*$",
+                      re.M)
+CACHED = re.compile(r"^\[INFO\](?:\[[^\]]*\])?\s+(\d+) file\(s\), (\d+) bytes, taken from the "
                     r"server's firmware cache", re.M)
 
 
@@ -275,23 +287,7 @@ def cmd_record(results, *kv):
             fails.append("--json: %d results, not ok: %s" % (len(res), ", ".join(map(str, bad[:5]))))
     except (ValueError, OSError) as e:
         fails.append("--json output unreadable: %s" % e)
-    try:
-        state = json.load(open(os.path.join(labdir, "state.json")))
-        by_serial = {b["serial"]: b for b in state["boards"]}
-        wrong, twice = [], []
-        for x in json.load(open(os.path.join(labdir, "assign.json"))):
-            b = by_serial.get(x["serial"], {})
-            if b.get("firmware") != x["sha256"]:
-                wrong.append(x["alias"])
-            elif b.get("flash_count") != 1:
-                twice.append("%s (%s)" % (x["alias"], b.get("flash_count")))
-        if wrong:
-            fails.append("%d board(s) without their firmware in state.json: %s"
-                         % (len(wrong), ", ".join(wrong[:8])))
-        if twice:
-            warns.append("boards written more than once: " + ", ".join(twice[:8]))
-    except (ValueError, OSError, KeyError) as e:
-        fails.append("state.json unreadable: %s" % e)
+    check_boards(labdir, fails, warns)
     # Bytes uploaded, from stm-remote's own log. A cold run (the bench removed the server's
     # firmware cache before it) uploads every distinct file once; a warm run (the same fleet
     # again, cache kept) uploads nothing and takes every file from the cache, unless
@@ -357,6 +353,172 @@ def cmd_record(results, *kv):
              ", %d B from the cache" % hit_bytes if cache_line else "",
              "" if not fails else "  ** FAIL **"), file=sys.stderr)
     sys.exit(1 if fails else 0)
+
+
+def wrong_boards(labdir):
+    """(boards without their firmware, boards written more than once) of a lab, by alias."""
+    state = json.load(open(os.path.join(labdir, "state.json")))
+    by_serial = {b["serial"]: b for b in state["boards"]}
+    wrong, twice = [], []
+    for x in json.load(open(os.path.join(labdir, "assign.json"))):
+        b = by_serial.get(x["serial"], {})
+        if b.get("firmware") != x["sha256"]:
+            wrong.append(x["alias"])
+        elif b.get("flash_count") != 1:
+            twice.append("%s (%s)" % (x["alias"], b.get("flash_count")))
+    return wrong, twice
+
+
+def check_boards(labdir, fails, warns):
+    """Every board of the lab got its file (state.json), each written once."""
+    try:
+        wrong, twice = wrong_boards(labdir)
+    except (ValueError, OSError, KeyError) as e:
+        fails.append("state.json of %s unreadable: %s" % (labdir, e))
+        return
+    if wrong:
+        fails.append("%d board(s) without their firmware in state.json: %s"
+                     % (len(wrong), ", ".join(wrong[:8])))
+    if twice:
+        warns.append("boards written more than once: " + ", ".join(twice[:8]))
+
+
+def fleet_row(a, labs, fails, warns, extra):
+    """A results.jsonl row of a run over several labs (or of the peer): wall against
+    ceil(N/P)*T, the programmer runs of every lab from their calls.log."""
+    n, p, t = int(a["n"]), int(a["p"]), float(a["t"])
+    t0, t1 = float(a["t0"]), float(a["t1"])
+    per_lab = [analyse_calls(d, p) for d in labs]
+    runs = [c for c in per_lab if c]
+    row = {"kind": a["kind"], "label": a.get("label", ""), "n": n, "p": p, "t": t,
+           "servers": len(labs), "wall": t1 - t0, "ideal": math.ceil(n / p) * t,
+           "upload": 0.0, "t0": t0, "t1": t1, "conns": 0, "cmd_sessions": 0,
+           "sftp_sessions": 0, "uploaded": None, "cached": None,
+           "setup": (min(c["first_start"] for c in runs) - t0) if runs else None,
+           "teardown": (t1 - max(c["last_end"] for c in runs)) if runs else None,
+           "prog_mean": statistics.mean(c["prog_mean"] for c in runs) if runs else None,
+           "gap_mean": (statistics.mean(c["gap_mean"] for c in runs if c["gap_mean"] is not None)
+                        if any(c["gap_mean"] is not None for c in runs) else None),
+           "ok": not fails, "fails": fails, "warns": warns, "notes": []}
+    row.update(extra)
+    return row
+
+
+def append_row(results, row):
+    with open(results, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    tag = "%s N=%d P=%d T=%g" % (row["label"] or row["kind"], row["n"], row["p"], row["t"])
+    for w in row["warns"]:
+        print("WARN [%s] %s" % (tag, w), file=sys.stderr)
+    for msg in row["fails"]:
+        print("FAIL [%s] %s" % (tag, msg), file=sys.stderr)
+    print("  %s: wall %.2f s, ceil(N/P)*T %.2f s, overhead %+.2f s, %d ssh connections%s"
+          % (tag, row["wall"], row["ideal"], row["wall"] - row["ideal"], row["conns"],
+             "" if not row["fails"] else "  ** FAIL **"), file=sys.stderr)
+    sys.exit(1 if row["fails"] else 0)
+
+
+def cmd_record_fleet(results, *args):
+    """One `flash-auto <alias>=<file>...` (no server) over several labs: exit 0, its --json has
+    every board of every lab ok with its server, every lab's state.json has every board's file,
+    and (cold) each lab's distinct files uploaded once."""
+    kv = [x for x in args if "=" in x and not x.startswith("/")]
+    specs = [x for x in args if x not in kv]
+    a = dict(x.split("=", 1) for x in kv)
+    labs, conns, sessions, fails, warns = [], 0, 0, [], []
+    for spec in specs:
+        labdir, log, off = spec.rsplit(":", 2)
+        labs.append(labdir)
+        text, still = sshd_slice(log, off)
+        conns += len(re.findall(r"^Accepted publickey for ", text, re.M))
+        sessions += len(re.findall(r"^Starting session: command ", text, re.M))
+        if still:
+            warns.append("%s: %d ssh connection(s) still open 3 s after stm-remote exited"
+                         % (os.path.basename(os.path.dirname(labdir)), still))
+        check_boards(labdir, fails, warns)
+    if int(a["rc"]) != 0:
+        fails.append("stm-remote exited %s" % a["rc"])
+    servers = set()
+    try:
+        res = json.load(open(a["stdout"])).get("results", [])
+        bad = [r.get("device") for r in res if not r.get("ok")]
+        servers = {r.get("server") for r in res}
+        if len(res) != int(a["n"]) * len(labs) or bad:
+            fails.append("--json: %d results, not ok: %s" % (len(res), ", ".join(map(str, bad[:5]))))
+        if len(servers) != len(labs):
+            fails.append("--json names %d server(s), the run had %d" % (len(servers), len(labs)))
+    except (ValueError, OSError) as e:
+        fails.append("--json output unreadable: %s" % e)
+    _, up_bytes, _, _, _ = stderr_bytes(a["stderr"])
+    files = json.load(open(a["files"]))
+    expected = 0
+    for labdir in labs:
+        distinct = {x["file"] for x in json.load(open(os.path.join(labdir, "assign.json")))}
+        expected += sum(f["file_bytes"] for f in files if f["path"] in distinct)
+    if up_bytes != expected:
+        fails.append("uploaded %d bytes (stm-remote's stderr), the servers' distinct files hold %d"
+                     % (up_bytes, expected))
+    # `n` is per server; the row counts every board of the run.
+    per_server = int(a["n"])
+    a = dict(a, n=str(per_server * len(labs)))
+    row = fleet_row(a, labs, fails, warns, {"conns": conns, "cmd_sessions": sessions,
+                                            "uploaded": up_bytes, "per_server": per_server,
+                                            "ideal": math.ceil(per_server / int(a["p"]))
+                                            * float(a["t"])})
+    append_row(results, row)
+
+
+def cmd_peer(results, *args):
+    """The original Python tool's cost, emulated with plain OpenSSH: for each board a fresh
+    `scp` of its file and a fresh `ssh` running the programmer (a paramiko connection per
+    board), P boards at once on a thread pool (its ThreadPoolExecutor), no ControlMaster."""
+    import concurrent.futures
+    import shlex
+    import subprocess
+    sep = args.index("--")
+    a = dict(x.split("=", 1) for x in args[:sep])
+    ssh_opts = list(args[sep + 1:])
+    labdir, host, port = a["lab"], a["host"], a["port"]
+    dest = "%s@%s" % (a["user"], host)
+    stm32cli = os.path.join(labdir, "STM32_Programmer_CLI")
+    updir = os.path.join(labdir, "tmp", "peer")
+    os.makedirs(updir, exist_ok=True)
+    assign = json.load(open(os.path.join(labdir, "assign.json")))
+    p = int(a["p"])
+
+    def board(x):
+        remote = os.path.join(updir, "%s-%s" % (x["alias"], os.path.basename(x["file"])))
+        up = subprocess.run(["scp", "-q", "-P", port] + ssh_opts + ["--", x["file"],
+                            "%s:%s" % (dest, remote)], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True)
+        if up.returncode != 0:
+            return "%s: scp exited %d: %s" % (x["alias"], up.returncode, up.stderr.strip()[-200:])
+        # What stm-remote runs too: connect by serial, write, verify, start.
+        argv = [stm32cli, "-c", "port=usb" if x["interface"] == "USB" else "port=SWD",
+                "sn=" + x["serial"], "-w", remote]
+        if remote.endswith(".bin"):
+            argv.append("0x08000000")
+        cmd = " ".join(shlex.quote(w) for w in argv + ["-v", "-s"])
+        run = subprocess.run(["ssh", "-T", "-p", port] + ssh_opts + ["--", dest, cmd],
+                             stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if run.returncode != 0 or "Download verified successfully" not in run.stdout:
+            return "%s: the programmer exited %d" % (x["alias"], run.returncode)
+        return None
+
+    t0 = time.time()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=p) as pool:
+        errors = [e for e in pool.map(board, assign) if e]
+    t1 = time.time()
+    fails = list(errors[:5])
+    warns = []
+    check_boards(labdir, fails, warns)
+    text, _ = sshd_slice(a["sshd_log"], a["sshd_off"])
+    conns = len(re.findall(r"^Accepted publickey for ", text, re.M))
+    # scp runs over SFTP (OpenSSH 9) or a command session (older scp).
+    sessions = len(re.findall(r"^Starting session: ", text, re.M))
+    a = dict(a, t0=str(t0), t1=str(t1), n=str(len(assign)))
+    append_row(results, fleet_row(a, [labdir], fails, warns,
+                                  {"conns": conns, "cmd_sessions": sessions}))
 
 
 def cmd_progmean(labdir):
@@ -610,6 +772,73 @@ def cmd_report(results, meta_path):
           "together / slowest alone = %s.\n"
           % (len(conc), total, sum(r["n"] for r in conc), f2(slowest), f2(summed),
              "–" if not slowest else "%.2f" % (total / slowest)))
+    link = [r for r in rows if r["kind"] == "link"]
+    lk = meta.get("link") or {}
+    if link and lk:
+        rtt = 2 * lk["delay_ms"] / 1000.0
+        login = lk.get("login_median")
+        shell = (meta.get("shell") or {}).get("median")
+        w("\n#### Across a slow link: %g ms each way (%g ms round trip)%s, cold runs\n\n"
+          % (lk["delay_ms"], 1000 * rtt,
+             ", %g Mbit/s per direction" % lk["rate_mbit"] if lk.get("rate_mbit") else ""))
+        w("Each server's sshd listens on 127.0.0.1 behind `scripts/bench.d/proxy.py` on "
+          "127.0.0.(2+i), which delays every byte by the one-way delay in each direction; the "
+          "config.json of the runs names the proxy. Every run is cold: no connection master "
+          "from before, the firmware cache removed. **overhead** = wall − ceil(N/P)·T (the "
+          "upload included); **over floor** = overhead − one ssh login through the link "
+          "(below); **per round** = the mean hand-over of a freed slot to the next board "
+          "(**gap** above). The peer row does the boards as the original Python tool does: "
+          "for each board a fresh `scp` of its file and a fresh `ssh` running the programmer "
+          "(a paramiko connection per board), P at once on a thread pool, no ControlMaster; "
+          "same boards, files, T and link.\n\n")
+        w("| run | servers × N | P | T (s) | wall (s) | ceil(N/P)·T (s) | overhead (s) "
+          "| over floor (s) | setup (s) | per round (s) | ssh conns (sessions) | check |\n")
+        w("|:--|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|:-:|\n")
+        for r in link:
+            ov = r["wall"] - r["ideal"]
+            servers = r.get("servers", 1)
+            per = r.get("per_server", r["n"])
+            w("| %s | %s | %d | %g | %.2f | %.2f | %.2f | %s | %s | %s | %d (%d) | %s |\n"
+              % (r["label"], "%d × %d" % (servers, per), r["p"], r["t"], r["wall"], r["ideal"],
+                 ov, f2(None if login is None else ov - login), f2(r["setup"]),
+                 f2(r["gap_mean"], "%.3f"), r["conns"], r["cmd_sessions"] + r["sftp_sessions"],
+                 "ok" if r["ok"] else "**FAIL**"))
+        w("\nThe floor, through the same link: one ssh login (fresh `ssh … true`, its login "
+          "shell included; %d runs): median **%s s**; the login shell alone (measured above): "
+          "%s s; one more session on an open connection (`ssh -S … true`, %d runs; at least one "
+          "round trip): median %s s.\n"
+          % (lk.get("login_n", 0), f2(login, "%.3f"), f2(shell, "%.3f"), lk.get("mux_n", 0),
+             f2(lk.get("mux_median"), "%.3f")))
+        stm = next((r for r in link if r["label"] == "stm-remote"), None)
+        peer = next((r for r in link if r["label"].startswith("original")), None)
+        w("\nIssue 12's targets that phase 1 can measure (a benchmark: printed, not checked):\n\n")
+        if stm:
+            ov = stm["wall"] - stm["ideal"]
+            w("- %d boards, P=%d, T=%g s, RTT %g ms, cold: overhead **%.2f s** (target ≤ 0.7 s "
+              "for 16 boards, P=4, T=1 s, 40 ms) → %s\n"
+              % (stm["n"], stm["p"], stm["t"], 1000 * rtt, ov,
+                 "met" if ov <= 0.7 else "**not met**"))
+            if peer:
+                pov = peer["wall"] - peer["ideal"]
+                w("- side by side with the original tool's way: stm-remote %.2f s overhead, "
+                  "the peer %.2f s: %.1f× less\n" % (ov, pov, pov / ov if ov > 0 else float("nan")))
+            if stm["gap_mean"] is not None:
+                own = stm["gap_mean"] - startup
+                w("- per round of boards: %.3f s, of which ≈ %.3f s is the fake programmer's "
+                  "Python start-up and exit (measured alone above; a real programmer's start-up "
+                  "is part of its T), so ≈ %.3f s of stm-remote, ssh and the link (target ≤ 1 RTT "
+                  "+ 15 ms = %.3f s) → %s\n"
+                  % (stm["gap_mean"], startup, own, rtt + 0.015,
+                     "met" if own <= rtt + 0.015 else "**not met**"))
+        one = next((r for r in link if r["label"].startswith("one server,")), None)
+        fleet = next((r for r in link if r.get("servers", 1) > 1), None)
+        if one and fleet:
+            d = fleet["wall"] - one["wall"]
+            w("- %d servers × %d boards in one command: %.2f s against %.2f s for one server's "
+              "%d boards: **%+.2f s** (target within 0.3 s) → %s\n"
+              % (fleet["servers"], fleet["per_server"], fleet["wall"], one["wall"], one["n"], d,
+                 "met" if d <= 0.3 else "**not met**"))
+
     warns = [(r, x) for r in rows for x in r["warns"]]
     fails = [(r, x) for r in rows for x in r["fails"]]
     if warns or fails:
@@ -624,7 +853,8 @@ def main():
     if len(sys.argv) < 2:
         die("usage: see the module docstring")
     cmds = {"firmware": cmd_firmware, "lab": cmd_lab, "config": cmd_config, "argv": cmd_argv,
-            "record": cmd_record, "stats": cmd_stats, "progmean": cmd_progmean, "report": cmd_report}
+            "record": cmd_record, "record-fleet": cmd_record_fleet, "peer": cmd_peer,
+            "stats": cmd_stats, "progmean": cmd_progmean, "report": cmd_report}
     f = cmds.get(sys.argv[1]) or die("unknown command " + sys.argv[1])
     f(*sys.argv[2:])
 

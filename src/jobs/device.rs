@@ -17,6 +17,8 @@ use crate::remote;
 #[derive(Debug, Clone, Serialize)]
 pub struct JobResult {
     pub device: String,
+    /// The server the board is attached to.
+    pub server: String,
     pub ok: bool,
     /// The recovery step that made the flash work, if any.
     pub recovery: Option<String>,
@@ -31,10 +33,17 @@ pub struct JobResult {
 }
 
 impl JobResult {
-    /// A board that was not flashed.
-    pub fn failed(device: &str, error: String, seconds: f64, hint: Option<String>) -> Self {
+    /// A board of `server` that was not flashed.
+    pub fn failed(
+        server: &str,
+        device: &str,
+        error: String,
+        seconds: f64,
+        hint: Option<String>,
+    ) -> Self {
         JobResult {
             device: device.to_string(),
+            server: server.to_string(),
             ok: false,
             recovery: None,
             error: Some(error),
@@ -50,7 +59,13 @@ pub fn run_job(ctx: &JobContext<'_>, job: &Job) -> JobResult {
     let start = Instant::now();
     let alias = job.alias.as_str();
     if remote::cancelled() {
-        return JobResult::failed(alias, "not started: interrupted".into(), 0.0, None);
+        return JobResult::failed(
+            &ctx.session.server_name,
+            alias,
+            "not started: interrupted".into(),
+            0.0,
+            None,
+        );
     }
     ctx.send(Event::info(
         alias,
@@ -85,6 +100,7 @@ pub fn run_job(ctx: &JobContext<'_>, job: &Job) -> JobResult {
             ctx.send(Event::progress(alias, Step::Done, None));
             JobResult {
                 device: job.alias.clone(),
+                server: ctx.session.server_name.clone(),
                 ok: true,
                 recovery,
                 error: None,
@@ -102,7 +118,7 @@ pub fn run_job(ctx: &JobContext<'_>, job: &Job) -> JobResult {
             // Recovery names only a step that made the flash work, so a failure has none.
             JobResult {
                 warnings,
-                ..JobResult::failed(alias, f.message, seconds, f.hint)
+                ..JobResult::failed(&ctx.session.server_name, alias, f.message, seconds, f.hint)
             }
         }
     }

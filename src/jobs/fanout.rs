@@ -1,6 +1,7 @@
 //! Work on several flash servers at once: one thread per server (they mostly wait on ssh), the
-//! main thread showing their events as they arrive. Used by `discover`, `list --live` and
-//! `doctor`; a server that cannot be worked on never holds up or hides the others.
+//! main thread showing their events as they arrive. Used by `flash-auto`, `discover`,
+//! `list --live` and `doctor`; a server that cannot be worked on never holds up or hides the
+//! others.
 
 use std::sync::OnceLock;
 use std::sync::mpsc;
@@ -18,6 +19,19 @@ pub fn each_server<T: Send + Sync>(
     work: impl Fn(&str, &mut dyn FnMut(Event)) -> T + Sync,
     failed: impl Fn(&str, String) -> T,
 ) -> Vec<T> {
+    each_server_named(servers, reporter, true, work, failed)
+}
+
+/// [`each_server`], attributing events about no device in particular to their server only
+/// when `name_events` (flash-auto on a single server keeps the seed tool's bare `[INFO] ...`
+/// lines for the server's own steps).
+pub fn each_server_named<T: Send + Sync>(
+    servers: &[String],
+    reporter: &mut Reporter,
+    name_events: bool,
+    work: impl Fn(&str, &mut dyn FnMut(Event)) -> T + Sync,
+    failed: impl Fn(&str, String) -> T,
+) -> Vec<T> {
     let slots: Vec<OnceLock<T>> = servers.iter().map(|_| OnceLock::new()).collect();
     let (tx, rx) = mpsc::channel::<Event>();
     let work = &work;
@@ -26,7 +40,7 @@ pub fn each_server<T: Send + Sync>(
             let tx = tx.clone();
             let job = move || {
                 let mut emit = |e: Event| {
-                    let _ = tx.send(e.or_device(name));
+                    let _ = tx.send(if name_events { e.or_device(name) } else { e });
                 };
                 let _ = slot.set(work(name, &mut emit));
             };

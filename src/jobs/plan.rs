@@ -1,5 +1,5 @@
-//! Turns `flash-auto <server> <alias>=<firmware>...` and the config into a [`Plan`]: which
-//! board gets which file under which remote name. Pure apart from reading the local firmware
+//! Turns `flash-auto [<server>] <alias>=<firmware>...` and the config into one [`Plan`] per
+//! server: which board gets which file under which remote name. Pure apart from reading the local firmware
 //! files; every check that can fail before touching the network happens here (the file's
 //! content is checked by [`super::firmware`]), so a bad argument never leaves anything half
 //! done.
@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use super::event::Event;
 use super::firmware::{self, Image};
-use crate::config::{Config, Device, Server, suggestion, validate_alias};
+use super::select::select;
+use crate::config::{Config, Device, Server};
 use crate::error::Error;
 
 /// Where a `.bin` is written when no `@address` is given.
@@ -159,48 +160,60 @@ fn config_error(config: &Config, message: String, hint: Option<String>) -> Error
     }
 }
 
-/// Checks the arguments against the config and the local files and builds the plan.
-pub fn plan(config: &Config, server_name: &str, args: &[String]) -> Result<Plan, Error> {
-    let server = config.server(server_name)?;
-    let mut jobs = Vec::new();
-    let mut uploads: Vec<Upload> = Vec::new();
-    // Identical content is uploaded once, whatever the file is called.
-    let mut by_content: HashMap<(String, [u8; 32]), String> = HashMap::new();
-    for arg in args {
-        let a = parse_assignment(arg)?;
-        validate_alias(&a.alias).map_err(Error::usage)?;
-        let Some(device) = config.devices.get(&a.alias) else {
-            return Err(config_error(
-                config,
-                format!(
-                    "no device with alias `{}`{}",
-                    a.alias,
-                    suggestion(&a.alias, config.devices.keys())
-                ),
-                Some("run `stm-remote discover` to add attached boards, or fix the alias".into()),
-            ));
-        };
-        if device.server != server_name {
-            return Err(config_error(
-                config,
-                format!(
-                    "device `{}` is attached to server `{}`, not `{server_name}`",
-                    a.alias, device.server
-                ),
-                Some(format!(
-                    "run `stm-remote flash-auto {} {arg}` for it",
-                    device.server
-                )),
-            ));
-        }
-        if jobs.iter().any(|j: &Job| j.alias == a.alias) {
-            return Err(Error::usage(format!(
-                "device `{}` is named twice on the command line",
-                a.alias
-            )));
-        }
+/// A firmware argument's file, read and checked once however many boards it names.
+struct Firmware {
+    ext: String,
+    bytes: std::sync::Arc<[u8]>,
+    address: Option<u32>,
+    image: Image,
+    hash: [u8; 32],
+}
+
+fn load_firmware(a: &Assignment) -> Result<Firmware, Error> {
+    let (ext, bytes) = read_firmware(a)?;
+    let needs_address = FORMATS.iter().any(|(e, need)| *e == ext && *need);
+    let address = match (needs_address, a.address) {
+        (true, addr) => Some(addr.unwrap_or(DEFAULT_BIN_ADDRESS)),
+        (false, _) => None,
+    };
+    let image = firmware::inspect(&ext, &bytes, address).map_err(|why| Error::Firmware {
+        alias: a.alias.clone(),
+        message: format!("`{}` {why}", a.firmware.display()),
+        hint: Some(format!(
+            "check that `{}` is the build output you meant and that it was copied whole; \
+             rebuild it if in doubt",
+            a.firmware.display()
+        )),
+    })?;
+    let hash = content_hash(&bytes);
+    Ok(Firmware {
+        ext,
+        bytes: bytes.into(),
+        address,
+        image,
+        hash,
+    })
+}
+
+/// Checks the arguments against the config and the local files and builds the plans: one per
+/// server, in the order in which the servers' first boards appear on the command line. With
+/// `server` (the seed form `flash-auto <server> <alias>=<firmware>...`) every board must be
+/// attached to it and there is one plan; without, each device's `server` decides.
+/// `<alias>` may be a pattern ([`super::select`]).
+pub fn plan(config: &Config, server: Option<&str>, args: &[String]) -> Result<Vec<Plan>, Error> {
+    if let Some(name) = server {
+        config.server(name)?;
+    }
+    let parsed: Vec<Assignment> = args
+        .iter()
+        .map(|a| parse_assignment(a))
+        .collect::<Result<_, _>>()?;
+    let aliases: Vec<&str> = parsed.iter().map(|a| a.alias.as_str()).collect();
+    let picks = select(config, server, &aliases, args)?;
+    for pick in &picks {
+        let device = &config.devices[&pick.alias];
         if let Some((other, _)) = config.devices.iter().find(|(other, d)| {
-            *other != &a.alias
+            *other != &pick.alias
                 && d.server == device.server
                 && d.serial.eq_ignore_ascii_case(&device.serial)
                 && d.interface() == device.interface()
@@ -211,64 +224,69 @@ pub fn plan(config: &Config, server_name: &str, args: &[String]) -> Result<Plan,
             return Err(config_error(
                 config,
                 format!(
-                    "devices `{}` and `{other}` on server `{server_name}` share the serial {}; the programmer cannot tell them apart",
-                    a.alias, device.serial
+                    "devices `{}` and `{other}` on server `{}` share the serial {}; the programmer cannot tell them apart",
+                    pick.alias, device.server, device.serial
                 ),
                 Some("flash such boards one at a time with only one of them attached, or give them distinct serials".into()),
             ));
         }
-        let (ext, bytes) = read_firmware(&a)?;
-        let needs_address = FORMATS.iter().any(|(e, need)| *e == ext && *need);
-        let address = match (needs_address, a.address) {
-            (true, addr) => Some(addr.unwrap_or(DEFAULT_BIN_ADDRESS)),
-            (false, _) => None,
+    }
+    // Each argument's file is read and checked once, in argument order (every argument picked
+    // at least one board: a pattern that matches nothing is an error).
+    let files: Vec<Firmware> = parsed.iter().map(load_firmware).collect::<Result<_, _>>()?;
+    let mut plans: Vec<Plan> = Vec::new();
+    // Identical content is uploaded once per server, whatever the file is called.
+    let mut by_content: HashMap<(String, String, [u8; 32]), String> = HashMap::new();
+    for pick in picks {
+        let (a, fw) = (&parsed[pick.arg], &files[pick.arg]);
+        let device = &config.devices[&pick.alias];
+        let i = match plans.iter().position(|p| p.server_name == device.server) {
+            Some(i) => i,
+            None => {
+                // config.json's validation refuses a device of an undefined server.
+                let server = config.server(&device.server)?;
+                let neighbours = config
+                    .devices
+                    .iter()
+                    .filter(|(_, d)| d.server == device.server)
+                    .map(|(a, d)| (a.clone(), d.clone()))
+                    .collect();
+                plans.push(Plan {
+                    server_name: device.server.clone(),
+                    server: server.clone(),
+                    jobs: Vec::new(),
+                    uploads: Vec::new(),
+                    neighbours,
+                });
+                plans.len() - 1
+            }
         };
-        let image = firmware::inspect(&ext, &bytes, address).map_err(|why| Error::Firmware {
-            alias: a.alias.clone(),
-            message: format!("`{}` {why}", a.firmware.display()),
-            hint: Some(format!(
-                "check that `{}` is the build output you meant and that it was copied whole; \
-                 rebuild it if in doubt",
-                a.firmware.display()
-            )),
-        })?;
-        let key = (ext.clone(), content_hash(&bytes));
+        let plan = &mut plans[i];
+        let key = (plan.server_name.clone(), fw.ext.clone(), fw.hash);
         let remote_name = match by_content.get(&key) {
             Some(name) => name.clone(),
             None => {
-                let name = format!("fw{}.{ext}", uploads.len() + 1);
-                by_content.insert(key.clone(), name.clone());
-                uploads.push(Upload {
+                let name = format!("fw{}.{}", plan.uploads.len() + 1, fw.ext);
+                by_content.insert(key, name.clone());
+                plan.uploads.push(Upload {
                     local: a.firmware.clone(),
                     remote_name: name.clone(),
-                    sha256: key.1.iter().map(|b| format!("{b:02x}")).collect(),
-                    data: bytes.into(),
+                    sha256: fw.hash.iter().map(|b| format!("{b:02x}")).collect(),
+                    data: fw.bytes.clone(),
                 });
                 name
             }
         };
-        jobs.push(Job {
-            alias: a.alias,
+        plan.jobs.push(Job {
+            alias: pick.alias,
             device: device.clone(),
-            local: a.firmware,
+            local: a.firmware.clone(),
             remote_name,
-            address,
-            image,
+            address: fw.address,
+            image: fw.image,
         });
     }
-    let neighbours = config
-        .devices
-        .iter()
-        .filter(|(_, d)| d.server == server_name)
-        .map(|(a, d)| (a.clone(), d.clone()))
-        .collect();
-    Ok(Plan {
-        server_name: server_name.to_string(),
-        server: server.clone(),
-        jobs,
-        uploads,
-        neighbours,
-    })
+    Ok(plans)
 }
 
 /// sha256 of the firmware file's content.
@@ -343,7 +361,14 @@ mod tests {
     }
 
     fn err(args: &[String]) -> String {
-        plan(&config(), "pi1", args).unwrap_err().to_string()
+        plan(&config(), Some("pi1"), args).unwrap_err().to_string()
+    }
+
+    /// The plan of the seed form on `pi1`: exactly one.
+    fn plan1(args: &[String]) -> Plan {
+        let mut plans = plan(&config(), Some("pi1"), args).unwrap();
+        assert_eq!(plans.len(), 1);
+        plans.remove(0)
     }
 
     #[test]
@@ -388,22 +413,17 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let a = fw(&d, "a b;$(touch x).hex");
         let b = fw(&d, "g0.BIN");
-        let p = plan(&config(), "pi1", &[format!("dfu1={a}"), format!("g0={b}")]).unwrap();
+        let p = plan1(&[format!("dfu1={a}"), format!("g0={b}")]);
         assert_eq!(p.jobs.len(), 2);
         assert_eq!(p.jobs[0].remote_name, "fw1.hex");
         assert_eq!(p.jobs[1].remote_name, "fw2.bin");
         assert_eq!(p.jobs[1].address, Some(DEFAULT_BIN_ADDRESS));
-        let p = plan(&config(), "pi1", &[format!("dfu1={a}"), format!("g0={a}")]).unwrap();
+        let p = plan1(&[format!("dfu1={a}"), format!("g0={a}")]);
         assert_eq!(p.uploads.len(), 1);
         // A copy under another name is the same content: still one upload.
         let copy = d.path().join("copy.hex");
         std::fs::copy(&a, &copy).unwrap();
-        let p = plan(
-            &config(),
-            "pi1",
-            &[format!("dfu1={a}"), format!("g0={}", copy.display())],
-        )
-        .unwrap();
+        let p = plan1(&[format!("dfu1={a}"), format!("g0={}", copy.display())]);
         assert_eq!(p.uploads.len(), 1);
         assert_eq!(p.jobs[1].remote_name, "fw1.hex");
     }
@@ -412,7 +432,7 @@ mod tests {
     fn every_argument_error_is_caught_before_any_connection() {
         let d = tempfile::tempdir().unwrap();
         let a = fw(&d, "a.hex");
-        let e = plan(&config(), "pi3", &[format!("dfu1={a}")])
+        let e = plan(&config(), Some("pi3"), &[format!("dfu1={a}")])
             .unwrap_err()
             .to_string();
         assert!(
@@ -451,14 +471,14 @@ mod tests {
     fn the_firmware_content_is_checked_and_its_range_kept() {
         let d = tempfile::tempdir().unwrap();
         let a = fw(&d, "a.hex");
-        let p = plan(&config(), "pi1", &[format!("dfu1={a}")]).unwrap();
+        let p = plan1(&[format!("dfu1={a}")]);
         assert_eq!(
             p.jobs[0].image.to_string(),
             "0x08000000–0x08000003, 4 bytes"
         );
         let bad = d.path().join("bad.hex");
         std::fs::write(&bad, ":020000040800F2\n:0400000001020304F3\n:00000001FF\n").unwrap();
-        let e = plan(&config(), "pi1", &[format!("dfu1={}", bad.display())]).unwrap_err();
+        let e = plan(&config(), Some("pi1"), &[format!("dfu1={}", bad.display())]).unwrap_err();
         let msg = e.to_string();
         assert!(
             msg.starts_with("firmware for `dfu1`: `")
@@ -470,5 +490,69 @@ mod tests {
         std::fs::write(&elf, "not an elf").unwrap();
         let msg = err(&[format!("dfu1={}", elf.display())]);
         assert!(msg.contains("app.elf` is not an ELF file"), "{msg}");
+    }
+
+    #[test]
+    fn without_a_server_each_board_goes_to_its_own_server() {
+        let d = tempfile::tempdir().unwrap();
+        let a = fw(&d, "a.hex");
+        let b = d.path().join("b.hex");
+        std::fs::write(&b, b":020000040800F2\n:0400000001020305F1\n:00000001FF\n").unwrap();
+        let b = b.display();
+        // Servers in the order of their first board; jobs in command-line order; each server
+        // uploads its own copy of a shared file.
+        let plans = plan(
+            &config(),
+            None,
+            &[format!("far={a}"), format!("dfu1={a}"), format!("g0={b}")],
+        )
+        .unwrap();
+        let shape: Vec<(&str, Vec<&str>, Vec<&str>)> = plans
+            .iter()
+            .map(|p| {
+                (
+                    p.server_name.as_str(),
+                    p.jobs.iter().map(|j| j.alias.as_str()).collect(),
+                    p.uploads.iter().map(|u| u.remote_name.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                ("pi2", vec!["far"], vec!["fw1.hex"]),
+                ("pi1", vec!["dfu1", "g0"], vec!["fw1.hex", "fw2.hex"]),
+            ]
+        );
+        assert_eq!(plans[1].server.hostnames, ["h"]);
+    }
+
+    #[test]
+    fn patterns_read_their_file_once_and_keep_the_checks() {
+        let d = tempfile::tempdir().unwrap();
+        let a = fw(&d, "a.hex");
+        // `f*` matches far (pi2) and the two F072 boards that share a serial on pi1.
+        let e = plan(&config(), None, &[format!("f*={a}")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("share the serial FFFFFFFEFFFF"), "{e}");
+        let plans = plan(&config(), None, &[format!("?0={a}"), format!("d*={a}")]).unwrap();
+        assert_eq!(plans.len(), 1);
+        assert_eq!(plans[0].uploads.len(), 1);
+        assert_eq!(
+            plans[0]
+                .jobs
+                .iter()
+                .map(|j| j.alias.as_str())
+                .collect::<Vec<_>>(),
+            ["g0", "dfu1"]
+        );
+        let e = plan(&config(), None, &["d*=/nonexistent/x.hex".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("firmware for `d*`: cannot read `/nonexistent/x.hex`"),
+            "{e}"
+        );
     }
 }

@@ -20,6 +20,9 @@ use crate::error::Error;
 use crate::remote::{self, SshTarget};
 use crate::report::Reporter;
 
+/// The first line of every plan.
+const DRY_RUN: &str = "Dry run: nothing is connected, uploaded, flashed or switched.\n";
+
 /// A plan being written: a header, then numbered steps, each with its details and the exact
 /// local command line.
 #[derive(Debug)]
@@ -35,6 +38,14 @@ fn quote_error(e: remote::QuoteError) -> Error {
 impl Preview {
     /// Starts the plan of a run on `server`; returns the ssh target a run tries first.
     pub fn start(server_name: &str, server: &Server) -> (Preview, SshTarget) {
+        let (mut preview, target) = Self::server(server_name, server);
+        preview.out.insert_str(0, DRY_RUN);
+        (preview, target)
+    }
+
+    /// The plan of one server of a run, without the dry-run header (several servers' plans
+    /// follow one header).
+    fn server(server_name: &str, server: &Server) -> (Preview, SshTarget) {
         let host = &server.hostnames[0];
         let others = if server.hostnames.len() > 1 {
             format!(
@@ -45,8 +56,7 @@ impl Preview {
             String::new()
         };
         let out = format!(
-            "Dry run: nothing is connected, uploaded, flashed or switched.\n\
-             Server `{server_name}`: commands shown for {host}, its first hostname{others}.\n"
+            "Server `{server_name}`: commands shown for {host}, its first hostname{others}.\n"
         );
         (Preview { out, steps: 0 }, SshTarget::new(server, host))
     }
@@ -132,23 +142,52 @@ impl Preview {
 }
 
 /// `flash-auto --dry-run`: checks the arguments and firmware files exactly as a run does, then
-/// returns the plan as text for stdout. Argument and config errors are returned as they would
-/// be by the run.
+/// returns the plan as text for stdout: per server (in the order a run starts them, all at
+/// once), the commands its part of the run would start. Argument and config errors are
+/// returned as they would be by the run.
 pub fn dry_run(
     config: &Config,
-    server_name: &str,
+    server: Option<&str>,
     assignments: &[String],
     reporter: &mut Reporter,
 ) -> Result<String, Error> {
-    let plan = plan(config, server_name, assignments)?;
-    reporter.set_devices(plan.jobs.iter().map(|j| j.alias.as_str()));
-    for e in plan.image_events() {
+    let plans = plan(config, server, assignments)?;
+    reporter.set_devices(
+        plans
+            .iter()
+            .flat_map(|p| p.jobs.iter().map(|j| j.alias.as_str())),
+    );
+    for e in plans.iter().flat_map(Plan::image_events) {
         reporter.handle(e);
     }
-    let (mut preview, target) = Preview::start(server_name, &plan.server);
+    let mut out = DRY_RUN.to_string();
+    if plans.len() > 1 {
+        out.push_str(&format!(
+            "{} servers, run at the same time, each with its own connection, agents and work \
+             dir: {}.\n",
+            plans.len(),
+            plans
+                .iter()
+                .map(|p| format!("`{}` ({} board(s))", p.server_name, p.jobs.len()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    for (i, plan) in plans.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        out.push_str(&server_plan(plan)?);
+    }
+    Ok(out)
+}
+
+/// The commands of one server's part of a run.
+fn server_plan(plan: &Plan) -> Result<String, Error> {
+    let (mut preview, target) = Preview::server(&plan.server_name, &plan.server);
     let parallel = plan.server.max_parallel.clamp(1, plan.jobs.len().max(1));
     let workdir = preview.open_session(&plan.server, &target, parallel)?;
-    upload_step(&mut preview, &plan, &target, &workdir)?;
+    upload_step(&mut preview, plan, &target, &workdir)?;
     preview.note(&format!(
         "Then one command per board on an agent, {parallel} at a time (`max_parallel` {}), in \
          this order:",

@@ -1,96 +1,228 @@
-//! `flash-auto` end to end: plan → connect (work dir) → upload → per-board jobs on a rayon
-//! pool bounded by the server's `max_parallel` → clean up → results. The main thread owns the
-//! reporter and drains worker events while the pool runs.
+//! `flash-auto` end to end: plan (one per server) → every server at once, each on its own
+//! thread ([`each_server_named`]; servers that may be one machine one after the other, see
+//! [`lanes`]): connect (work dir) → upload → per-board jobs on a rayon pool bounded by that
+//! server's `max_parallel` → clean up → results. The main thread owns
+//! the reporter and shows every server's events as they arrive. A server that cannot be set
+//! up fails its own boards; the others go on.
 
 use std::sync::OnceLock;
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::attempt::JobContext;
 use super::device::{JobResult, run_job};
 use super::event::{Event, Step};
+use super::fanout::each_server_named;
 use super::locks::{PortLocks, ProbeLocks};
-use super::plan::plan;
+use super::plan::{Plan, plan};
 use super::session::Session;
 use crate::config::Config;
 use crate::error::Error;
 use crate::report::Reporter;
 
-/// Runs flash-auto; returns the per-board results in command-line order. A setup failure after
-/// planning (server unreachable, upload failed) is returned as `Err` together with results that
-/// mark every board as failed, so `--json` still has something to say.
+/// One server's part of a run.
+#[derive(Debug)]
+pub struct ServerRun {
+    pub server: String,
+    /// Its boards' results, in command-line order. After a setup failure every board is listed
+    /// as failed with that reason.
+    pub results: Vec<JobResult>,
+    /// What stopped this server before any of its boards (unreachable, work dir, upload).
+    pub setup_error: Option<Error>,
+    /// From the start of the run to the end of this server's part.
+    pub elapsed: Duration,
+}
+
+/// Runs flash-auto on `server` (the seed form) or, without it, on the server of each board;
+/// returns each server's part in the order of its first board on the command line. An
+/// argument or config error is `Err`: nothing was started.
 pub fn flash_auto(
     config: &Config,
-    server_name: &str,
+    server: Option<&str>,
     assignments: &[String],
     reporter: &mut Reporter,
-) -> Result<Vec<JobResult>, (Error, Vec<JobResult>)> {
-    let plan = plan(config, server_name, assignments).map_err(|e| (e, Vec::new()))?;
-    reporter.set_devices(plan.jobs.iter().map(|j| j.alias.as_str()));
-    for e in plan.image_events() {
+) -> Result<Vec<ServerRun>, Error> {
+    let plans = plan(config, server, assignments)?;
+    let fleet = plans.len() > 1;
+    let aliases = plans
+        .iter()
+        .flat_map(|p| p.jobs.iter().map(|j| j.alias.as_str()));
+    // Several servers: their own log lines are prefixed with their names.
+    let names = plans
+        .iter()
+        .map(|p| p.server_name.as_str())
+        .filter(|_| fleet);
+    reporter.set_devices(aliases.chain(names));
+    for e in plans.iter().flat_map(Plan::image_events) {
         reporter.handle(e);
     }
-    if let Some(note) = crate::hub::hubd_note(server_name, &plan.server) {
-        reporter.handle(note);
+    for p in &plans {
+        if let Some(note) = crate::hub::hubd_note(&p.server_name, &p.server) {
+            reporter.handle(if fleet {
+                note.or_device(&p.server_name)
+            } else {
+                note
+            });
+        }
     }
-    reporter.start_progress(plan.jobs.iter().map(|j| j.alias.as_str()));
-    let outcome = run_plan(&plan, server_name, reporter);
+    let groups: Vec<(&str, Vec<&str>)> = plans
+        .iter()
+        .map(|p| {
+            (
+                p.server_name.as_str(),
+                p.jobs.iter().map(|j| j.alias.as_str()).collect(),
+            )
+        })
+        .collect();
+    reporter.start_progress(&groups);
+    let started = Instant::now();
+    // One worker per lane; a lane's servers run one after the other.
+    let lanes = lanes(&plans);
+    let labels: Vec<String> = lanes
+        .iter()
+        .map(|lane| plans[lane[0]].server_name.clone())
+        .collect();
+    let lane_of = |label: &str| lanes.iter().find(|l| plans[l[0]].server_name == label);
+    let by_lane = each_server_named(
+        &labels,
+        reporter,
+        false,
+        |label, emit| {
+            let Some(lane) = lane_of(label) else {
+                return Vec::new();
+            };
+            lane.iter()
+                .map(|&i| {
+                    let plan = &plans[i];
+                    // Several servers: their own lines are prefixed with their names.
+                    let mut emit = |e: Event| {
+                        emit(if fleet {
+                            e.or_device(&plan.server_name)
+                        } else {
+                            e
+                        })
+                    };
+                    let run = run_plan(plan, started, &mut emit);
+                    // With other servers still running, say at once why this one stopped
+                    // (alone, its error ends the run and is shown then).
+                    if let (true, Some(e)) = (fleet, &run.setup_error) {
+                        emit(Event::Error {
+                            device: None,
+                            message: format!("{e}; its boards are not flashed"),
+                        });
+                    }
+                    run
+                })
+                .collect()
+        },
+        |label, why| {
+            lane_of(label)
+                .into_iter()
+                .flatten()
+                .map(|&i| failed_run(&plans[i], started, Error::usage(why.clone())))
+                .collect()
+        },
+    );
+    // Back in plan order.
+    let mut runs: Vec<ServerRun> = by_lane.into_iter().flatten().collect();
+    runs.sort_by_key(|r| {
+        plans
+            .iter()
+            .position(|p| p.server_name == r.server)
+            .unwrap_or(usize::MAX)
+    });
     reporter.end_progress();
-    outcome
+    Ok(runs)
+}
+
+/// The plans (by index) grouped into lanes that run at once: servers that may be the same
+/// machine (a hostname in common, the same port and user) share a lane and run one after the
+/// other, so that they never race to start the same connection master (a master that lost
+/// the race would stay connected as a plain `ssh -f -N`) nor put both servers' agents on one
+/// master (sshd's `MaxSessions`).
+fn lanes(plans: &[Plan]) -> Vec<Vec<usize>> {
+    let same_machine = |a: &Plan, b: &Plan| {
+        a.server.port == b.server.port
+            && a.server.user == b.server.user
+            && a.server
+                .hostnames
+                .iter()
+                .any(|h| b.server.hostnames.contains(h))
+    };
+    let mut lanes: Vec<Vec<usize>> = Vec::new();
+    for (i, plan) in plans.iter().enumerate() {
+        match lanes
+            .iter_mut()
+            .find(|lane| lane.iter().any(|&j| same_machine(&plans[j], plan)))
+        {
+            Some(lane) => lane.push(i),
+            None => lanes.push(vec![i]),
+        }
+    }
+    lanes
+}
+
+/// Every board of `plan` failed with `e`, which stopped the server before any of them.
+fn failed_run(plan: &Plan, started: Instant, e: Error) -> ServerRun {
+    let results = plan
+        .jobs
+        .iter()
+        .map(|j| {
+            JobResult::failed(
+                &plan.server_name,
+                &j.alias,
+                e.to_string(),
+                started.elapsed().as_secs_f64(),
+                e.hint(),
+            )
+        })
+        .collect();
+    ServerRun {
+        server: plan.server_name.clone(),
+        results,
+        setup_error: Some(e),
+        elapsed: started.elapsed(),
+    }
 }
 
 /// Every board of the plan reached `step` (the run's shared steps: connect, upload).
-fn mark_all(plan: &super::Plan, reporter: &mut Reporter, step: &Step) {
+fn mark_all(plan: &Plan, emit: &mut dyn FnMut(Event), step: &Step) {
     for job in &plan.jobs {
-        reporter.handle(Event::progress(&job.alias, step.clone(), None));
+        emit(Event::progress(&job.alias, step.clone(), None));
     }
 }
 
-fn run_plan(
-    plan: &super::Plan,
-    server_name: &str,
-    reporter: &mut Reporter,
-) -> Result<Vec<JobResult>, (Error, Vec<JobResult>)> {
-    let started = Instant::now();
-    let all_failed = |e: &Error| -> Vec<JobResult> {
-        plan.jobs
-            .iter()
-            .map(|j| {
-                JobResult::failed(
-                    &j.alias,
-                    e.to_string(),
-                    started.elapsed().as_secs_f64(),
-                    e.hint(),
-                )
-            })
-            .collect()
+/// One server's part: session, upload, the boards, clean-up.
+fn run_plan(plan: &Plan, started: Instant, emit: &mut dyn FnMut(Event)) -> ServerRun {
+    let failed = |e: Error, emit: &mut dyn FnMut(Event)| {
+        mark_all(plan, emit, &Step::Failed);
+        failed_run(plan, started, e)
     };
-
-    mark_all(plan, reporter, &Step::Connecting);
+    mark_all(plan, emit, &Step::Connecting);
     // One agent per pool thread, all started while connecting.
     let threads = plan.server.max_parallel.clamp(1, plan.jobs.len().max(1));
-    let session = Session::open(server_name, &plan.server, threads, &mut |e| {
-        reporter.handle(e)
-    })
-    .map_err(|e| {
-        let r = all_failed(&e);
-        (e, r)
-    })?;
-    mark_all(plan, reporter, &Step::Uploading);
-    let outcome = session
-        .upload(&plan.server, &plan.uploads, &mut |e| reporter.handle(e))
-        .map(|()| {
-            mark_all(plan, reporter, &Step::Queued);
-            run_pool(plan, &session, reporter)
-        });
-    session.cleanup(&mut |e| reporter.handle(e));
-    outcome.map_err(|e| {
-        let r = all_failed(&e);
-        (e, r)
-    })
+    let session = match Session::open(&plan.server_name, &plan.server, threads, emit) {
+        Ok(s) => s,
+        Err(e) => return failed(e, emit),
+    };
+    mark_all(plan, emit, &Step::Uploading);
+    let outcome = session.upload(&plan.server, &plan.uploads, emit).map(|()| {
+        mark_all(plan, emit, &Step::Queued);
+        run_pool(plan, &session, emit)
+    });
+    session.cleanup(emit);
+    match outcome {
+        Ok(results) => ServerRun {
+            server: plan.server_name.clone(),
+            results,
+            setup_error: None,
+            elapsed: started.elapsed(),
+        },
+        Err(e) => failed(e, emit),
+    }
 }
 
-fn run_pool(plan: &super::Plan, session: &Session, reporter: &mut Reporter) -> Vec<JobResult> {
+fn run_pool(plan: &Plan, session: &Session, emit: &mut dyn FnMut(Event)) -> Vec<JobResult> {
     let threads = plan.server.max_parallel.clamp(1, plan.jobs.len().max(1));
     let ports = PortLocks::new(&plan.jobs, &plan.server);
     let ports = &ports;
@@ -131,7 +263,7 @@ fn run_pool(plan: &super::Plan, session: &Session, reporter: &mut Reporter) -> V
         });
         // Ends when the last sender (the worker thread's) is dropped.
         for event in rx {
-            reporter.handle(event);
+            emit(event);
         }
     });
     slots
@@ -140,6 +272,7 @@ fn run_pool(plan: &super::Plan, session: &Session, reporter: &mut Reporter) -> V
         .map(|(slot, job)| {
             slot.into_inner().unwrap_or_else(|| {
                 JobResult::failed(
+                    &plan.server_name,
                     &job.alias,
                     "the job ended without a result (internal error)".into(),
                     0.0,
@@ -148,4 +281,40 @@ fn run_pool(plan: &super::Plan, session: &Session, reporter: &mut Reporter) -> V
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn plans(servers: &str) -> Vec<Plan> {
+        let config = crate::config::parse(
+            &format!(r#"{{"servers": {{{servers}}}}}"#),
+            Path::new("c.json"),
+        )
+        .unwrap();
+        config
+            .servers
+            .into_iter()
+            .map(|(name, server)| Plan {
+                server_name: name,
+                server,
+                jobs: Vec::new(),
+                uploads: Vec::new(),
+                neighbours: Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn servers_that_may_be_one_machine_share_a_lane() {
+        // (config.json's servers come sorted by name.)
+        let p = plans(
+            r#""a": {"hostnames": ["pi1", "10.0.0.1"]}, "b": {"hostnames": ["pi2"]},
+               "c": {"hostnames": ["10.0.0.1"]}, "d": {"hostnames": ["pi1"], "port": 2222},
+               "e": {"hostnames": ["pi2"], "user": "lab"}"#,
+        );
+        assert_eq!(lanes(&p), [vec![0, 2], vec![1], vec![3], vec![4]]);
+    }
 }

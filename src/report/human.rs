@@ -129,10 +129,36 @@ fn fill(head: &str, tail: &str, width: Option<usize>) -> String {
     out
 }
 
-/// The live bars of one flash-auto run, one per board in command-line order.
+/// The live bars of one flash-auto run, one per board in command-line order; with several
+/// servers a header line above each server's boards; below them one line for the whole run.
 struct Progress {
     multi: MultiProgress,
     boards: HashMap<String, BoardBar>,
+    /// One per server when there are several (none for one server).
+    servers: Vec<ServerBar>,
+    /// Boards done, failed, total, time, estimate of the time left.
+    overall: ProgressBar,
+    failed: usize,
+}
+
+impl Progress {
+    /// Every live line: the boards, the servers' headers, the overall line.
+    fn bars(&self) -> Vec<ProgressBar> {
+        self.boards
+            .values()
+            .map(|b| b.bar.clone())
+            .chain(self.servers.iter().map(|s| s.bar.clone()))
+            .chain(std::iter::once(self.overall.clone()))
+            .collect()
+    }
+}
+
+/// A server's header line and its count of finished boards.
+struct ServerBar {
+    bar: ProgressBar,
+    total: usize,
+    done: usize,
+    failed: usize,
 }
 
 /// One board's line and what it needs to word its step.
@@ -142,6 +168,10 @@ struct BoardBar {
     recovery: Option<String>,
     /// The job started (its time is counted from here, not from the run's start).
     started: bool,
+    /// Done or failed (counted once in the overall line).
+    finished: bool,
+    /// Its server's header in [`Progress::servers`], when there are several servers.
+    server: Option<usize>,
 }
 
 /// How often a board's spinner turns (also the redraw rate of the elapsed time).
@@ -189,8 +219,46 @@ const SHARED_TEMPLATE: &str = "{prefix} {spinner}      {wide_msg}";
 const STEP_TEMPLATE: &str = "{prefix} {spinner} {elapsed:>4} {wide_msg}";
 /// A step with the programmer's percentage.
 const PERCENT_TEMPLATE: &str = "{prefix} {spinner} {elapsed:>4} {msg} [{bar:30}] {pos:>3}%";
-/// A board that is done or failed.
+/// A board that is done or failed; a server's header line.
 const FINISHED_TEMPLATE: &str = "{prefix} {wide_msg}";
+/// The line for the whole run, below the boards.
+const OVERALL_TEMPLATE: &str = "{pos} of {len} board(s) done{msg}, {elapsed} elapsed{left}";
+
+/// How long the boards not yet finished will take at the pace of those that are: `elapsed`
+/// for `done` boards, so `elapsed / done` each, on average (boards running side by side
+/// count as the time they share), times the boards left. `None` until one has finished.
+pub fn estimate_left(elapsed: Duration, done: u64, total: u64) -> Option<Duration> {
+    if done == 0 || done > total {
+        return None;
+    }
+    Some(elapsed.mul_f64((total - done) as f64 / done as f64))
+}
+
+/// `5s`, `2m 05s`: how the overall line writes a time left.
+fn short_duration(d: Duration) -> String {
+    let s = d.as_secs_f64().round() as u64;
+    if s < 60 {
+        format!("{s}s")
+    } else {
+        format!("{}m {:02}s", s / 60, s % 60)
+    }
+}
+
+fn overall_style() -> ProgressStyle {
+    style(OVERALL_TEMPLATE).with_key(
+        "left",
+        |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let text = match estimate_left(state.elapsed(), state.pos(), state.len().unwrap_or(0)) {
+                Some(left) if state.len() != Some(state.pos()) => {
+                    format!(", about {} left", short_duration(left))
+                }
+                // Nothing to estimate from yet, or nothing left.
+                _ => String::new(),
+            };
+            let _ = w.write_str(&text);
+        },
+    )
+}
 
 impl Reporter {
     /// A reporter for verbosity 0..=3 on this process's stderr.
@@ -214,19 +282,42 @@ impl Reporter {
     }
 
     /// Shows one live line per board until [`Reporter::end_progress`], on a terminal and from
-    /// `-v 1`; otherwise does nothing.
-    pub fn start_progress<'a>(&mut self, aliases: impl IntoIterator<Item = &'a str>) {
+    /// `-v 1`; otherwise does nothing. `servers`: each server's name and its boards, in the
+    /// order they are shown; with more than one, each server's boards get a header line.
+    /// Below the boards one line counts them for the whole run.
+    pub fn start_progress(&mut self, servers: &[(&str, Vec<&str>)]) {
         if !self.terminal.bars || self.verbosity == 0 {
             return;
         }
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
-        let boards = aliases
-            .into_iter()
-            .map(|alias| {
+        let grouped = servers.len() > 1;
+        let mut boards = HashMap::new();
+        let mut headers = Vec::new();
+        let mut total = 0;
+        for (name, aliases) in servers {
+            let server = grouped.then_some(headers.len());
+            if grouped {
+                let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
+                    .with_style(style(FINISHED_TEMPLATE))
+                    .with_prefix(format!("server `{name}`:"))
+                    .with_message(format!("{} board(s)", aliases.len()));
+                let bar = multi.add(bar);
+                // Drawn now: it has no ticker of its own and changes only as boards finish.
+                bar.tick();
+                headers.push(ServerBar {
+                    bar,
+                    total: aliases.len(),
+                    done: 0,
+                    failed: 0,
+                });
+            }
+            for alias in aliases {
+                total += 1;
+                let indent = if grouped { "  " } else { "" };
                 // Set up before it is shown, so that its first frame is complete.
                 let bar = ProgressBar::with_draw_target(Some(100), ProgressDrawTarget::hidden())
                     .with_style(style(PENDING_TEMPLATE))
-                    .with_prefix(self.bar_prefix(alias))
+                    .with_prefix(format!("{indent}{}", self.bar_prefix(alias)))
                     .with_message("waiting");
                 let bar = multi.add(bar);
                 bar.enable_steady_tick(TICK);
@@ -234,15 +325,28 @@ impl Reporter {
                     bar,
                     recovery: None,
                     started: false,
+                    finished: false,
+                    server,
                 };
-                (alias.to_string(), board)
-            })
-            .collect::<HashMap<String, BoardBar>>();
-        let bars = boards.values().map(|b| b.bar.clone()).collect();
-        if let Ok(mut live) = LIVE.lock() {
-            *live = Some((multi.clone(), bars));
+                boards.insert(alias.to_string(), board);
+            }
         }
-        self.progress = Some(Progress { multi, boards });
+        let overall =
+            ProgressBar::with_draw_target(Some(total as u64), ProgressDrawTarget::hidden())
+                .with_style(overall_style());
+        let overall = multi.add(overall);
+        overall.enable_steady_tick(TICK);
+        let progress = Progress {
+            multi,
+            boards,
+            servers: headers,
+            overall,
+            failed: 0,
+        };
+        if let Ok(mut live) = LIVE.lock() {
+            *live = Some((progress.multi.clone(), progress.bars()));
+        }
+        self.progress = Some(progress);
     }
 
     /// Removes the live lines (the summary says how each board ended).
@@ -251,8 +355,7 @@ impl Reporter {
             live.take();
         }
         if let Some(p) = self.progress.take() {
-            let bars: Vec<ProgressBar> = p.boards.values().map(|b| b.bar.clone()).collect();
-            clear_live(&p.multi, &bars);
+            clear_live(&p.multi, &p.bars());
         }
     }
 
@@ -305,13 +408,33 @@ impl Reporter {
     /// Moves a board's live line to `step`.
     fn progress(&mut self, device: &str, step: Step, percent: Option<u8>) {
         let color = self.terminal.color;
-        let Some(board) = self
-            .progress
-            .as_mut()
-            .and_then(|p| p.boards.get_mut(device))
-        else {
+        let Some(progress) = self.progress.as_mut() else {
             return;
         };
+        let Some(board) = progress.boards.get_mut(device) else {
+            return;
+        };
+        if matches!(step, Step::Done | Step::Failed) && !board.finished {
+            board.finished = true;
+            let failed = step == Step::Failed;
+            progress.failed += usize::from(failed);
+            progress.overall.inc(1);
+            if progress.failed > 0 {
+                progress
+                    .overall
+                    .set_message(format!(", {} failed", progress.failed));
+            }
+            if let Some(s) = board.server.and_then(|i| progress.servers.get_mut(i)) {
+                s.done += 1;
+                s.failed += usize::from(failed);
+                let failed = match s.failed {
+                    0 => String::new(),
+                    n => format!(", {n} failed"),
+                };
+                s.bar
+                    .set_message(format!("{} of {} done{failed}", s.done, s.total));
+            }
+        }
         let bar = &board.bar;
         if !board.started && step == Step::Flashing {
             board.started = true;
@@ -390,16 +513,43 @@ impl Reporter {
         }
     }
 
-    /// The end-of-run table; shown at every verbosity.
+    /// The end-of-run table; shown at every verbosity. `results` are grouped by server (as
+    /// [`crate::jobs::ServerRun`]s list them); with more than one server, each group gets a
+    /// header line.
     pub fn summary(&mut self, results: &[JobResult], elapsed: Duration) {
+        let text = self.summary_text(results, elapsed);
+        self.emit(&text);
+    }
+
+    fn summary_text(&self, results: &[JobResult], elapsed: Duration) -> String {
         let ok = results.iter().filter(|r| r.ok).count();
+        let mut servers: Vec<&str> = results.iter().map(|r| r.server.as_str()).collect();
+        servers.dedup();
+        let grouped = servers.len() > 1;
         let mut text = format!(
-            "Summary: {ok} of {} board(s) flashed in {:.1} s",
+            "Summary: {ok} of {} board(s) flashed{} in {:.1} s",
             results.len(),
+            if grouped {
+                format!(" on {} servers", servers.len())
+            } else {
+                String::new()
+            },
             elapsed.as_secs_f64()
         );
         let w = results.iter().map(|r| r.device.len()).max().unwrap_or(0);
-        for r in results {
+        for (i, r) in results.iter().enumerate() {
+            if grouped && (i == 0 || results[i - 1].server != r.server) {
+                let of_server = results[i..]
+                    .iter()
+                    .take_while(|x| x.server == r.server)
+                    .collect::<Vec<_>>();
+                text.push_str(&format!(
+                    "\nserver `{}`: {} of {} flashed",
+                    r.server,
+                    of_server.iter().filter(|x| x.ok).count(),
+                    of_server.len()
+                ));
+            }
             let status = if r.ok {
                 self.paint(Style::new().green(), &format!("{:<6}", "ok"))
             } else {
@@ -428,7 +578,7 @@ impl Reporter {
                 ));
             }
         }
-        self.emit(&text);
+        text
     }
 
     fn hint_tag(&self) -> String {
@@ -545,7 +695,7 @@ mod tests {
         };
         let mut r = Reporter::with_terminal(3, plain);
         r.set_devices(["dfu1"]);
-        r.start_progress(["dfu1"]);
+        r.start_progress(&[("lab", vec!["dfu1"])]);
         assert!(r.progress.is_none());
         r.handle(Event::progress("dfu1", Step::Flashing, Some(40)));
         r.end_progress();
@@ -556,7 +706,7 @@ mod tests {
             width: Some(80),
         };
         let mut r = Reporter::with_terminal(0, tty);
-        r.start_progress(["dfu1"]);
+        r.start_progress(&[("lab", vec!["dfu1"])]);
         assert!(r.progress.is_none());
     }
 
@@ -628,5 +778,93 @@ mod tests {
             sanitize("a\x1b]0;title\x1b\\b\x1b[2Jc\x1bPq#0\x1b\\d"),
             "abcd"
         );
+    }
+
+    fn result(server: &str, device: &str, ok: bool) -> JobResult {
+        JobResult {
+            device: device.into(),
+            server: server.into(),
+            ok,
+            recovery: None,
+            error: (!ok).then(|| "cannot reach server".to_string()),
+            seconds: 1.0,
+            warnings: Vec::new(),
+            hint: None,
+        }
+    }
+
+    #[test]
+    fn the_summary_has_a_header_per_server_only_when_there_are_several() {
+        let plain = Terminal {
+            bars: false,
+            color: false,
+            width: None,
+        };
+        let r = Reporter::with_terminal(1, plain);
+        let one = [result("lab", "dfu1", true), result("lab", "g0", false)];
+        let text = r.summary_text(&one, Duration::from_secs(2));
+        assert_eq!(
+            text,
+            "Summary: 1 of 2 board(s) flashed in 2.0 s\n  \
+             ok      dfu1     1.0 s  initial\n  \
+             FAILED  g0       1.0 s  cannot reach server"
+        );
+        let fleet = [
+            result("pi1", "a", true),
+            result("pi1", "b", true),
+            result("pi2", "c", false),
+        ];
+        let text = r.summary_text(&fleet, Duration::from_secs(3));
+        assert_eq!(
+            text,
+            "Summary: 2 of 3 board(s) flashed on 2 servers in 3.0 s\n\
+             server `pi1`: 2 of 2 flashed\n  \
+             ok      a     1.0 s  initial\n  \
+             ok      b     1.0 s  initial\n\
+             server `pi2`: 0 of 1 flashed\n  \
+             FAILED  c     1.0 s  cannot reach server"
+        );
+    }
+
+    #[test]
+    fn the_time_left_is_estimated_from_the_boards_done() {
+        let s = Duration::from_secs;
+        assert_eq!(estimate_left(s(10), 0, 16), None);
+        // 4 boards in 10 s: 12 more take 30 s.
+        assert_eq!(estimate_left(s(10), 4, 16), Some(s(30)));
+        assert_eq!(estimate_left(s(10), 16, 16), Some(s(0)));
+        assert_eq!(estimate_left(s(10), 17, 16), None);
+        assert_eq!(short_duration(Duration::from_millis(4600)), "5s");
+        assert_eq!(short_duration(s(125)), "2m 05s");
+    }
+
+    #[test]
+    fn on_a_terminal_finished_boards_are_counted_once_per_server_and_overall() {
+        let tty = Terminal {
+            bars: true,
+            color: false,
+            width: None,
+        };
+        let mut r = Reporter::with_terminal(1, tty);
+        r.start_progress(&[("pi1", vec!["a", "b"]), ("pi2", vec!["c"])]);
+        r.handle(Event::progress("a", Step::Done, None));
+        r.handle(Event::progress("a", Step::Done, None));
+        r.handle(Event::progress("c", Step::Failed, None));
+        let p = r.progress.as_ref().unwrap();
+        assert_eq!(p.overall.position(), 2);
+        assert_eq!(p.overall.length(), Some(3));
+        assert_eq!(p.overall.message(), ", 1 failed");
+        assert_eq!(
+            p.servers
+                .iter()
+                .map(|s| s.bar.message())
+                .collect::<Vec<_>>(),
+            ["1 of 2 done", "1 of 1 done, 1 failed"]
+        );
+        r.end_progress();
+        // One server: no header lines.
+        r.start_progress(&[("pi1", vec!["a"])]);
+        assert!(r.progress.as_ref().unwrap().servers.is_empty());
+        r.end_progress();
     }
 }

@@ -1,11 +1,15 @@
 //! The `--json` documents of flash-auto and discover (pure rendering). Both carry
 //! `"schema_version": `[`SCHEMA_VERSION`]; the field tables are in docs/commands.md.
 //!
-//! `{"schema_version": 1, "results": [{"device": "<alias>", "ok": bool, "recovery":
-//! null|"<step>", "error": null|"<message>", "seconds": <float>}, ...]}` in command-line order.
+//! `{"schema_version": 1, "results": [{"device": "<alias>", "server": "<server>", "ok": bool,
+//! "recovery": null|"<step>", "error": null|"<message>", "seconds": <float>}, ...]}`, grouped
+//! by server (servers in the order of their first board on the command line), each server's
+//! boards in command-line order.
 //!
 //! Schema rules: adding a field keeps the version (readers must ignore fields they do not
-//! know); removing or renaming a field, or changing its type or meaning, raises it.
+//! know); removing or renaming a field, or changing its type or meaning, raises it. So
+//! `server` (added with fleet runs) kept version 1: a reader of the one-server document sees
+//! the same fields with the same meaning, in the same order.
 
 use crate::discover::ServerReport;
 use crate::jobs::JobResult;
@@ -52,6 +56,7 @@ mod tests {
     fn the_document_has_exactly_the_documented_fields() {
         let r = JobResult {
             device: "dfu1".into(),
+            server: "pi1".into(),
             ok: false,
             recovery: None,
             error: Some("Target device not found".into()),
@@ -63,7 +68,7 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"schema_version": 1,
-                "results": [{"device": "dfu1", "ok": false, "recovery": null,
+                "results": [{"device": "dfu1", "server": "pi1", "ok": false, "recovery": null,
                 "error": "Target device not found", "seconds": 1.5}]})
         );
     }

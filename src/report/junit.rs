@@ -1,6 +1,7 @@
 //! The `flash-auto --junit PATH` report: a JUnit XML file for CI systems (GitLab, Jenkins,
-//! GitHub test reporters), one `<testcase>` per board. Rendering is pure; the file is written
-//! atomically (a temp file in the same directory, then a rename). XML escaping is quick-xml's.
+//! GitHub test reporters), one `<testsuite>` per server (`flash-auto <server>`) and in it one
+//! `<testcase>` per board. Rendering is pure; the file is written atomically (a temp file in
+//! the same directory, then a rename). XML escaping is quick-xml's.
 //!
 //! ```xml
 //! <testsuites name="stm-remote" tests="3" failures="1" errors="0" time="9.120">
@@ -28,11 +29,20 @@ use super::human::sanitize;
 use crate::error::Error;
 use crate::jobs::JobResult;
 
-/// Renders the report of a flash-auto run on `server` that took `elapsed` in all.
-pub fn render_junit(server: &str, results: &[JobResult], elapsed: Duration) -> String {
+/// One server's boards in a report.
+#[derive(Debug, Clone, Copy)]
+pub struct Suite<'a> {
+    pub server: &'a str,
+    pub results: &'a [JobResult],
+    /// From the start of the run to the end of this server's part.
+    pub elapsed: Duration,
+}
+
+/// Renders the report of a flash-auto run that took `elapsed` in all: one suite per server.
+pub fn render_junit(suites: &[Suite<'_>], elapsed: Duration) -> String {
     let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
     // Writing into a Vec cannot fail.
-    let _ = write_document(&mut w, server, results, elapsed);
+    let _ = write_document(&mut w, suites, elapsed);
     let mut text = String::from_utf8_lossy(&w.into_inner()).into_owned();
     text.push('\n');
     text
@@ -40,12 +50,19 @@ pub fn render_junit(server: &str, results: &[JobResult], elapsed: Duration) -> S
 
 fn write_document(
     w: &mut Writer<Vec<u8>>,
-    server: &str,
-    results: &[JobResult],
+    suites: &[Suite<'_>],
     elapsed: Duration,
 ) -> std::io::Result<()> {
-    let tests = results.len().to_string();
-    let failures = results.iter().filter(|r| !r.ok).count().to_string();
+    let count = |f: &dyn Fn(&JobResult) -> bool| {
+        suites
+            .iter()
+            .flat_map(|s| s.results)
+            .filter(|r| f(r))
+            .count()
+            .to_string()
+    };
+    let tests = count(&|_| true);
+    let failures = count(&|r| !r.ok);
     let time = seconds(elapsed.as_secs_f64());
     w.write_event(Event::Decl(BytesDecl::new("1.0", Some("UTF-8"), None)))?;
     w.create_element("testsuites")
@@ -56,21 +73,29 @@ fn write_document(
             ("errors", "0"),
             ("time", time.as_str()),
         ])
+        .write_inner_content(|w| suites.iter().try_for_each(|s| write_suite(w, s)))?;
+    Ok(())
+}
+
+fn write_suite(w: &mut Writer<Vec<u8>>, suite: &Suite<'_>) -> std::io::Result<()> {
+    let name = format!("flash-auto {}", suite.server);
+    let tests = suite.results.len().to_string();
+    let failures = suite.results.iter().filter(|r| !r.ok).count().to_string();
+    let time = seconds(suite.elapsed.as_secs_f64());
+    w.create_element("testsuite")
+        .with_attributes([
+            ("name", name.as_str()),
+            ("tests", tests.as_str()),
+            ("failures", failures.as_str()),
+            ("errors", "0"),
+            ("skipped", "0"),
+            ("time", time.as_str()),
+        ])
         .write_inner_content(|w| {
-            let suite = format!("flash-auto {server}");
-            w.create_element("testsuite")
-                .with_attributes([
-                    ("name", suite.as_str()),
-                    ("tests", tests.as_str()),
-                    ("failures", failures.as_str()),
-                    ("errors", "0"),
-                    ("skipped", "0"),
-                    ("time", time.as_str()),
-                ])
-                .write_inner_content(|w| {
-                    results.iter().try_for_each(|r| write_case(w, server, r))
-                })?;
-            Ok(())
+            suite
+                .results
+                .iter()
+                .try_for_each(|r| write_case(w, suite.server, r))
         })?;
     Ok(())
 }
@@ -146,13 +171,8 @@ pub fn check_junit_path(path: &Path) -> Result<(), Error> {
 }
 
 /// Writes the report to `path` atomically.
-pub fn write_junit(
-    path: &Path,
-    server: &str,
-    results: &[JobResult],
-    elapsed: Duration,
-) -> Result<(), Error> {
-    let text = render_junit(server, results, elapsed);
+pub fn write_junit(path: &Path, suites: &[Suite<'_>], elapsed: Duration) -> Result<(), Error> {
+    let text = render_junit(suites, elapsed);
     let fail = |e: std::io::Error| Error::Report {
         path: path.to_path_buf(),
         message: e.to_string(),
@@ -180,6 +200,7 @@ mod tests {
     fn result(device: &str, ok: bool, recovery: Option<&str>, error: Option<&str>) -> JobResult {
         JobResult {
             device: device.into(),
+            server: "lab".into(),
             ok,
             recovery: recovery.map(str::to_string),
             error: error.map(str::to_string),
@@ -201,17 +222,24 @@ mod tests {
                 Some("Data mismatch at 0x0800 & \"more\"\x1b[31m\nsecond line"),
             ),
         ];
-        let xml = render_junit("lab&co", &results, Duration::from_millis(4200));
+        let suite = Suite {
+            server: "lab&co",
+            results: &results,
+            elapsed: Duration::from_millis(4200),
+        };
+        let xml = render_junit(&[suite], Duration::from_millis(4200));
         insta::assert_snapshot!(xml);
     }
 
     #[test]
     fn a_run_without_failures_counts_zero() {
-        let xml = render_junit(
-            "lab",
-            &[result("a", true, None, None)],
-            Duration::from_secs(1),
-        );
+        let results = [result("a", true, None, None)];
+        let suite = Suite {
+            server: "lab",
+            results: &results,
+            elapsed: Duration::from_secs(1),
+        };
+        let xml = render_junit(&[suite], Duration::from_secs(1));
         assert!(
             xml.contains(r#"<testsuite name="flash-auto lab" tests="1" failures="0""#),
             "{xml}"
@@ -239,14 +267,51 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("junit.xml");
         std::fs::write(&path, "old").unwrap();
-        write_junit(
-            &path,
-            "lab",
-            &[result("a", true, None, None)],
-            Duration::ZERO,
-        )
-        .unwrap();
+        let results = [result("a", true, None, None)];
+        let suite = Suite {
+            server: "lab",
+            results: &results,
+            elapsed: Duration::ZERO,
+        };
+        write_junit(&path, &[suite], Duration::ZERO).unwrap();
         assert!(std::fs::read_to_string(&path).unwrap().starts_with("<?xml"));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn each_server_is_a_suite_of_its_own() {
+        let a = [
+            result("a1", true, None, None),
+            result("a2", false, None, Some("x")),
+        ];
+        let b = [result("b1", true, Some("nrst"), None)];
+        let suites = [
+            Suite {
+                server: "pi1",
+                results: &a,
+                elapsed: Duration::from_millis(3000),
+            },
+            Suite {
+                server: "pi2",
+                results: &b,
+                elapsed: Duration::from_millis(2000),
+            },
+        ];
+        let xml = render_junit(&suites, Duration::from_millis(3500));
+        assert!(
+            xml.contains(
+                r#"<testsuites name="stm-remote" tests="3" failures="1" errors="0" time="3.500">"#
+            ),
+            "{xml}"
+        );
+        for needle in [
+            r#"<testsuite name="flash-auto pi1" tests="2" failures="1" errors="0" skipped="0" time="3.000">"#,
+            r#"<testsuite name="flash-auto pi2" tests="1" failures="0" errors="0" skipped="0" time="2.000">"#,
+            r#"<testcase name="a1" classname="pi1""#,
+            r#"<testcase name="b1" classname="pi2""#,
+        ] {
+            assert!(xml.contains(needle), "{needle}\n{xml}");
+        }
+        assert!(xml.find("a2").unwrap() < xml.find("flash-auto pi2").unwrap());
     }
 }

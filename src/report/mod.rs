@@ -9,5 +9,5 @@ mod stdout;
 
 pub use human::{Reporter, Terminal, cursor_hidden, restore_terminal, sanitize};
 pub use json::{SCHEMA_VERSION, render_discovery, render_results};
-pub use junit::{check_junit_path, render_junit, write_junit};
+pub use junit::{Suite, check_junit_path, render_junit, write_junit};
 pub use stdout::print_stdout;

@@ -27,6 +27,8 @@ pub fn swd(serial: &str, board: &str) -> Value {
 /// One test's world.
 pub struct TestEnv {
     pub root: tempfile::TempDir,
+    /// Name of the (first) server in config.json: `lab`, or the first of a fleet.
+    pub name: String,
     pub sshd: sshd::Sshd,
     /// The lab dir "on the server": fakes, state.json, calls.log.
     pub lab: PathBuf,
@@ -36,6 +38,93 @@ pub struct TestEnv {
     pub local: PathBuf,
     pub client_key: PathBuf,
     pub ssh_config: PathBuf,
+    /// The servers of a fleet after the first ([`TestEnv::fleet`]); empty otherwise.
+    pub others: Vec<Lab>,
+}
+
+/// One more flash server of a fleet: its own sshd on 127.0.0.1 (own port, own keys) and its
+/// own simulated lab.
+pub struct Lab {
+    pub name: String,
+    pub sshd: sshd::Sshd,
+    pub lab: PathBuf,
+    pub remote_tmp: PathBuf,
+    pub client_key: PathBuf,
+}
+
+/// A server of the env, seen the same way whether it is the first one or another.
+#[derive(Clone, Copy)]
+pub struct LabRef<'a> {
+    pub name: &'a str,
+    pub sshd: &'a sshd::Sshd,
+    pub lab: &'a Path,
+    pub remote_tmp: &'a Path,
+    pub client_key: &'a Path,
+}
+
+/// What each lab needs on disk: keys, sshd, lab dir with the fakes. Returns the lab and the
+/// known_hosts line of its sshd.
+fn start_lab(dir: &Path, name: &str, sshd_extra: &str) -> (Lab, String) {
+    let keys = dir.join("keys");
+    let lab = dir.join("lab");
+    let remote_tmp = lab.join("tmp");
+    for d in [&keys, &lab, &remote_tmp] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let (client_key, host_pub) = sshd::make_keys(&keys);
+    let sshd = sshd::Sshd::start(&keys, sshd_extra);
+    let known = format!("[127.0.0.1]:{} {host_pub}\n", sshd.port);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab");
+    for f in ["STM32_Programmer_CLI", "hub_cli.py", "uhubctl"] {
+        std::fs::copy(src.join(f), lab.join(f)).unwrap();
+    }
+    let lab = Lab {
+        name: name.to_string(),
+        sshd,
+        lab,
+        remote_tmp,
+        client_key,
+    };
+    (lab, known)
+}
+
+/// A lab state with these boards.
+fn lab_state(boards: Vec<Value>) -> Value {
+    json!({
+        "version": "2.20.0", "ansi": true, "crlf": false, "flash_seconds": 0.05,
+        "hub": {"power": "0xFFFF", "boot": "0x0000", "nrst": "0x0000", "mode": "normal"},
+        "boards": boards,
+    })
+}
+
+/// The config.json devices of a lab's boards on `server`: each board's `alias`, else
+/// `b<index>`.
+fn devices_of(boards: &[Value], server: &str) -> Vec<(String, Value)> {
+    boards
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let mut d = json!({"serial": b["serial"], "server": server,
+                "default_interface": b["interface"], "signals": {"boot": false, "nrst": false}});
+            if let Some(p) = b.get("hub_port").filter(|p| p.is_string()) {
+                d["hub_port"] = p.clone();
+            }
+            if let Some(sig) = b.get("signals") {
+                d["signals"] = sig.clone();
+            }
+            // A board behind the hub's ST-LINK mux: its channel.
+            if let Some(mux) = b.get("mux") {
+                d["stlink_mux"] = mux.clone();
+            }
+            (
+                b.get("alias")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .unwrap_or(format!("b{i}")),
+                d,
+            )
+        })
+        .collect()
 }
 
 impl TestEnv {
@@ -46,25 +135,62 @@ impl TestEnv {
 
     /// Like [`TestEnv::new`], with extra sshd_config lines (they take precedence).
     pub fn with_sshd_config(boards: Vec<Value>, max_parallel: usize, sshd_extra: &str) -> TestEnv {
+        let env = Self::start(&["lab"], sshd_extra);
+        env.write_state(lab_state(boards));
+        let devices: serde_json::Map<String, Value> =
+            devices_of(env.state()["boards"].as_array().unwrap(), "lab")
+                .into_iter()
+                .collect();
+        env.write_config(json!({
+            "servers": {"lab": env.server_json(max_parallel)},
+            "devices": devices,
+        }));
+        env
+    }
+
+    /// Several flash servers, each with its own sshd on 127.0.0.1 and its own lab, named as
+    /// given, each with this `max_parallel`; every board needs an `alias` (unique across the
+    /// servers). The first server is this env's own (`sshd`, `lab`, `remote_tmp`), the others
+    /// are in [`TestEnv::others`]; [`TestEnv::labs`] lists them all.
+    pub fn fleet(servers: Vec<(&str, Vec<Value>)>, max_parallel: usize) -> TestEnv {
+        let names: Vec<&str> = servers.iter().map(|(n, _)| *n).collect();
+        let env = Self::start(&names, "");
+        let mut cfg_servers = serde_json::Map::new();
+        let mut devices = serde_json::Map::new();
+        for ((name, boards), lab) in servers.into_iter().zip(env.labs()) {
+            for b in &boards {
+                assert!(b.get("alias").is_some(), "fleet boards need an alias: {b}");
+            }
+            devices.extend(devices_of(&boards, name));
+            lab.write_state(&lab_state(boards));
+            cfg_servers.insert(
+                name.to_string(),
+                lab.server_json(&env.ssh_config, max_parallel),
+            );
+        }
+        env.write_config(json!({"servers": cfg_servers, "devices": devices}));
+        env
+    }
+
+    /// The sshd and lab of every server in `names` (the first one's in the env's own fields),
+    /// one ssh client config knowing all their host keys, and the local dir.
+    fn start(names: &[&str], sshd_extra: &str) -> TestEnv {
         let root = tempfile::Builder::new()
             .prefix("stm-remote-test.")
             .tempdir()
             .unwrap();
-        let keys = root.path().join("keys");
-        let lab = root.path().join("lab");
-        let remote_tmp = lab.join("tmp");
         let local = root.path().join("local");
-        for d in [&keys, &lab, &remote_tmp, &local] {
-            std::fs::create_dir_all(d).unwrap();
+        std::fs::create_dir_all(&local).unwrap();
+        let (first, mut known) = start_lab(root.path(), names[0], sshd_extra);
+        let mut others = Vec::new();
+        for name in &names[1..] {
+            let (lab, line) = start_lab(&root.path().join("servers").join(name), name, sshd_extra);
+            known.push_str(&line);
+            others.push(lab);
         }
-        let (client_key, host_pub) = sshd::make_keys(&keys);
-        let sshd = sshd::Sshd::start(&keys, sshd_extra);
+        let keys = root.path().join("keys");
         let known_hosts = keys.join("known_hosts");
-        std::fs::write(
-            &known_hosts,
-            format!("[127.0.0.1]:{} {host_pub}\n", sshd.port),
-        )
-        .unwrap();
+        std::fs::write(&known_hosts, known).unwrap();
         let ssh_config = keys.join("ssh_config");
         std::fs::write(
             &ssh_config,
@@ -75,74 +201,51 @@ impl TestEnv {
             ),
         )
         .unwrap();
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab");
-        for f in ["STM32_Programmer_CLI", "hub_cli.py", "uhubctl"] {
-            std::fs::copy(src.join(f), lab.join(f)).unwrap();
-        }
-        let env = TestEnv {
+        TestEnv {
             root,
-            sshd,
-            lab,
-            remote_tmp,
+            name: first.name,
+            sshd: first.sshd,
+            lab: first.lab,
+            remote_tmp: first.remote_tmp,
             local,
-            client_key,
+            client_key: first.client_key,
             ssh_config,
+            others,
+        }
+    }
+
+    /// Every server of the env: the first one (its own fields), then [`TestEnv::others`].
+    pub fn labs(&self) -> Vec<LabRef<'_>> {
+        let first = LabRef {
+            name: &self.name,
+            sshd: &self.sshd,
+            lab: &self.lab,
+            remote_tmp: &self.remote_tmp,
+            client_key: &self.client_key,
         };
-        env.write_state(json!({
-            "version": "2.20.0", "ansi": true, "crlf": false, "flash_seconds": 0.05,
-            "hub": {"power": "0xFFFF", "boot": "0x0000", "nrst": "0x0000", "mode": "normal"},
-            "boards": boards,
-        }));
-        let devices: serde_json::Map<String, Value> = env
-            .state()["boards"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                let mut d = json!({"serial": b["serial"], "server": "lab",
-                    "default_interface": b["interface"], "signals": {"boot": false, "nrst": false}});
-                if let Some(p) = b.get("hub_port").filter(|p| p.is_string()) {
-                    d["hub_port"] = p.clone();
-                }
-                if let Some(sig) = b.get("signals") {
-                    d["signals"] = sig.clone();
-                }
-                // A board behind the hub's ST-LINK mux: its channel.
-                if let Some(mux) = b.get("mux") {
-                    d["stlink_mux"] = mux.clone();
-                }
-                (b.get("alias").and_then(Value::as_str).map(str::to_string).unwrap_or(format!("b{i}")), d)
-            })
-            .collect();
-        env.write_config(json!({
-            "servers": {"lab": env.server_json(max_parallel)},
-            "devices": devices,
-        }));
-        env
+        std::iter::once(first)
+            .chain(self.others.iter().map(|o| LabRef {
+                name: &o.name,
+                sshd: &o.sshd,
+                lab: &o.lab,
+                remote_tmp: &o.remote_tmp,
+                client_key: &o.client_key,
+            }))
+            .collect()
+    }
+
+    /// The server called `name`.
+    #[track_caller]
+    pub fn lab_named(&self, name: &str) -> LabRef<'_> {
+        self.labs()
+            .into_iter()
+            .find(|l| l.name == name)
+            .unwrap_or_else(|| panic!("no server `{name}` in this env"))
     }
 
     /// The `servers.lab` entry pointing at this env's sshd and lab.
     pub fn server_json(&self, max_parallel: usize) -> Value {
-        json!({
-            "hostnames": ["127.0.0.1"],
-            "port": self.sshd.port,
-            "user": whoami(),
-            "key": self.client_key,
-            "ssh_config": self.ssh_config,
-            "stm32cli": self.lab.join("STM32_Programmer_CLI"),
-            "hub_cli": self.lab.join("hub_cli.py"),
-            // A lock of this lab's own: tests run in parallel, and the default
-            // /tmp/stm_hub_uart.lock would serialise every lab's hub.
-            "hub_lock": self.lab.join("hub_uart.lock"),
-            "max_parallel": max_parallel,
-            "power_control": true,
-            "remote_tmp": self.remote_tmp,
-            "connect_timeout": 5,
-            "nrst_hold_ms": 20,
-            "power_off_seconds": 0.1,
-            "reappear_timeout": 3,
-        })
+        self.labs()[0].server_json(&self.ssh_config, max_parallel)
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -162,23 +265,16 @@ impl TestEnv {
     }
 
     pub fn write_state(&self, v: Value) {
-        std::fs::write(
-            self.lab.join("state.json"),
-            serde_json::to_string_pretty(&v).unwrap(),
-        )
-        .unwrap();
+        self.labs()[0].write_state(&v);
     }
 
     pub fn state(&self) -> Value {
-        serde_json::from_str(&std::fs::read_to_string(self.lab.join("state.json")).unwrap())
-            .unwrap()
+        self.labs()[0].state()
     }
 
     /// Changes the state with `f`.
     pub fn edit_state(&self, f: impl FnOnce(&mut Value)) {
-        let mut s = self.state();
-        f(&mut s);
-        self.write_state(s);
+        self.labs()[0].edit_state(f);
     }
 
     /// A local firmware file with distinct content; returns its file name.
@@ -209,21 +305,12 @@ impl TestEnv {
 
     /// The firmware hash the fake recorded for the board with this serial.
     pub fn flashed(&self, serial: &str) -> Option<String> {
-        self.state()["boards"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|b| b["serial"] == serial)
-            .and_then(|b| b["firmware"].as_str().map(str::to_string))
+        self.labs()[0].flashed(serial)
     }
 
     /// Every call the fakes logged.
     pub fn calls(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.lab.join("calls.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        self.labs()[0].calls()
     }
 
     /// `<command> <mask>` of every hub call, in order.
@@ -288,12 +375,7 @@ impl TestEnv {
     /// (`stm-remote-hub.lock`, `stm-remote-board-<serial>.lock`) are meant to stay: they are
     /// shared by every run on the server.
     pub fn leftovers(&self) -> Vec<String> {
-        std::fs::read_dir(&self.remote_tmp)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            // Lock files and the firmware cache are meant to stay.
-            .filter(|n| !n.ends_with(".lock") && !n.starts_with("stm-remote-cache-"))
-            .collect()
+        self.labs()[0].leftovers()
     }
 
     /// Starts stm-remote in the background (same environment as [`TestEnv::run`]).
@@ -357,7 +439,7 @@ impl TestEnv {
     /// Changes the `servers.lab` entry of config.json.
     pub fn edit_server(&self, f: impl FnOnce(&mut Value)) {
         let mut cfg = self.config();
-        f(&mut cfg["servers"]["lab"]);
+        f(&mut cfg["servers"][self.name.as_str()]);
         self.write_config(cfg);
     }
 
@@ -434,12 +516,115 @@ impl TestEnv {
         Run {
             output,
             args: args.iter().map(|s| s.to_string()).collect(),
-            context: format!(
-                "--- sshd log ---\n{}\n--- calls.log ---\n{}",
-                self.sshd.log_text(),
-                std::fs::read_to_string(self.lab.join("calls.log")).unwrap_or_default()
-            ),
+            context: self.context(),
         }
+    }
+
+    /// Each server's sshd log and calls.log, to explain a failure.
+    fn context(&self) -> String {
+        self.labs()
+            .iter()
+            .map(|l| {
+                let name = if self.others.is_empty() {
+                    String::new()
+                } else {
+                    format!(" of `{}`", l.name)
+                };
+                format!(
+                    "--- sshd log{name} ---\n{}\n--- calls.log{name} ---\n{}",
+                    l.sshd.log_text(),
+                    std::fs::read_to_string(l.lab.join("calls.log")).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl LabRef<'_> {
+    /// This server's entry in config.json.
+    pub fn server_json(&self, ssh_config: &Path, max_parallel: usize) -> Value {
+        json!({
+            "hostnames": ["127.0.0.1"],
+            "port": self.sshd.port,
+            "user": whoami(),
+            "key": self.client_key,
+            "ssh_config": ssh_config,
+            "stm32cli": self.lab.join("STM32_Programmer_CLI"),
+            "hub_cli": self.lab.join("hub_cli.py"),
+            // A lock of this lab's own: tests run in parallel, and the default
+            // /tmp/stm_hub_uart.lock would serialise every lab's hub.
+            "hub_lock": self.lab.join("hub_uart.lock"),
+            "max_parallel": max_parallel,
+            "power_control": true,
+            "remote_tmp": self.remote_tmp,
+            "connect_timeout": 5,
+            "nrst_hold_ms": 20,
+            "power_off_seconds": 0.1,
+            "reappear_timeout": 3,
+        })
+    }
+
+    pub fn write_state(&self, v: &Value) {
+        std::fs::write(
+            self.lab.join("state.json"),
+            serde_json::to_string_pretty(v).unwrap(),
+        )
+        .unwrap();
+    }
+
+    pub fn state(&self) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(self.lab.join("state.json")).unwrap())
+            .unwrap()
+    }
+
+    /// Changes the state with `f`.
+    pub fn edit_state(&self, f: impl FnOnce(&mut Value)) {
+        let mut s = self.state();
+        f(&mut s);
+        self.write_state(&s);
+    }
+
+    /// The firmware hash the fake recorded for the board with this serial.
+    pub fn flashed(&self, serial: &str) -> Option<String> {
+        self.state()["boards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["serial"] == serial)
+            .and_then(|b| b["firmware"].as_str().map(str::to_string))
+    }
+
+    /// Every call the fakes logged.
+    pub fn calls(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.lab.join("calls.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The serials of the boards a programmer run wrote to, in the order they started.
+    pub fn written_serials(&self) -> Vec<String> {
+        self.calls()
+            .iter()
+            .filter(|c| c["tool"] == "programmer" && c["event"] == "start")
+            .filter_map(|c| c["serial"].as_str().map(str::to_string))
+            .collect()
+    }
+
+    /// Run work dirs left in remote_tmp (locks and the firmware cache are meant to stay).
+    pub fn leftovers(&self) -> Vec<String> {
+        std::fs::read_dir(self.remote_tmp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".lock") && !n.starts_with("stm-remote-cache-"))
+            .collect()
+    }
+
+    /// ssh logins this server's sshd accepted so far.
+    pub fn logins(&self) -> usize {
+        self.sshd.log_text().matches("Accepted publickey").count()
     }
 }
 
@@ -449,11 +634,7 @@ pub fn finish(env: &TestEnv, child: std::process::Child, args: &[&str]) -> Run {
     Run {
         output,
         args: args.iter().map(|s| s.to_string()).collect(),
-        context: format!(
-            "--- sshd log ---\n{}\n--- calls.log ---\n{}",
-            env.sshd.log_text(),
-            std::fs::read_to_string(env.lab.join("calls.log")).unwrap_or_default()
-        ),
+        context: env.context(),
     }
 }
 
