@@ -291,3 +291,125 @@ fn a_custom_hub_with_uhubctl_beside_it_checks_the_port_before_cutting() {
     assert_eq!(env.flashed(DFU1), Some(env.sha256(&fw)));
     assert!(env.hub_calls().contains(&"power_off 0x0004".to_string()));
 }
+
+#[test]
+fn discover_records_where_new_boards_are_plugged() {
+    let env = env(json!(false));
+    // A board nobody configured yet: an ST-LINK on port 1 instead of the network adapter.
+    env.edit_state(|s| {
+        s["usb_devices"] = json!([]);
+        s["boards"].as_array_mut().unwrap().push(json!({
+            "serial": "0670FF484971754867142530", "interface": "SWD", "board": "NUCLEO-F401RE",
+            "usb": "1-1.4:1"}));
+    });
+    let doc = env.run(&["discover", "--json"]).json();
+    let devices = doc["servers"]["lab"]["devices"].as_array().unwrap().clone();
+    let new = devices
+        .iter()
+        .find(|d| d["serial"] == "0670FF484971754867142530")
+        .unwrap();
+    assert_eq!(new["usb"], "1-1.4:1");
+    let known = devices.iter().find(|d| d["serial"] == DFU1).unwrap();
+    assert_eq!(known["usb"], "1-1.4:3");
+    assert_eq!(doc["servers"]["lab"]["moved"], json!([]));
+    env.run(&["discover", "--yes"]).code(0);
+    let cfg = env.config();
+    assert_eq!(cfg["devices"]["nucleo-f401re"]["usb_hub"], "1-1.4");
+    assert_eq!(cfg["devices"]["nucleo-f401re"]["usb_port"], 1);
+    // And the new board can be power-cycled where it is.
+    env.run(&[
+        "hub",
+        "lab",
+        "power_cycle",
+        "nucleo-f401re",
+        "--off-seconds",
+        "0",
+    ])
+    .code(0);
+    assert_eq!(env.board("0670FF484971754867142530")["power_cuts"], 1);
+}
+
+#[test]
+fn a_moved_board_is_flagged_by_discover_list_and_doctor() {
+    let env = env(json!(false));
+    // dfu1 is configured at 1-1.4:3 but now sits on port 1.
+    env.edit_state(|s| {
+        s["usb_devices"] = json!([]);
+        for b in s["boards"].as_array_mut().unwrap() {
+            if b["serial"] == DFU1 {
+                b["usb"] = json!("1-1.4:1");
+            }
+        }
+    });
+    let run = env.run(&["discover", "--json"]);
+    run.code(0)
+        .stderr_has("`dfu1` is configured at 1-1.4:3 but plugged into 1-1.4:1");
+    assert_eq!(
+        run.json()["servers"]["lab"]["moved"],
+        json!([{"alias": "dfu1", "configured": "1-1.4:3", "seen": "1-1.4:1"}])
+    );
+    let run = env.run(&["list", "--live"]);
+    run.code(0);
+    let out = run.stdout();
+    assert!(out.lines().next().unwrap().contains("PLUGGED"), "{out}");
+    let dfu1 = out.lines().find(|l| l.starts_with("dfu1 ")).unwrap();
+    assert!(dfu1.ends_with("1-1.4:1 (moved)"), "{dfu1}");
+    let g0 = out.lines().find(|l| l.starts_with("g0 ")).unwrap();
+    assert!(g0.ends_with("1-1.4:2"), "{g0}");
+    let doc = env.run(&["list", "--live", "--json"]).json();
+    let row = doc["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["alias"] == "dfu1")
+        .cloned()
+        .unwrap();
+    assert_eq!(row["plugged"], json!({"at": "1-1.4:1", "moved": true}));
+    let run = env.run(&["doctor"]);
+    run.code(1);
+    let out = run.stdout();
+    assert!(
+        out.contains("✓ power") && out.contains("a stock hub, through uhubctl"),
+        "{out}"
+    );
+    assert!(
+        out.contains("sees 2 hub(s) with per-port power switching: 1-1.4, 2-1.4"),
+        "{out}"
+    );
+    assert!(
+        out.contains("✗ usb ports")
+            && out.contains("`dfu1` is configured at 1-1.4:3 but plugged into 1-1.4:1"),
+        "{out}"
+    );
+}
+
+#[test]
+fn doctor_names_a_uhubctl_without_permission_and_the_rule_to_install() {
+    let env = env(json!(false));
+    env.edit_state(|s| s["uhubctl"] = json!({"permission": false}));
+    let run = env.run(&["doctor"]);
+    run.code(1);
+    let out = run.stdout();
+    assert!(
+        out.contains("✗ uhubctl") && out.contains("may not switch the server's hubs"),
+        "{out}"
+    );
+    assert!(
+        out.contains("52-usb.rules") && out.contains("udevadm trigger"),
+        "{out}"
+    );
+    // Without uhubctl in config.json nothing of it is checked; the backend is still named.
+    let mut cfg = env.config();
+    let server = cfg["servers"]["lab"].as_object_mut().unwrap();
+    server.remove("uhubctl");
+    server.insert("hub_cli".into(), json!(env.lab.join("hub_cli.py")));
+    for d in ["dfu1", "g0", "dfu2"] {
+        let dev = cfg["devices"][d].as_object_mut().unwrap();
+        dev.remove("usb_hub");
+        dev.remove("usb_port");
+    }
+    env.write_config(cfg);
+    let out = env.run(&["doctor"]).stdout();
+    assert!(!out.contains("uhubctl"), "{out}");
+    assert!(out.contains("the custom hub, through `hub_cli`"), "{out}");
+}

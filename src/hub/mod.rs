@@ -18,3 +18,4 @@ pub use command::{HubAction, HubRequest, hub_command};
 pub use power::{Guard, Op, status_steps, status_verdict};
 pub use protocol::{Call, EXIT_NOT_CONFIRMED, Line, Step, mask_hex, mask_ports};
 pub use target::{parse_channel, parse_ports};
+pub use uhubctl::{HubStatus, PortStatus};
