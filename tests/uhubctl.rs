@@ -67,19 +67,7 @@ fn power(env: &TestEnv, location: &str) -> String {
 
 /// argv of every uhubctl run, joined.
 fn uhubctl_runs(env: &TestEnv) -> Vec<String> {
-    env.calls()
-        .iter()
-        .filter(|c| c["tool"] == "uhubctl" && c["event"] == "start")
-        .map(|c| {
-            c["argv"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a.as_str().unwrap())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect()
+    env.tool_calls("uhubctl")
 }
 
 #[test]

@@ -412,7 +412,7 @@ fn hub_check(
                 target,
                 agents: None,
             };
-            match hub.query(Call::Get(Line::Power), None, emit) {
+            match hub.call(Call::Get(Line::Power), None, emit) {
                 Ok(mask) => Check::pass(
                     "hub",
                     format!(

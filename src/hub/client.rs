@@ -360,18 +360,9 @@ impl Hub<'_> {
         out.unwrap_or_else(|e| failed(e.to_string()))
     }
 
-    /// One change, confirmed by its read-back; returns the state read back.
-    pub fn change(
-        &self,
-        call: Call,
-        device: Option<&str>,
-        emit: &dyn Fn(Event),
-    ) -> Result<u32, HubError> {
-        self.single(call, device, emit)
-    }
-
-    /// One query; returns the state it reports.
-    pub fn query(
+    /// One call: a change, confirmed by its read-back (returns the state read back), or a
+    /// query (returns the state it reports).
+    pub fn call(
         &self,
         call: Call,
         device: Option<&str>,

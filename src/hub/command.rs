@@ -200,50 +200,25 @@ pub fn hub_command(
     };
     let mut steps = guard.steps();
     steps.extend(plan.steps());
-    let argv = client::batch_argv_for(server, &steps)?;
     if req.dry_run {
-        let (mut preview, target) = Preview::start(req.server, server);
-        let hub = Hub {
-            server_name: req.server,
-            server,
-            target: &target,
-            agents: None,
-        };
-        let what: Vec<String> = steps.iter().map(describe_step).collect();
-        preview.step(
-            &format!(
-                "log in and run the hub calls in one batch: {}",
-                what.join(", then ")
-            ),
-            &[format!(
-                "each call and its read-back under the hub lock {} (held with flock, waiting up \
-                 to {} s), with {}",
-                server.hub_lock,
-                client::HUB_LOCK_WAIT_SECS,
-                server.hub_cli.as_deref().unwrap_or_default()
-            )],
-            &hub.command(&steps)?,
+        let detail = format!(
+            "each call and its read-back under the hub lock {} (held with flock, waiting up to \
+             {} s), with {}",
+            server.hub_lock,
+            client::HUB_LOCK_WAIT_SECS,
+            server.hub_cli.as_deref().unwrap_or_default()
         );
-        print_stdout(&preview.finish_plain())?;
-        return Ok(EXIT_OK);
+        return preview_batch(req.server, server, &steps, "the hub calls", detail);
     }
     if let Some(note) = client::hubd_note(req.server, server) {
         reporter.handle(note);
     }
-    // One login: the batch runs on the first hostname that answers.
-    let hub_deadline = client::batch_deadline(server, &steps);
-    let opts = crate::remote::RunOptions {
-        deadline: Some(hub_deadline),
-        uncancellable: matches!(plan, Plan::Cycle { .. }),
-        ..crate::remote::RunOptions::default()
-    };
-    let answer = first_answer_with(
+    let answer = run_batch_once(
         req.server,
         server,
-        &argv,
-        opts,
-        Some(protocol::BEGIN_LINE),
-        &mut |e| reporter.handle(e),
+        &steps,
+        matches!(plan, Plan::Cycle { .. }),
+        reporter,
     )?;
     let events = std::cell::RefCell::new(Vec::new());
     let emit = |e: Event| events.borrow_mut().push(e);
@@ -289,6 +264,61 @@ pub fn hub_command(
         }),
     }
     Ok(EXIT_OK)
+}
+
+/// `--dry-run` of a hub command: the one ssh command it would start (on the server's first
+/// hostname), with what its batch does; connects nowhere.
+pub(super) fn preview_batch(
+    server_name: &str,
+    server: &Server,
+    steps: &[Step],
+    what: &str,
+    detail: String,
+) -> Result<u8, Error> {
+    let (mut preview, target) = Preview::start(server_name, server);
+    let hub = Hub {
+        server_name,
+        server,
+        target: &target,
+        agents: None,
+    };
+    let each: Vec<String> = steps.iter().map(describe_step).collect();
+    preview.step(
+        &format!(
+            "log in and run {what} in one batch: {}",
+            each.join(", then ")
+        ),
+        &[detail],
+        &hub.command(steps)?,
+    );
+    print_stdout(&preview.finish_plain())?;
+    Ok(EXIT_OK)
+}
+
+/// Runs a hub batch with one ssh login, on the first hostname that answers (never twice: once
+/// the batch began, its hostname's answer is final). `uncancellable`: a batch that switches
+/// power off is waited for through Ctrl-C (the server runs it to its end anyway).
+pub(super) fn run_batch_once(
+    server_name: &str,
+    server: &Server,
+    steps: &[Step],
+    uncancellable: bool,
+    reporter: &mut Reporter,
+) -> Result<crate::jobs::Answer, Error> {
+    let argv = client::batch_argv_for(server, steps)?;
+    let opts = crate::remote::RunOptions {
+        deadline: Some(client::batch_deadline(server, steps)),
+        uncancellable,
+        ..crate::remote::RunOptions::default()
+    };
+    first_answer_with(
+        server_name,
+        server,
+        &argv,
+        opts,
+        Some(protocol::BEGIN_LINE),
+        &mut |e| reporter.handle(e),
+    )
 }
 
 fn missing(server: &str, call: Call) -> HubError {

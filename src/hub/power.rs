@@ -269,32 +269,27 @@ impl UsbRuns<'_> {
         &self.runs[self.runs.len().saturating_sub(n)..]
     }
 
-    fn status(&self, ran: Option<&Option<Ran>>) -> Result<Vec<HubStatus>, HubError> {
-        let Some(Some(ran)) = ran else {
-            return Err((self.failed)(lost()));
-        };
-        if ran.code != 0 {
-            return Err((self.failed)(Problem::Usb(uhubctl::failure(
+    /// What a uhubctl run printed, when it ran and succeeded.
+    fn output<'r>(&self, ran: Option<&'r Option<Ran>>) -> Result<&'r str, HubError> {
+        match ran {
+            Some(Some(ran)) if ran.code == 0 => Ok(&ran.output),
+            Some(Some(ran)) => Err((self.failed)(Problem::Usb(uhubctl::failure(
                 ran.code,
                 &ran.output,
-            ))));
+            )))),
+            _ => Err((self.failed)(lost())),
         }
-        Ok(uhubctl::parse_status(&ran.output))
+    }
+
+    fn status(&self, ran: Option<&Option<Ran>>) -> Result<Vec<HubStatus>, HubError> {
+        Ok(uhubctl::parse_status(self.output(ran)?))
     }
 
     /// A switch run shows the port as asked in its own `New status` lines, on every half of
     /// the hub.
     fn switched(&self, ran: Option<&Option<Ran>>, on: bool) -> Result<(), HubError> {
-        let Some(Some(ran)) = ran else {
-            return Err((self.failed)(lost()));
-        };
-        if ran.code != 0 {
-            return Err((self.failed)(Problem::Usb(uhubctl::failure(
-                ran.code,
-                &ran.output,
-            ))));
-        }
-        let after: Vec<HubStatus> = uhubctl::parse_status(&ran.output)
+        let output = self.output(ran)?;
+        let after: Vec<HubStatus> = uhubctl::parse_status(output)
             .into_iter()
             .filter(|h| h.after_action)
             .collect();

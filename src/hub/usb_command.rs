@@ -8,15 +8,14 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use super::command::{HubAction, HubRequest};
+use super::command::{HubAction, HubRequest, preview_batch, run_batch_once};
 use super::power::{self, Guard, Op};
-use super::protocol;
 use super::target::parse_usb_port;
 use super::uhubctl::HubStatus;
 use super::{HubError, client};
 use crate::config::{Config, PowerPort, Server};
 use crate::error::{EXIT_OK, Error};
-use crate::jobs::{Event, Preview, first_answer_with};
+use crate::jobs::Event;
 use crate::report::{Reporter, print_stdout};
 
 /// What one command does on a stock hub.
@@ -119,42 +118,21 @@ pub fn usb_hub_command(
         Plan::Power(op) => op.steps(&guard),
         Plan::Status => power::status_steps(None),
     };
-    let argv = client::batch_argv_for(server, &steps)?;
     if req.dry_run {
-        let (mut preview, target) = Preview::start(req.server, server);
-        let hub = super::Hub {
-            server_name: req.server,
-            server,
-            target: &target,
-            agents: None,
-        };
-        let what: Vec<String> = steps.iter().map(super::command::describe_step).collect();
-        preview.step(
-            &format!("log in and run in one batch: {}", what.join(", then ")),
-            &[format!(
-                "each uhubctl run under the hub lock {} (held with flock, waiting up to {} s), \
-                 with {}",
-                server.hub_lock,
-                client::HUB_LOCK_WAIT_SECS,
-                server.uhubctl.as_deref().unwrap_or_default()
-            )],
-            &hub.command(&steps)?,
+        let detail = format!(
+            "each uhubctl run under the hub lock {} (held with flock, waiting up to {} s), with {}",
+            server.hub_lock,
+            client::HUB_LOCK_WAIT_SECS,
+            server.uhubctl.as_deref().unwrap_or_default()
         );
-        print_stdout(&preview.finish_plain())?;
-        return Ok(EXIT_OK);
+        return preview_batch(req.server, server, &steps, "uhubctl", detail);
     }
-    let opts = crate::remote::RunOptions {
-        deadline: Some(client::batch_deadline(server, &steps)),
-        uncancellable: matches!(plan, Plan::Power(Op::Cycle { .. })),
-        ..crate::remote::RunOptions::default()
-    };
-    let answer = first_answer_with(
+    let answer = run_batch_once(
         req.server,
         server,
-        &argv,
-        opts,
-        Some(protocol::BEGIN_LINE),
-        &mut |e| reporter.handle(e),
+        &steps,
+        matches!(plan, Plan::Power(Op::Cycle { .. })),
+        reporter,
     )?;
     let events = std::cell::RefCell::new(Vec::new());
     let emit = |e: Event| events.borrow_mut().push(e);

@@ -194,7 +194,7 @@ fn release_boot(ctx: &JobContext<'_>, job: &Job, step: Step) -> Option<String> {
     };
     let emit = |e| ctx.send(e);
     let e = hub(ctx)
-        .change(Call::Off(Line::Boot, mask), Some(&job.alias), &emit)
+        .call(Call::Off(Line::Boot, mask), Some(&job.alias), &emit)
         .err()?;
     let warning = format!(
         "BOOT0 of {} may still be held high (the board starts its bootloader at its next reset): {e}",

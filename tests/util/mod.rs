@@ -315,9 +315,14 @@ impl TestEnv {
 
     /// `<command> <mask>` of every hub call, in order.
     pub fn hub_calls(&self) -> Vec<String> {
+        self.tool_calls("hub")
+    }
+
+    /// The arguments of every run of a lab `tool` (`hub`, `uhubctl`), joined, in order.
+    pub fn tool_calls(&self, tool: &str) -> Vec<String> {
         self.calls()
             .iter()
-            .filter(|c| c["tool"] == "hub" && c["event"] == "start")
+            .filter(|c| c["tool"] == tool && c["event"] == "start")
             .map(|c| {
                 c["argv"]
                     .as_array()
