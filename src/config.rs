@@ -64,9 +64,19 @@ pub struct Server {
     /// How many boards of this server are flashed at once.
     #[serde(default = "default_max_parallel")]
     pub max_parallel: usize,
-    /// Whether the hub can switch port power.
+    /// Whether the hub may switch port power (default: no on the custom hub, yes when power
+    /// goes through uhubctl); see [`Server::can_switch_power`].
     #[serde(default)]
-    pub power_control: bool,
+    pub power_control: Option<bool>,
+    /// Port power through a stock USB hub with `uhubctl` on the server: `true` (uhubctl on the
+    /// server's PATH) or its path. With `hub_cli` also set, power stays with the custom hub
+    /// and uhubctl only tells where each board is plugged (stm-remote extension).
+    #[serde(default, deserialize_with = "uhubctl_setting")]
+    pub uhubctl: Option<String>,
+    /// The location (`1-1.4`) of the server's stock hub, for devices that give only a
+    /// `hub_port` (`USB3` = its port 3) (stm-remote extension).
+    #[serde(default)]
+    pub usb_hub: Option<String>,
     /// ssh port (stm-remote extension).
     #[serde(default = "default_port")]
     pub port: u16,
@@ -209,10 +219,86 @@ pub struct Device {
     /// boards of one multiplexer share its probe's serial (stm-remote extension).
     #[serde(default)]
     pub stlink_mux: Option<u8>,
+    /// The location (`1-1.4`, as uhubctl names it) of the USB hub the board is plugged into
+    /// (stm-remote extension; `discover` fills it).
+    #[serde(default)]
+    pub usb_hub: Option<String>,
+    /// The port of that hub (1..14) (stm-remote extension; `discover` fills it).
+    #[serde(default)]
+    pub usb_port: Option<u8>,
 }
 
 fn default_interface() -> String {
     "USB".into()
+}
+
+/// `"uhubctl": true` (uhubctl on PATH), `false` (none) or a path.
+fn uhubctl_setting<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Setting {
+        On(bool),
+        Path(String),
+    }
+    Ok(match Option::<Setting>::deserialize(d)? {
+        None | Some(Setting::On(false)) => None,
+        Some(Setting::On(true)) => Some("uhubctl".into()),
+        Some(Setting::Path(p)) => Some(p),
+    })
+}
+
+/// How a server switches the power of a board's port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerBackend {
+    /// The custom hub, through its control script (`hub_cli`).
+    CustomHub,
+    /// A stock hub with per-port power switching, through `uhubctl`.
+    Uhubctl,
+}
+
+/// A port of a stock USB hub, as uhubctl names it: hub location and port number.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UsbPort {
+    pub location: String,
+    pub port: u8,
+}
+
+impl fmt::Display for UsbPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.location, self.port)
+    }
+}
+
+/// The port whose power a board hangs on, on the server's power backend.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PowerPort {
+    /// A port of the custom hub, as a mask (`USB3` = `0x0004`).
+    Custom(u16),
+    /// A port of a stock hub.
+    Usb(UsbPort),
+}
+
+impl fmt::Display for PowerPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PowerPort::Custom(mask) => f.write_str(
+                &(0..16)
+                    .filter(|i| mask & (1 << i) != 0)
+                    .map(|i| format!("USB{}", i + 1))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            PowerPort::Usb(p) => write!(f, "{p}"),
+        }
+    }
+}
+
+/// A stock hub's location as uhubctl prints it: the bus, then the port path (`1-1.4`), or
+/// the bus alone for a root hub.
+pub fn is_usb_location(s: &str) -> bool {
+    let (bus, path) = s.split_once('-').unwrap_or((s, ""));
+    let number = |t: &str| !t.is_empty() && t.len() <= 3 && t.bytes().all(|b| b.is_ascii_digit());
+    number(bus) && (path.is_empty() && !s.contains('-') || path.split('.').all(number))
 }
 
 impl Device {
@@ -225,9 +311,49 @@ impl Device {
     pub fn hub_mask(&self) -> Option<u16> {
         self.hub_port.as_deref().and_then(hub_port_mask)
     }
+
+    /// Where the board is plugged on a stock hub: its `usb_hub`/`usb_port`, else the server's
+    /// `usb_hub` and the number of its `hub_port`.
+    pub fn usb_location(&self, server: &Server) -> Option<UsbPort> {
+        let location = self.usb_hub.clone().or_else(|| server.usb_hub.clone())?;
+        let port = self.usb_port.or_else(|| {
+            self.hub_mask()
+                .map(|m| m.trailing_zeros() as u8 + 1)
+                .filter(|_| self.usb_hub.is_none())
+        })?;
+        Some(UsbPort { location, port })
+    }
+
+    /// The port whose power the server switches for this board, if any.
+    pub fn power_port(&self, server: &Server) -> Option<PowerPort> {
+        match server.power_backend()? {
+            PowerBackend::CustomHub => self.hub_mask().map(PowerPort::Custom),
+            PowerBackend::Uhubctl => self.usb_location(server).map(PowerPort::Usb),
+        }
+    }
 }
 
 impl Server {
+    /// How this server switches port power: the custom hub when it has `hub_cli`, else
+    /// uhubctl when it has `uhubctl`.
+    pub fn power_backend(&self) -> Option<PowerBackend> {
+        if self.hub_cli.is_some() {
+            Some(PowerBackend::CustomHub)
+        } else if self.uhubctl.is_some() {
+            Some(PowerBackend::Uhubctl)
+        } else {
+            None
+        }
+    }
+
+    /// Whether port power may be switched: `power_control` when given, else yes exactly when
+    /// power goes through uhubctl (the original's custom hub needed `power_control: true`).
+    pub fn can_switch_power(&self) -> bool {
+        self.power_control
+            .unwrap_or(self.power_backend() == Some(PowerBackend::Uhubctl))
+            && self.power_backend().is_some()
+    }
+
     /// The path of `name` directly under `remote_tmp` (lock files, the work dir template).
     pub fn remote_path(&self, name: &str) -> String {
         format!("{}/{name}", self.remote_tmp.trim_end_matches('/'))
@@ -676,6 +802,18 @@ fn validate_server(name: &str, s: &Server) -> Result<(), String> {
             ));
         }
     }
+    if let Some(loc) = &s.usb_hub
+        && !is_usb_location(loc)
+    {
+        return Err(format!(
+            "`usb_hub` {loc:?} is not a USB hub location as uhubctl prints it (`1-1.4`)"
+        ));
+    }
+    if let Some(path) = &s.uhubctl
+        && (path.trim().is_empty() || path.chars().any(char::is_control))
+    {
+        return Err(format!("`uhubctl` {path:?} is not a path"));
+    }
     if !(1..=16).contains(&s.hub_ports) {
         return Err(format!("`hub_ports` is {}; it must be 1..16", s.hub_ports));
     }
@@ -727,6 +865,29 @@ fn validate_device(alias: &str, d: &Device, config: &Config) -> Result<(), Strin
                 d.server
             ));
         }
+    }
+    if let Some(loc) = &d.usb_hub
+        && !is_usb_location(loc)
+    {
+        return Err(format!(
+            "`usb_hub` {loc:?} is not a USB hub location as uhubctl prints it (`1-1.4`)"
+        ));
+    }
+    if let Some(port) = d.usb_port
+        && !(1..=14).contains(&port)
+    {
+        return Err(format!("`usb_port` is {port}; it must be a hub port 1..14"));
+    }
+    let server = &config.servers[&d.server];
+    if server.power_backend() == Some(PowerBackend::Uhubctl)
+        && (d.hub_port.is_some() || d.usb_hub.is_some() || d.usb_port.is_some())
+        && d.usb_location(server).is_none()
+    {
+        return Err(format!(
+            "server `{}` switches power with uhubctl, so the board needs `usb_hub` and \
+             `usb_port` (or a `hub_port` with the server's `usb_hub`)",
+            d.server
+        ));
     }
     if let Some(channel) = d.stlink_mux {
         if !(1..=16).contains(&channel) {

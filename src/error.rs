@@ -101,7 +101,7 @@ pub enum Error {
 
     /// The hub cannot be driven as asked, or did not do what it was told.
     #[error(transparent)]
-    Hub(#[from] crate::hub::HubError),
+    Hub(Box<crate::hub::HubError>),
 
     /// A local process could not be run at all.
     #[error(transparent)]
@@ -115,6 +115,12 @@ pub enum Error {
     /// Writing to stdout failed (other than a closed pipe).
     #[error("cannot write output: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<crate::hub::HubError> for Error {
+    fn from(e: crate::hub::HubError) -> Self {
+        Error::Hub(Box::new(e))
+    }
 }
 
 impl Error {
@@ -131,10 +137,10 @@ impl Error {
             | Error::List { .. }
             | Error::Process(_)
             | Error::Io(_)
-            | Error::Report { .. }
-            | Error::Hub(crate::hub::HubError::NotAvailable(_)) => EXIT_SETUP,
+            | Error::Report { .. } => EXIT_SETUP,
+            Error::Hub(h) if matches!(**h, crate::hub::HubError::NotAvailable(_)) => EXIT_SETUP,
             Error::Cancelled => EXIT_INTERRUPTED,
-            Error::Hub(crate::hub::HubError::Failed { .. }) => EXIT_DEVICE_FAILED,
+            Error::Hub(_) => EXIT_DEVICE_FAILED,
         }
     }
 

@@ -55,6 +55,19 @@ pub struct Row {
         serialize_with = "visible_json"
     )]
     pub visible: Option<Visible>,
+    /// Only with `--live` on a server with uhubctl: where the board is plugged (`1-1.4:3`),
+    /// and whether that is not where config.json says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugged: Option<Plugged>,
+}
+
+/// Where a board was seen plugged, by uhubctl.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plugged {
+    pub at: String,
+    /// Another port than config.json's `usb_hub`/`usb_port` (or the server's `usb_hub` and
+    /// the board's `hub_port`).
+    pub moved: bool,
 }
 
 /// The hub lines wired to a device.
@@ -160,6 +173,18 @@ pub fn rows(config: &Config, servers: &[String], reports: Option<&[ServerReport]
                 nrst: d.signals.nrst,
             },
             stlink_mux: d.stlink_mux,
+            plugged: reports.and_then(|reports| {
+                let r = reports.iter().find(|r| r.server == d.server)?;
+                let moved = r.moved.iter().any(|m| &m.alias == alias);
+                let at = r
+                    .devices
+                    .iter()
+                    .find(|f| same_board(f, d.interface(), &d.serial))?
+                    .usb
+                    .as_ref()?
+                    .to_string();
+                Some(Plugged { at, moved })
+            }),
             visible: reports.map(
                 |reports| match reports.iter().find(|r| r.server == d.server) {
                     Some(r) if r.error.is_none() => {
@@ -224,12 +249,16 @@ pub fn render_table(rows: &[Row]) -> String {
 fn render_table_with(rows: &[Row], names: &[&str; 8]) -> String {
     let live = rows.iter().any(|r| r.visible.is_some());
     let mux = rows.iter().any(|r| r.stlink_mux.is_some());
+    let plugged = rows.iter().any(|r| r.plugged.is_some());
     let mut header = names[..7].to_vec();
     if mux {
         header.push("MUX");
     }
     if live {
         header.push(names[7]);
+    }
+    if plugged {
+        header.push("PLUGGED");
     }
     let mut cells: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for r in rows {
@@ -254,6 +283,13 @@ fn render_table_with(rows: &[Row], names: &[&str; 8]) -> String {
                 }
                 .into(),
             );
+        }
+        if plugged {
+            line.push(match &r.plugged {
+                Some(p) if p.moved => format!("{} (moved)", p.at),
+                Some(p) => p.at.clone(),
+                None => "-".into(),
+            });
         }
         cells.push(line);
     }
@@ -375,6 +411,7 @@ mod tests {
             alias: alias.map(str::to_string),
             ambiguous: false,
             mux: Vec::new(),
+            usb: None,
             usable: true,
             device_id: None,
         }

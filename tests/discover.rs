@@ -41,7 +41,7 @@ fn modified(path: &Path) -> SystemTime {
 /// The `--json` entry of one found device.
 fn found(interface: &str, serial: &str, board: Option<&str>, alias: Option<&str>) -> Value {
     json!({"interface": interface, "serial": serial, "board": board, "alias": alias,
-           "ambiguous": false, "mux": [], "usable": true})
+           "ambiguous": false, "mux": [], "usb": null, "usable": true})
 }
 
 #[test]
@@ -110,7 +110,7 @@ fn a_removed_board_is_missing_and_pruned_only_with_prune() {
         run.json(),
         json!({"schema_version": 1, "servers": {"lab": {
             "devices": [found("USB", DFU1, None, Some("dfu1"))],
-            "missing": ["g0"],
+            "missing": ["g0"], "moved": [],
             "error": null}}})
     );
     assert_eq!(config_text(&env), original);
@@ -209,7 +209,7 @@ fn an_unreachable_server_is_reported_and_the_others_are_still_listed_and_updated
     assert_eq!(servers.keys().collect::<Vec<_>>(), ["down", "lab"]);
     assert_eq!(
         servers["lab"],
-        json!({"devices": [found("SWD", G0, Some("NUCLEO-G0B1RE"), None)], "missing": [],
+        json!({"devices": [found("SWD", G0, Some("NUCLEO-G0B1RE"), None)], "missing": [], "moved": [],
                "error": null})
     );
     assert_eq!(servers["down"]["devices"], json!([]));
@@ -261,13 +261,13 @@ fn boards_sharing_a_serial_are_ambiguous_and_never_added() {
     );
     let original = configure(&env, json!({"dfu1": entry(DFU1, "USB", Some("USB3"))}));
     let ambiguous = json!({"interface": "USB", "serial": F072, "board": null, "alias": null,
-                           "ambiguous": true, "mux": [], "usable": true});
+                           "ambiguous": true, "mux": [], "usb": null, "usable": true});
     let run = env.run(&["discover", "--json"]);
     run.code(0);
     assert_eq!(
         run.json()["servers"]["lab"],
         json!({"devices": [ambiguous, ambiguous, found("USB", DFU1, None, Some("dfu1"))],
-               "missing": [], "error": null})
+               "missing": [], "moved": [], "error": null})
     );
     env.run(&["discover", "--yes", "--prune"])
         .code(0)
@@ -292,8 +292,8 @@ fn a_busy_probe_is_listed_as_unusable_and_its_device_is_not_pruned() {
         run.json()["servers"]["lab"],
         json!({"devices": [{"interface": "SWD", "serial": "5&1E237D3C&0&3",
                             "board": "NUCLEO-G0B1RE", "alias": null, "ambiguous": false,
-                            "mux": [], "usable": false}],
-               "missing": [], "error": null})
+                            "mux": [], "usb": null, "usable": false}],
+               "missing": [], "moved": [], "error": null})
     );
     env.run(&["discover", "--yes", "--prune"])
         .code(0)
@@ -350,7 +350,7 @@ fn every_programmer_version_and_output_form_of_the_lab_is_understood() {
             run.json()["servers"]["lab"],
             json!({"devices": [found("USB", DFU1, None, Some("dfu1")),
                                found("SWD", G0, board, None)],
-                   "missing": [], "error": null}),
+                   "missing": [], "moved": [], "error": null}),
             "version {version}, ansi {ansi}, crlf {crlf}"
         );
         // Nothing attached: "nothing found" wording of each version, and dfu1 missing.
@@ -362,7 +362,7 @@ fn every_programmer_version_and_output_form_of_the_lab_is_understood() {
         run.code(0);
         assert_eq!(
             run.json()["servers"]["lab"],
-            json!({"devices": [], "missing": ["dfu1"], "error": null}),
+            json!({"devices": [], "missing": ["dfu1"], "moved": [], "error": null}),
             "version {version}, nothing attached"
         );
     }

@@ -215,8 +215,10 @@ fn mux_env() -> TestEnv {
             json!({"alias": "m1", "serial": MUX_PROBE, "interface": "SWD", "board": "NUCLEO-L4", "mux": 1}),
             json!({"alias": "m2", "serial": MUX_PROBE, "interface": "SWD", "board": "NUCLEO-L4", "mux": 2}),
             json!({"alias": "m3", "serial": MUX_PROBE, "interface": "SWD", "board": "NUCLEO-L4", "mux": 3}),
+            // Its write outlasts all three mux writes: it must overlap one, however late the
+            // machine lets it start.
             json!({"alias": "plain", "serial": "066CFF383333554157243011", "interface": "SWD",
-                   "board": "NUCLEO-G0B1RE"}),
+                   "board": "NUCLEO-G0B1RE", "flash_seconds": 3.0}),
         ],
         4,
     );

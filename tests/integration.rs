@@ -21,4 +21,5 @@ mod recovery;
 mod reports;
 mod terminal;
 mod transport;
+mod uhubctl;
 mod verbosity;

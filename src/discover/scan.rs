@@ -6,12 +6,14 @@
 
 use std::time::Duration;
 
-use super::survey::{ServerReport, survey};
+use super::survey::{ServerReport, locate, survey};
 use crate::config::{Config, Server};
 use crate::error::Error;
+use crate::hub::Hub;
 use crate::jobs::{Answer, Event, each_server, first_answer};
 use crate::programmer::args::{ListWhich, list_args};
 use crate::programmer::{ListOutput, parse_list};
+use crate::remote::SshTarget;
 use crate::report::Reporter;
 
 /// One report per name in `servers`, in that order. Every name must be a server of `config`.
@@ -38,17 +40,42 @@ pub fn show_warnings(reports: &[ServerReport], reporter: &mut Reporter) {
 }
 
 fn report(config: &Config, name: &str, emit: &mut dyn FnMut(Event)) -> ServerReport {
-    let listed = config
-        .server(name)
-        .and_then(|server| list(name, server, emit));
-    match listed {
-        Ok(list) => survey(config, name, &list),
-        Err(e) => ServerReport::failed(name, e.to_string(), e.hint()),
+    let server = match config.server(name) {
+        Ok(s) => s,
+        Err(e) => return ServerReport::failed(name, e.to_string(), e.hint()),
+    };
+    let (list, target) = match list(name, server, emit) {
+        Ok(listed) => listed,
+        Err(e) => return ServerReport::failed(name, e.to_string(), e.hint()),
+    };
+    let mut report = survey(config, name, &list);
+    if server.uhubctl.is_some() {
+        // Where each board is plugged: uhubctl's status of every hub, on the same connection.
+        let hub = Hub {
+            server_name: name,
+            server,
+            target: &target,
+            agents: None,
+        };
+        let events = std::cell::RefCell::new(Vec::new());
+        let hubs = hub.usb_status(None, Some(name), &|e| events.borrow_mut().push(e));
+        events.into_inner().into_iter().for_each(&mut *emit);
+        match hubs {
+            Ok(hubs) => locate(config, &mut report, hubs),
+            Err(e) => report
+                .warnings
+                .push(format!("where the boards are plugged is not known: {e}")),
+        }
     }
+    report
 }
 
 /// Runs `<stm32cli> -l` on the first hostname that answers and parses what it printed.
-fn list(name: &str, server: &Server, emit: &mut dyn FnMut(Event)) -> Result<ListOutput, Error> {
+fn list(
+    name: &str,
+    server: &Server,
+    emit: &mut dyn FnMut(Event),
+) -> Result<(ListOutput, SshTarget), Error> {
     let mut argv = vec![server.stm32cli.clone()];
     argv.extend(list_args(ListWhich::All));
     let deadline = Duration::from_secs_f64(server.programmer_timeout)
@@ -89,7 +116,7 @@ fn list(name: &str, server: &Server, emit: &mut dyn FnMut(Event)) -> Result<List
                     list.stlink.len()
                 ),
             });
-            Ok(list)
+            Ok((list, target))
         }
         Err(e) => {
             let exit = match output.code {

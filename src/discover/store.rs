@@ -32,13 +32,19 @@ const STALE_AFTER: Duration = Duration::from_secs(60);
 
 /// The config entry of a new device.
 fn device_json(d: &NewDevice) -> Value {
-    json!({
+    let mut v = json!({
         "serial": d.serial,
         "server": d.server,
         "hub_port": d.hub_port,
         "default_interface": d.interface.to_string(),
         "signals": {"boot": d.boot, "nrst": d.nrst},
-    })
+    });
+    // The original format without them when uhubctl did not say where the board is.
+    if let Some(u) = &d.usb {
+        v["usb_hub"] = json!(u.location);
+        v["usb_port"] = json!(u.port);
+    }
+    v
 }
 
 /// The new config text after `changes`, or `None` when there are none. The result is
@@ -270,6 +276,7 @@ mod tests {
             hub_port: Some("USB3".into()),
             boot: true,
             nrst: false,
+            usb: None,
         })
     }
 

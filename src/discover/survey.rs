@@ -6,7 +6,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::config::{Config, Interface, validate_alias};
+use crate::config::{Config, Interface, UsbPort, validate_alias};
+use crate::hub::HubStatus;
 use crate::programmer::ListOutput;
 
 /// One device the programmer listed on a server.
@@ -27,6 +28,10 @@ pub struct Found {
     /// An ST-LINK probe behind the hub's multiplexer: the configured boards it reaches, by
     /// channel (`[{"channel": 1, "alias": "m1"}, ...]`); empty otherwise.
     pub mux: Vec<MuxBoard>,
+    /// Where uhubctl sees it plugged (`1-1.4:3`), when the server has uhubctl and its serial
+    /// shows on a port.
+    #[serde(serialize_with = "usb_json")]
+    pub usb: Option<UsbPort>,
     /// False when the listed serial is not a serial (a busy or wedged ST-LINK shows a Windows
     /// device instance id such as `5&1E237D3C&0&3`): such a device cannot be configured.
     pub usable: bool,
@@ -44,6 +49,31 @@ pub struct MuxBoard {
 
 fn as_display<S: serde::Serializer>(i: &Interface, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(i)
+}
+
+fn usb_json<S: serde::Serializer>(u: &Option<UsbPort>, s: S) -> Result<S::Ok, S::Error> {
+    match u {
+        Some(u) => s.collect_str(u),
+        None => s.serialize_none(),
+    }
+}
+
+/// A configured board seen on another USB port than config.json says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    pub alias: String,
+    pub configured: UsbPort,
+    pub seen: UsbPort,
+}
+
+impl std::fmt::Display for Moved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` is configured at {} but plugged into {}",
+            self.alias, self.configured, self.seen
+        )
+    }
 }
 
 impl Found {
@@ -69,6 +99,10 @@ pub struct ServerReport {
     pub hint: Option<String>,
     /// Things the user should know (ambiguous serials, unidentifiable probes).
     pub warnings: Vec<String>,
+    /// The server's stock hubs as uhubctl showed them (empty without uhubctl).
+    pub usb_hubs: Vec<HubStatus>,
+    /// Configured boards seen on another USB port than config.json says.
+    pub moved: Vec<Moved>,
 }
 
 impl ServerReport {
@@ -82,6 +116,8 @@ impl ServerReport {
             error: Some(error),
             hint,
             warnings: Vec::new(),
+            usb_hubs: Vec::new(),
+            moved: Vec::new(),
         }
     }
 }
@@ -113,6 +149,7 @@ pub fn survey(config: &Config, server: &str, list: &ListOutput) -> ServerReport 
             alias: None,
             ambiguous: false,
             mux: Vec::new(),
+            usb: None,
             usable: is_serial(&d.serial),
             device_id: d.device_id.clone(),
         })
@@ -123,6 +160,7 @@ pub fn survey(config: &Config, server: &str, list: &ListOutput) -> ServerReport 
             alias: None,
             ambiguous: false,
             mux: Vec::new(),
+            usb: None,
             usable: p.usable && is_serial(&p.serial),
             device_id: None,
         }))
@@ -226,7 +264,51 @@ pub fn survey(config: &Config, server: &str, list: &ListOutput) -> ServerReport 
         error: None,
         hint: None,
         warnings,
+        usb_hubs: Vec::new(),
+        moved: Vec::new(),
     }
+}
+
+/// Adds what uhubctl shows (`hubs`) to a server's report: where each listed board is plugged
+/// (by its serial on a port), and the configured boards plugged elsewhere than config.json
+/// says (also as warnings).
+pub fn locate(config: &Config, report: &mut ServerReport, hubs: Vec<HubStatus>) {
+    let Some(server) = config.servers.get(&report.server) else {
+        return;
+    };
+    let seen_at = |serial: &str| {
+        hubs.iter().find_map(|h| {
+            h.ports.iter().find(|p| p.holds(serial)).map(|p| UsbPort {
+                location: h.location.clone(),
+                port: p.port,
+            })
+        })
+    };
+    for d in report.devices.iter_mut().filter(|d| d.usable) {
+        d.usb = seen_at(&d.serial);
+    }
+    for (alias, device) in config
+        .devices
+        .iter()
+        .filter(|(_, d)| d.server == report.server)
+    {
+        if let (Some(configured), Some(seen)) =
+            (device.usb_location(server), seen_at(&device.serial))
+            && configured != seen
+        {
+            let moved = Moved {
+                alias: alias.clone(),
+                configured,
+                seen,
+            };
+            report.warnings.push(format!(
+                "{moved}: run `stm-remote discover {}` after moving boards, or fix `usb_hub`/`usb_port`",
+                report.server
+            ));
+            report.moved.push(moved);
+        }
+    }
+    report.usb_hubs = hubs;
 }
 
 fn ambiguity_warning(d: &Found, attached: usize, configured: &[&String]) -> String {
@@ -331,6 +413,7 @@ mod tests {
             alias: None,
             ambiguous: false,
             mux: Vec::new(),
+            usb: None,
             usable: true,
             device_id: None,
         }

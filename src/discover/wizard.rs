@@ -7,7 +7,7 @@ use std::fmt;
 
 use super::prompt::Prompter;
 use super::survey::{Found, ServerReport, propose_alias};
-use crate::config::{Config, Interface, validate_alias};
+use crate::config::{Config, Interface, UsbPort, validate_alias};
 use crate::error::Error;
 
 /// A device to add under `devices`.
@@ -20,6 +20,8 @@ pub struct NewDevice {
     pub hub_port: Option<String>,
     pub boot: bool,
     pub nrst: bool,
+    /// Where uhubctl saw it plugged (`usb_hub`, `usb_port`).
+    pub usb: Option<UsbPort>,
 }
 
 /// One edit of config.json's `devices`.
@@ -41,11 +43,15 @@ impl fmt::Display for Change {
                 match &d.hub_port {
                     Some(p) => write!(
                         f,
-                        ", hub port {p}, BOOT0 {}, NRST {})",
+                        ", hub port {p}, BOOT0 {}, NRST {}",
                         yes_no(d.boot),
                         yes_no(d.nrst)
-                    ),
-                    None => write!(f, ", no hub port)"),
+                    )?,
+                    None => write!(f, ", no hub port")?,
+                }
+                match &d.usb {
+                    Some(u) => write!(f, ", plugged into {u})"),
+                    None => write!(f, ")"),
                 }
             }
             Change::Remove { alias, server } => {
@@ -89,6 +95,7 @@ pub fn accept_all(config: &Config, reports: &[ServerReport], prune: bool) -> Vec
                 hub_port: None,
                 boot: false,
                 nrst: false,
+                usb: d.usb.clone(),
             }));
         }
         if prune {
@@ -134,10 +141,31 @@ pub fn ask(
                 _ => continue,
             };
             taken.0.insert(alias.clone());
+            // Where uhubctl saw it: recorded unless the user says no.
+            let usb = match &d.usb {
+                Some(u) => prompter
+                    .confirm(
+                        &format!(
+                            "uhubctl sees it plugged into {u}: record that (`usb_hub`, `usb_port`)?"
+                        ),
+                        true,
+                    )?
+                    .then(|| u.clone()),
+                None => None,
+            };
+            // The custom hub's port (and its BOOT0/NRST lines) only where there is one.
+            let custom = config
+                .servers
+                .get(&r.server)
+                .is_none_or(|s| s.uhubctl.is_none() || s.hub_cli.is_some());
             let ports = port_choices(config, &r.server, &changes);
-            let hub_port = match prompter.select("Hub port of this board", &ports, 0)? {
-                0 => None,
-                n => Some(format!("USB{n}")),
+            let hub_port = if custom {
+                match prompter.select("Hub port of this board", &ports, 0)? {
+                    0 => None,
+                    n => Some(format!("USB{n}")),
+                }
+            } else {
+                None
             };
             // BOOT0 and NRST are driven per hub port: without one there is nothing to ask.
             let (boot, nrst) = if hub_port.is_some() {
@@ -156,6 +184,7 @@ pub fn ask(
                 hub_port,
                 boot,
                 nrst,
+                usb,
             }));
         }
         for alias in &r.missing {
@@ -304,6 +333,7 @@ ST-Link Probe 0 :
             hub_port: None,
             boot: false,
             nrst: false,
+            usb: None,
         })
     }
 
@@ -377,6 +407,7 @@ ST-Link Probe 0 :
                     hub_port: Some("USB5".into()),
                     boot: true,
                     nrst: false,
+                    usb: None,
                 }),
                 add(
                     "nucleo-g0b1re-2",
@@ -470,5 +501,55 @@ ST-Link Probe 0 :
         let mut p = Scripted::new(&[]);
         assert!(ask(&config, &[report], &mut p).unwrap().is_empty());
         assert!(p.transcript.is_empty());
+    }
+
+    #[test]
+    fn where_uhubctl_sees_a_new_board_is_the_default_answer() {
+        let config = crate::config::parse(
+            r#"{"servers": {"lab": {"hostnames": ["h"], "uhubctl": true, "usb_hub": "1-1.4"}},
+                "devices": {}}"#,
+            Path::new("c.json"),
+        )
+        .unwrap();
+        let mut report = survey(&config, "lab", &parse_list(LIST).unwrap());
+        report.devices.retain(|d| d.serial == "316D386B3436");
+        report.devices[0].usb = Some(UsbPort {
+            location: "1-1.4".into(),
+            port: 2,
+        });
+        let mut p = Scripted::new(&[
+            Reply::Select(0),
+            Reply::Confirm(true),
+            // A uhubctl server has no custom hub: no port, BOOT0 or NRST question.
+            Reply::Confirm(true),
+        ]);
+        let changes = ask(&config, std::slice::from_ref(&report), &mut p).unwrap();
+        assert!(p.finished());
+        let Change::Add(d) = &changes[0] else {
+            panic!("{changes:?}")
+        };
+        assert_eq!(
+            d.usb.as_ref().map(ToString::to_string).as_deref(),
+            Some("1-1.4:2")
+        );
+        assert_eq!(d.hub_port, None);
+        assert!(
+            p.transcript.join("\n").contains(
+                "confirm: uhubctl sees it plugged into 1-1.4:2: record that (`usb_hub`, \
+                 `usb_port`)? default true"
+            ),
+            "{:?}",
+            p.transcript
+        );
+        assert_eq!(
+            accept_all(&config, &[report], false)
+                .iter()
+                .filter_map(|c| match c {
+                    Change::Add(d) => d.usb.clone(),
+                    _ => None,
+                })
+                .count(),
+            1
+        );
     }
 }

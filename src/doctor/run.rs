@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::checks::{Check, Mark, PathState, ServerChecks, parse_probe, probe_argv, probe_checks};
+use crate::config::PowerBackend;
 use crate::config::{self, Server, expand_tilde};
 use crate::error::{EXIT_DEVICE_FAILED, EXIT_OK, Error};
 use crate::hub::{Call, Hub, Line};
@@ -38,7 +39,7 @@ pub fn doctor(
         reporter,
         |name, emit| ServerChecks {
             server: name.to_string(),
-            checks: check_server(name, &config.servers[name], emit),
+            checks: check_server(&config, name, &config.servers[name], emit),
         },
         |name, why| ServerChecks {
             server: name.to_string(),
@@ -57,7 +58,12 @@ pub fn doctor(
 }
 
 /// Every check of one server, in report order.
-fn check_server(name: &str, server: &Server, emit: &mut dyn FnMut(Event)) -> Vec<Check> {
+fn check_server(
+    config: &config::Config,
+    name: &str,
+    server: &Server,
+    emit: &mut dyn FnMut(Event),
+) -> Vec<Check> {
     let mut checks = vec![key_check(name, server)];
     if server.ssh_config.is_some() {
         checks.push(local_file(name, "ssh_config", server.ssh_config.as_deref()));
@@ -126,6 +132,14 @@ fn check_server(name: &str, server: &Server, emit: &mut dyn FnMut(Event)) -> Vec
         on_server.insert(1, check);
     }
     checks.extend(on_server);
+    checks.push(power_check(name, server));
+    if server.uhubctl.is_some() {
+        let events = std::cell::RefCell::new(Vec::new());
+        checks.extend(usb_checks(config, name, server, &answer.target, &|e| {
+            events.borrow_mut().push(e)
+        }));
+        events.into_inner().into_iter().for_each(&mut quiet);
+    }
     checks
 }
 
@@ -157,6 +171,119 @@ fn key_check(server_name: &str, server: &Server) -> Check {
             }),
         ),
     }
+}
+
+/// Which backend switches the server's port power (the recovery ladder's power cycle).
+fn power_check(name: &str, server: &Server) -> Check {
+    let switch = if server.can_switch_power() {
+        ""
+    } else {
+        " (`power_control: false`: power is never switched)"
+    };
+    match server.power_backend() {
+        Some(PowerBackend::CustomHub) => Check::pass(
+            "power",
+            format!(
+                "the custom hub, through `hub_cli`{}{switch}",
+                if server.uhubctl.is_some() {
+                    "; uhubctl shows where the boards are plugged"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        Some(PowerBackend::Uhubctl) => {
+            Check::pass("power", format!("a stock hub, through uhubctl{switch}"))
+        }
+        None => Check::warn(
+            "power",
+            "no hub control: boards cannot be power-cycled or reset by the hub",
+            format!(
+                "set `hub_cli` (the custom hub) or `uhubctl: true` (a stock hub with per-port \
+                 power switching) for server `{name}`; see docs/uhubctl.md"
+            ),
+        ),
+    }
+}
+
+/// uhubctl runs and may switch the hubs; every board with a USB port in config.json is there.
+fn usb_checks(
+    config: &config::Config,
+    name: &str,
+    server: &Server,
+    target: &SshTarget,
+    emit: &dyn Fn(Event),
+) -> Vec<Check> {
+    let hub = Hub {
+        server_name: name,
+        server,
+        target,
+        agents: None,
+    };
+    let hubs = match hub.usb_status(None, None, emit) {
+        Ok(hubs) => hubs,
+        Err(e) => {
+            let hint = e.hint().unwrap_or_default();
+            return vec![Check::fail("uhubctl", e.to_string(), hint)];
+        }
+    };
+    let switchable: Vec<&str> = hubs
+        .iter()
+        .filter(|h| !h.after_action)
+        .map(|h| h.location.as_str())
+        .collect();
+    let uhubctl = if switchable.is_empty() {
+        Check::fail(
+            "uhubctl",
+            "uhubctl sees no hub with per-port power switching",
+            "plug the boards into a hub that uhubctl can switch (docs/uhubctl.md lists what to \
+             look for)",
+        )
+    } else {
+        Check::pass(
+            "uhubctl",
+            format!(
+                "sees {} hub(s) with per-port power switching: {}",
+                switchable.len(),
+                switchable.join(", ")
+            ),
+        )
+    };
+    let seen_at = |serial: &str| {
+        hubs.iter().find_map(|h| {
+            h.ports
+                .iter()
+                .find(|p| p.holds(serial))
+                .map(|p| format!("{}:{}", h.location, p.port))
+        })
+    };
+    let moved: Vec<String> = config
+        .devices
+        .iter()
+        .filter(|(_, d)| d.server == name)
+        .filter_map(|(alias, d)| {
+            let configured = d.usb_location(server)?.to_string();
+            let seen = seen_at(&d.serial)?;
+            (seen != configured)
+                .then(|| format!("`{alias}` is configured at {configured} but plugged into {seen}"))
+        })
+        .collect();
+    let ports = if moved.is_empty() {
+        Check::pass(
+            "usb ports",
+            "every board seen on a hub is where config.json says",
+        )
+    } else {
+        Check::fail(
+            "usb ports",
+            moved.join("; "),
+            format!(
+                "a power cycle of a moved board is refused; run `stm-remote discover {name}` \
+                 after moving boards, or fix `usb_hub`/`usb_port` in config.json"
+            ),
+        )
+    };
+    vec![uhubctl, ports]
 }
 
 /// The ssh_config file named in config.json must be a readable local file.
@@ -309,7 +436,7 @@ fn hub_check(
                 target,
                 agents: None,
             };
-            match hub.query(Call::Get(Line::Power), None, emit) {
+            match hub.call(Call::Get(Line::Power), None, emit) {
                 Ok(mask) => Check::pass(
                     "hub",
                     format!(

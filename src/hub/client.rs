@@ -9,6 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::protocol::{self, Call, Line, PairOutput, Ran, Reply, Step};
+use super::uhubctl;
 use crate::config::Server;
 use crate::jobs::Event;
 use crate::remote::{self, SSH_EXIT_CONNECTION, SshTarget};
@@ -43,6 +44,14 @@ pub enum Problem {
     /// A power cycle or a reset pulse that failed, and what it left: `USB3 left OFF`, then
     /// the failure of the call that should have undone it.
     Left { state: String, cause: Box<HubError> },
+    /// uhubctl failed (no permission, no such hub, not installed, …).
+    Usb(uhubctl::Failure),
+    /// Refused before anything was switched: another configured board is plugged into the
+    /// port (`` `g0` (serial …) is plugged into 1-1.4:3, not `dfu1` ``).
+    WrongBoard(String),
+    /// A stock hub switched other ports along with the asked one (it gangs its ports): which,
+    /// and the configured boards it cut.
+    Ganged(String),
 }
 
 /// A failed hub call.
@@ -109,6 +118,19 @@ impl fmt::Display for Problem {
             ),
             Problem::Transport(why) => f.write_str(why),
             Problem::Left { state, cause } => write!(f, "{state} ({cause})"),
+            Problem::Usb(uhubctl::Failure::Permission) => f.write_str(
+                "uhubctl may not switch the server's hubs as this user (it found none it could \
+                 open: \"There were permission problems while accessing USB\")",
+            ),
+            Problem::Usb(uhubctl::Failure::NoHub) => {
+                f.write_str("uhubctl lists no hub with per-port power switching there")
+            }
+            Problem::Usb(uhubctl::Failure::NotFound) => {
+                f.write_str("uhubctl is not installed on the server (or not at `uhubctl`)")
+            }
+            Problem::Usb(uhubctl::Failure::Other(last)) => write!(f, "uhubctl failed: {last}"),
+            Problem::WrongBoard(what) => write!(f, "refused: {what}; nothing was switched"),
+            Problem::Ganged(what) => f.write_str(what),
         }
     }
 }
@@ -119,7 +141,12 @@ impl Problem {
     pub fn may_have_acted(&self) -> bool {
         matches!(
             self,
-            Problem::Silent | Problem::Unreadable(_) | Problem::Transport(_) | Problem::Left { .. }
+            Problem::Silent
+                | Problem::Unreadable(_)
+                | Problem::Transport(_)
+                | Problem::Left { .. }
+                | Problem::Ganged(_)
+                | Problem::Usb(uhubctl::Failure::Other(_))
         )
     }
 }
@@ -175,6 +202,33 @@ impl HubError {
                 "whether `{call}` reached the hub is not known: check with `stm-remote hub \
                  {server} get_power_state`"
             ),
+            Problem::Usb(uhubctl::Failure::Permission) => format!(
+                "give the server user access to the hubs: install uhubctl's udev rule \
+                 (docs/uhubctl.md) as /etc/udev/rules.d/52-usb.rules, add the user to `dialout`, \
+                 run `sudo udevadm trigger --attr-match=subsystem=usb`; `stm-remote doctor \
+                 {server}` checks it"
+            ),
+            Problem::Usb(uhubctl::Failure::NoHub) => format!(
+                "check the hub location in config.json (`usb_hub`): `stm-remote hub {server} \
+                 get_power_state` lists the hubs uhubctl can switch; a hub that gangs its ports \
+                 is not one of them"
+            ),
+            Problem::Usb(uhubctl::Failure::NotFound) => {
+                "install it on the server (`sudo apt install uhubctl`) or set `uhubctl` to its path"
+                    .into()
+            }
+            Problem::Usb(uhubctl::Failure::Other(_)) => {
+                format!("run `uhubctl` on the server by hand to see what it says about `{call}`")
+            }
+            Problem::WrongBoard(_) => format!(
+                "the boards were moved: run `stm-remote discover {server}` to record where each \
+                 is plugged, or fix `usb_hub`/`usb_port` in config.json"
+            ),
+            Problem::Ganged(_) => {
+                "this hub switches its ports together: give each board that may be power-cycled \
+                 a hub with per-port switching, or keep such boards alone on their hub"
+                    .into()
+            }
             Problem::Left { cause, .. } => format!(
                 "{}; then check the ports with `stm-remote hub {server} get_power_state` (and \
                  `get_nrst_state`) and switch them back by hand if needed",
@@ -227,7 +281,7 @@ impl Hub<'_> {
         if matches!(
             call,
             Call::On(Line::Power, _) | Call::Off(Line::Power, _) | Call::Set(Line::Power, _)
-        ) && !server.power_control
+        ) && !server.can_switch_power()
         {
             return Err(HubError::NotAvailable(format!(
                 "server `{server_name}` has `power_control: false`; `{}` is refused",
@@ -270,9 +324,27 @@ impl Hub<'_> {
         device: Option<&str>,
         emit: &dyn Fn(Event),
     ) -> Vec<CallResult> {
+        let out = self.execute(steps, device, emit);
+        judge_batch(self.server_name, self.server, steps, &out, device, emit)
+    }
+
+    /// Runs `steps` in one round trip and returns what the batch left; a batch that could not
+    /// run reads as a dropped connection (exit 255 and the reason).
+    pub(super) fn execute(
+        &self,
+        steps: &[Step],
+        device: Option<&str>,
+        emit: &dyn Fn(Event),
+    ) -> remote::Captured {
+        let failed = |why: String| remote::Captured {
+            code: Some(SSH_EXIT_CONNECTION),
+            stdout: String::new(),
+            stderr: why,
+            elapsed: Duration::ZERO,
+        };
         let command = match self.remote_command(steps) {
             Ok(c) => c,
-            Err(e) => return every_call(steps, |_| e.clone()),
+            Err(e) => return failed(e.to_string()),
         };
         let mut cmd = match self.agents {
             Some(_) => self.target.ssh_raw(&command),
@@ -293,28 +365,12 @@ impl Hub<'_> {
             }),
             None => remote::run_with(&mut cmd, opts).map(|out| remote::unframe(out).0),
         };
-        match out {
-            Ok(out) => judge_batch(self.server_name, self.server, steps, &out, device, emit),
-            Err(e) => every_call(steps, |call| HubError::Failed {
-                server: self.server_name.to_string(),
-                call: call.to_string(),
-                problem: Problem::Transport(e.to_string()),
-            }),
-        }
+        out.unwrap_or_else(|e| failed(e.to_string()))
     }
 
-    /// One change, confirmed by its read-back; returns the state read back.
-    pub fn change(
-        &self,
-        call: Call,
-        device: Option<&str>,
-        emit: &dyn Fn(Event),
-    ) -> Result<u32, HubError> {
-        self.single(call, device, emit)
-    }
-
-    /// One query; returns the state it reports.
-    pub fn query(
+    /// One call: a change, confirmed by its read-back (returns the state read back), or a
+    /// query (returns the state it reports).
+    pub fn call(
         &self,
         call: Call,
         device: Option<&str>,
@@ -352,48 +408,32 @@ pub fn hubd_note(server_name: &str, server: &Server) -> Option<Event> {
     })
 }
 
-/// The calls of a batch, in order.
-fn calls_of(steps: &[Step]) -> Vec<Call> {
-    steps
-        .iter()
-        .filter_map(|s| match s {
-            Step::Call(c) => Some(*c),
-            Step::Sleep(_) | Step::Expect(_) => None,
-        })
-        .collect()
-}
-
-/// The same failure for every call of a batch that could not run.
-fn every_call(steps: &[Step], error: impl Fn(Call) -> HubError) -> Vec<CallResult> {
-    calls_of(steps)
-        .into_iter()
-        .map(|call| CallResult {
-            call,
-            ran: None,
-            readback: None,
-            result: Err(error(call)),
-        })
-        .collect()
-}
-
 /// Whether a batch switches power off (and on again): such a batch runs to its end on the
 /// server whatever happens to the client, so it is waited for.
 fn undoes_itself(steps: &[Step]) -> bool {
-    calls_of(steps)
-        .iter()
-        .any(|c| matches!(c, Call::Off(Line::Power, _)))
+    steps.iter().any(|s| match s {
+        Step::Call(c) => matches!(c, Call::Off(Line::Power, _)),
+        Step::Run(args) => args.windows(2).any(|w| w[0] == "-a" && w[1] == "off"),
+        _ => false,
+    })
 }
 
-/// The remote argv of a batch on `server` (its hub script, under its hub lock).
+/// The remote argv of a batch on `server`: its hub script for `call` steps, its uhubctl for
+/// `run` steps, under its hub lock.
 pub fn batch_argv_for(server: &Server, steps: &[Step]) -> Result<Vec<String>, HubError> {
-    let hub_cli = server
-        .hub_cli
-        .as_deref()
-        .ok_or_else(|| HubError::NotAvailable("the server has no `hub_cli`".into()))?;
+    let calls = steps.iter().any(|s| matches!(s, Step::Call(_)));
+    let runs = steps.iter().any(|s| matches!(s, Step::Run(_)));
+    if calls && server.hub_cli.is_none() {
+        return Err(HubError::NotAvailable("the server has no `hub_cli`".into()));
+    }
+    if runs && server.uhubctl.is_none() {
+        return Err(HubError::NotAvailable("the server has no `uhubctl`".into()));
+    }
     Ok(protocol::batch_argv(
         &server.hub_lock,
         HUB_LOCK_WAIT_SECS,
-        hub_cli,
+        server.hub_cli.as_deref().unwrap_or_default(),
+        server.uhubctl.as_deref().unwrap_or_default(),
         steps,
     ))
 }
@@ -404,9 +444,9 @@ pub fn batch_deadline(server: &Server, steps: &[Step]) -> Duration {
     let secs: f64 = steps
         .iter()
         .map(|s| match s {
-            Step::Call(_) => f64::from(HUB_LOCK_WAIT_SECS) + 20.0,
+            Step::Call(_) | Step::Run(_) => f64::from(HUB_LOCK_WAIT_SECS) + 20.0,
             Step::Sleep(t) => *t,
-            Step::Expect(_) => 0.0,
+            Step::Expect(_) | Step::Guard { .. } => 0.0,
         })
         .sum();
     Duration::from_secs_f64(secs + f64::from(server.connect_timeout) + 10.0)
@@ -434,9 +474,15 @@ pub fn judge_batch(
         (false, true) => "the hub batch ended early".to_string(),
         (false, false) => format!("the hub batch ended early: {why}"),
     };
-    calls_of(steps)
-        .into_iter()
+    // One entry per reporting step (calls and uhubctl runs); the calls' are judged here.
+    steps
+        .iter()
+        .filter(|s| matches!(s, Step::Call(_) | Step::Run(_)))
         .zip(pairs)
+        .filter_map(|(step, pair)| match step {
+            Step::Call(call) => Some((*call, pair)),
+            _ => None,
+        })
         .map(|(call, pair)| {
             let (ran, readback, result) = match pair {
                 PairOutput::Missing => (None, None, Err(Problem::Transport(lost.clone()))),

@@ -8,9 +8,10 @@ use std::fmt::Write as _;
 use serde_json::{Value, json};
 
 use super::client::{self, CallResult, Hub, HubError, Problem};
+use super::power::Guard;
 use super::protocol::{self, Call, Line, Step, mask_hex, mask_ports};
 use super::target::{parse_channel, parse_ports};
-use crate::config::{Config, Server};
+use crate::config::{Config, PowerBackend, Server};
 use crate::error::{EXIT_OK, Error};
 use crate::jobs::{Event, Preview, first_answer_with};
 use crate::report::{Reporter, print_stdout};
@@ -179,52 +180,45 @@ pub fn hub_command(
     req: &HubRequest<'_>,
     reporter: &mut Reporter,
 ) -> Result<u8, Error> {
+    let server = config.server(req.server)?;
+    if server.power_backend() == Some(PowerBackend::Uhubctl) {
+        return super::usb_command::usb_hub_command(config, server, req, reporter);
+    }
     let (server, plan) = check(config, req)?;
-    let steps = plan.steps();
-    let argv = client::batch_argv_for(server, &steps)?;
+    // Before a port goes off: where uhubctl sees its boards, no board configured elsewhere.
+    let guard = match plan {
+        Plan::Change(Call::Off(Line::Power, mask)) | Plan::Cycle { mask, .. } => {
+            let devices: Vec<(String, crate::config::Device)> = config
+                .devices
+                .iter()
+                .filter(|(_, d)| d.server == req.server)
+                .map(|(a, d)| (a.clone(), d.clone()))
+                .collect();
+            Guard::for_ports(&devices, server, mask)
+        }
+        _ => Guard::default(),
+    };
+    let mut steps = guard.steps();
+    steps.extend(plan.steps());
     if req.dry_run {
-        let (mut preview, target) = Preview::start(req.server, server);
-        let hub = Hub {
-            server_name: req.server,
-            server,
-            target: &target,
-            agents: None,
-        };
-        let what: Vec<String> = steps.iter().map(describe_step).collect();
-        preview.step(
-            &format!(
-                "log in and run the hub calls in one batch: {}",
-                what.join(", then ")
-            ),
-            &[format!(
-                "each call and its read-back under the hub lock {} (held with flock, waiting up \
-                 to {} s), with {}",
-                server.hub_lock,
-                client::HUB_LOCK_WAIT_SECS,
-                server.hub_cli.as_deref().unwrap_or_default()
-            )],
-            &hub.command(&steps)?,
+        let detail = format!(
+            "each call and its read-back under the hub lock {} (held with flock, waiting up to \
+             {} s), with {}",
+            server.hub_lock,
+            client::HUB_LOCK_WAIT_SECS,
+            server.hub_cli.as_deref().unwrap_or_default()
         );
-        print_stdout(&preview.finish_plain())?;
-        return Ok(EXIT_OK);
+        return preview_batch(req.server, server, &steps, "the hub calls", detail);
     }
     if let Some(note) = client::hubd_note(req.server, server) {
         reporter.handle(note);
     }
-    // One login: the batch runs on the first hostname that answers.
-    let hub_deadline = client::batch_deadline(server, &steps);
-    let opts = crate::remote::RunOptions {
-        deadline: Some(hub_deadline),
-        uncancellable: matches!(plan, Plan::Cycle { .. }),
-        ..crate::remote::RunOptions::default()
-    };
-    let answer = first_answer_with(
+    let answer = run_batch_once(
         req.server,
         server,
-        &argv,
-        opts,
-        Some(protocol::BEGIN_LINE),
-        &mut |e| reporter.handle(e),
+        &steps,
+        matches!(plan, Plan::Cycle { .. }),
+        reporter,
     )?;
     let events = std::cell::RefCell::new(Vec::new());
     let emit = |e: Event| events.borrow_mut().push(e);
@@ -232,9 +226,14 @@ pub fn hub_command(
     for e in events.into_inner() {
         reporter.handle(e);
     }
-    let verdict = match plan {
-        Plan::Cycle { mask, .. } => client::cycle_verdict(req.server, mask, &results, None),
-        _ => results.first().map_or_else(
+    let verdict = match (protocol::guarded(&answer.output.stdout), plan) {
+        (Some(serial), _) => Err(HubError::Failed {
+            server: req.server.to_string(),
+            call: plan.first_call().to_string(),
+            problem: guard.stopped(&serial, &answer.output.stdout, &steps),
+        }),
+        (None, Plan::Cycle { mask, .. }) => client::cycle_verdict(req.server, mask, &results, None),
+        (None, _) => results.first().map_or_else(
             || Err(missing(req.server, plan.first_call())),
             |r| r.result.clone(),
         ),
@@ -242,7 +241,7 @@ pub fn hub_command(
     if req.json {
         print_stdout(&render_json(config, req, plan, &results, &verdict))?;
     }
-    let value = verdict.map_err(Error::Hub)?;
+    let value = verdict.map_err(Error::from)?;
     match plan {
         Plan::Query(call) if !req.json => {
             print_stdout(&table(config, req.server, call, value))?;
@@ -267,6 +266,61 @@ pub fn hub_command(
     Ok(EXIT_OK)
 }
 
+/// `--dry-run` of a hub command: the one ssh command it would start (on the server's first
+/// hostname), with what its batch does; connects nowhere.
+pub(super) fn preview_batch(
+    server_name: &str,
+    server: &Server,
+    steps: &[Step],
+    what: &str,
+    detail: String,
+) -> Result<u8, Error> {
+    let (mut preview, target) = Preview::start(server_name, server);
+    let hub = Hub {
+        server_name,
+        server,
+        target: &target,
+        agents: None,
+    };
+    let each: Vec<String> = steps.iter().map(describe_step).collect();
+    preview.step(
+        &format!(
+            "log in and run {what} in one batch: {}",
+            each.join(", then ")
+        ),
+        &[detail],
+        &hub.command(steps)?,
+    );
+    print_stdout(&preview.finish_plain())?;
+    Ok(EXIT_OK)
+}
+
+/// Runs a hub batch with one ssh login, on the first hostname that answers (never twice: once
+/// the batch began, its hostname's answer is final). `uncancellable`: a batch that switches
+/// power off is waited for through Ctrl-C (the server runs it to its end anyway).
+pub(super) fn run_batch_once(
+    server_name: &str,
+    server: &Server,
+    steps: &[Step],
+    uncancellable: bool,
+    reporter: &mut Reporter,
+) -> Result<crate::jobs::Answer, Error> {
+    let argv = client::batch_argv_for(server, steps)?;
+    let opts = crate::remote::RunOptions {
+        deadline: Some(client::batch_deadline(server, steps)),
+        uncancellable,
+        ..crate::remote::RunOptions::default()
+    };
+    first_answer_with(
+        server_name,
+        server,
+        &argv,
+        opts,
+        Some(protocol::BEGIN_LINE),
+        &mut |e| reporter.handle(e),
+    )
+}
+
 fn missing(server: &str, call: Call) -> HubError {
     HubError::Failed {
         server: server.to_string(),
@@ -275,7 +329,7 @@ fn missing(server: &str, call: Call) -> HubError {
     }
 }
 
-fn describe_step(step: &Step) -> String {
+pub(super) fn describe_step(step: &Step) -> String {
     match step {
         Step::Call(c) => match c.readback() {
             Some(q) => format!("`{c}` (read back with `{q}`)"),
@@ -283,6 +337,11 @@ fn describe_step(step: &Step) -> String {
         },
         Step::Sleep(s) => format!("a pause of {s} s"),
         Step::Expect(v) => format!("a check that it reads {v}"),
+        Step::Run(args) => format!("`uhubctl {}`", args.join(" ")),
+        Step::Guard { port, serials } => format!(
+            "a check that port {port} holds none of {}",
+            serials.join(", ")
+        ),
     }
 }
 

@@ -149,7 +149,7 @@ pub fn show_value(call: Call, value: u32) -> String {
 }
 
 /// One step of a batch ([`batch_argv`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     /// A call and, for a change, its read-back, both under one hold of the hub lock (so no
     /// other tool talks to the hub in between).
@@ -159,10 +159,18 @@ pub enum Step {
     /// A check on the server that the last read-back shows this value; the batch exits 3 if
     /// it does not.
     Expect(u32),
+    /// A run of the batch's program with these arguments (plain words: a hub location, port
+    /// numbers, options), under the lock; its output is reported like a call's.
+    Run(Vec<String>),
+    /// A check on the server that the last run's status line of this port names none of
+    /// these serials (`[... <serial>]`): else the batch stops at once with exit 4, before
+    /// anything after it runs. A status that failed stops it too (`guard -`): what is
+    /// plugged there is not known.
+    Guard { port: u8, serials: Vec<String> },
 }
 
 /// Runs hub calls on the server: `$1` the hub lock, `$2` seconds to wait for it, `$3` the hub
-/// script, then the steps: `call <command> <argument or ''> <read-back or ''>`,
+/// script (`call` steps), `$4` uhubctl (`run` steps), then the steps: `call <command> <argument or ''> <read-back or ''>`,
 /// `sleep <seconds>`, or `expect <value>`. Each call's output (stdout and stderr) is followed
 /// by a line `stm-remote-hub: rc <exit code>`; a pair whose lock could not be taken by
 /// `stm-remote-hub: lock <flock's exit code>`. `expect` checks the last answer (the read-back
@@ -173,19 +181,19 @@ pub enum Step {
 /// `power_on` after a `power_off`) even when the client is gone. The lock is a `flock` on the
 /// file the original's hub tools use; it is created world-writable when missing, so those
 /// tools (which open it for writing) can still take it.
-const BATCH: &str = r#"lock=$1 wait=$2 hub=$3
-shift 3
+const BATCH: &str = r#"lock=$1 wait=$2 hub=$3 usb=$4
+shift 4
 case $hub in "~/"*) hub=$HOME/${hub#"~/"} ;; esac
+case $usb in "~/"*) usb=$HOME/${usb#"~/"} ;; esac
 case $lock in "~/"*) lock=$HOME/${lock#"~/"} ;; esac
 trap '' HUP PIPE
+set -f
 [ -e "$lock" ] || (umask 0; : >>"$lock") 2>/dev/null
 bad=0 last= lastrc=1
 value() {
-  v=$(printf '%s
-' "$1" | grep -o '0[xX][0-9a-fA-F]\{1,8\}' | head -n 1)
+  v=$(printf '%s\n' "$1" | grep -o '0[xX][0-9a-fA-F]\{1,8\}' | head -n 1)
   if [ -n "$v" ]; then echo $((v)); return; fi
-  printf '%s
-' "$1" | grep -o ':[[:space:]]*[0-9]\{1,10\}' | head -n 1 | tr -dc 0-9
+  printf '%s\n' "$1" | grep -o ':[[:space:]]*[0-9]\{1,10\}' | head -n 1 | tr -dc 0-9
 }
 echo "stm-remote-hub: begin"
 while [ $# -ge 2 ]; do
@@ -193,31 +201,33 @@ while [ $# -ge 2 ]; do
     sleep) sleep "$2"; shift 2; continue ;;
     expect)
       v=$(value "$last")
-      if [ "$lastrc" != 0 ] || printf '%s
-' "$last" | grep -qi 'error\|unknown command' ||
+      if [ "$lastrc" != 0 ] || printf '%s\n' "$last" | grep -qi 'error\|unknown command' ||
         [ -z "$v" ] || [ "$v" -ne "$2" ]; then bad=3; fi
       shift 2; continue ;;
+    guard)
+      p=$2; shift 2
+      if [ "$lastrc" != 0 ]; then printf '\nstm-remote-hub: guard -\n'; exit 4; fi
+      while [ $# -gt 0 ] && [ "$1" != -- ]; do
+        if printf '%s\n' "$last" | grep "^  Port $p: " | grep -qF " $1]"; then
+          printf '\nstm-remote-hub: guard %s\n' "$1"; exit 4
+        fi
+        shift
+      done
+      shift; continue ;;
+    run) a=$2; shift 2; set -- call "$a" '' '' "$@"; run=1 ;;
+    *) run= ;;
   esac
   lastrc=1 last=
   { if flock -E 75 -w "$wait" 9; then
-      last=$("$hub" "$2" ${3:+"$3"} 2>&1); lastrc=$?
-      printf '%s
-
-stm-remote-hub: rc %s
-' "$last" "$lastrc"
+      if [ -n "$run" ]; then last=$("$usb" $2 2>&1); else last=$("$hub" "$2" ${3:+"$3"} 2>&1); fi
+      lastrc=$?
+      printf '%s\n\nstm-remote-hub: rc %s\n' "$last" "$lastrc"
       if [ -n "$4" ]; then
         last=$("$hub" "$4" 2>&1); lastrc=$?
-        printf '%s
-
-stm-remote-hub: rc %s
-' "$last" "$lastrc"
+        printf '%s\n\nstm-remote-hub: rc %s\n' "$last" "$lastrc"
       fi
-    else printf '
-stm-remote-hub: lock %s
-' "$?"; fi
-  } 9<"$lock" || printf '
-stm-remote-hub: lock %s
-' "$?"
+    else printf '\nstm-remote-hub: lock %s\n' "$?"; fi
+  } 9<"$lock" || printf '\nstm-remote-hub: lock %s\n' "$?"
   shift 4
 done
 exit $bad"#;
@@ -228,11 +238,25 @@ const MARK: &str = "stm-remote-hub: ";
 /// The line a batch prints before its first call: once it is in the output, the batch ran.
 pub const BEGIN_LINE: &str = "stm-remote-hub: begin";
 
+/// The serial a batch's `guard` stopped at, if it did.
+pub fn guarded(stdout: &str) -> Option<String> {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("stm-remote-hub: guard "))
+        .map(str::to_string)
+}
+
 /// The exit code of a batch whose `expect` check failed.
 pub const EXIT_NOT_CONFIRMED: i32 = 3;
 
 /// The remote argv of a batch (see [`BATCH`]).
-pub fn batch_argv(lock: &str, lock_wait_secs: u32, hub_cli: &str, steps: &[Step]) -> Vec<String> {
+pub fn batch_argv(
+    lock: &str,
+    lock_wait_secs: u32,
+    hub_cli: &str,
+    uhubctl: &str,
+    steps: &[Step],
+) -> Vec<String> {
     let mut argv: Vec<String> = ["sh", "-c", BATCH, "stm-remote-hub"]
         .map(String::from)
         .to_vec();
@@ -240,6 +264,7 @@ pub fn batch_argv(lock: &str, lock_wait_secs: u32, hub_cli: &str, steps: &[Step]
         lock.to_string(),
         lock_wait_secs.to_string(),
         hub_cli.to_string(),
+        uhubctl.to_string(),
     ]);
     for step in steps {
         match step {
@@ -256,6 +281,16 @@ pub fn batch_argv(lock: &str, lock_wait_secs: u32, hub_cli: &str, steps: &[Step]
             Step::Expect(value) => {
                 argv.push("expect".into());
                 argv.push(value.to_string());
+            }
+            Step::Run(args) => {
+                argv.push("run".into());
+                argv.push(args.join(" "));
+            }
+            Step::Guard { port, serials } => {
+                argv.push("guard".into());
+                argv.push(port.to_string());
+                argv.extend(serials.iter().cloned());
+                argv.push("--".into());
             }
         }
     }
@@ -280,8 +315,9 @@ pub enum PairOutput {
     Missing,
 }
 
-/// Splits a batch's stdout into one entry per `call` step of `steps`, in order. Text before
-/// the batch's `begin` line (a login shell's greeting) is ignored.
+/// Splits a batch's stdout into one entry per `call` and `run` step of `steps`, in order.
+/// Text before the batch's `begin` line (a login shell's greeting) is ignored; after a
+/// `guard` line nothing ran.
 pub fn split_batch(stdout: &str, steps: &[Step]) -> Vec<PairOutput> {
     let text = match stdout.find(BEGIN_LINE) {
         Some(i) => &stdout[i..],
@@ -290,7 +326,11 @@ pub fn split_batch(stdout: &str, steps: &[Step]) -> Vec<PairOutput> {
     let mut lines = text.lines().skip(1);
     let mut out = Vec::new();
     for step in steps {
-        let Step::Call(call) = step else { continue };
+        let has_readback = match step {
+            Step::Call(call) => call.readback().is_some(),
+            Step::Run(_) => false,
+            _ => continue,
+        };
         let mut chunk = String::new();
         let mut next_ran = |chunk: &mut String| -> Option<Result<Ran, i32>> {
             for line in lines.by_ref() {
@@ -302,6 +342,7 @@ pub fn split_batch(stdout: &str, steps: &[Step]) -> Vec<PairOutput> {
                     let output = std::mem::take(chunk).trim_end_matches('\n').to_string();
                     return match kind {
                         Some("lock") => Some(Err(code)),
+                        Some("guard") => None,
                         _ => Some(Ok(Ran { code, output })),
                     };
                 }
@@ -314,7 +355,7 @@ pub fn split_batch(stdout: &str, steps: &[Step]) -> Vec<PairOutput> {
             None => PairOutput::Missing,
             Some(Err(code)) => PairOutput::Lock(code),
             Some(Ok(first)) => {
-                let readback = if call.readback().is_some() {
+                let readback = if has_readback {
                     match next_ran(&mut chunk) {
                         Some(Ok(r)) => Some(r),
                         _ => None,
@@ -722,7 +763,13 @@ mod tests {
             assert_eq!(parsed, want, "{reply}");
             for expected in [3u32, 12, 65534] {
                 let steps = [Step::Call(Call::GetMux), Step::Expect(expected)];
-                let argv = batch_argv(&lock.to_string_lossy(), 5, &hub.to_string_lossy(), &steps);
+                let argv = batch_argv(
+                    &lock.to_string_lossy(),
+                    5,
+                    &hub.to_string_lossy(),
+                    "",
+                    &steps,
+                );
                 let status = std::process::Command::new("dash")
                     .arg("-c")
                     .arg(crate::remote::quote_command(&argv).unwrap())
@@ -761,7 +808,13 @@ mod tests {
             Step::Sleep(0.01),
             Step::Call(Call::GetMux),
         ];
-        let argv = batch_argv(&lock.to_string_lossy(), 5, &hub.to_string_lossy(), &steps);
+        let argv = batch_argv(
+            &lock.to_string_lossy(),
+            5,
+            &hub.to_string_lossy(),
+            "",
+            &steps,
+        );
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(crate::remote::quote_command(&argv).unwrap())

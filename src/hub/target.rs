@@ -1,7 +1,7 @@
 //! What a hub command is pointed at, from the command line (pure): port masks from masks,
 //! port names and device aliases, and ST-LINK multiplexer channels from numbers and aliases.
 
-use crate::config::{Config, hub_port_mask, suggestion};
+use crate::config::{Config, UsbPort, hub_port_mask, is_usb_location, suggestion};
 
 /// Parses a port target: a hex mask (`0x0004`), a port name (`USB3`), a device alias of this
 /// server (its `hub_port`), or a comma list of those. The result is never 0 and never names a
@@ -78,6 +78,55 @@ pub fn parse_channel(spec: &str, config: &Config, server: &str) -> Result<u8, St
     }
 }
 
+/// Parses a stock-hub port target on a server whose power goes through uhubctl: a hub
+/// location and port (`1-1.4:3`), a port name of the server's `usb_hub` (`USB3`), or a device
+/// alias of this server. One port at a time.
+pub fn parse_usb_port(spec: &str, config: &Config, server: &str) -> Result<UsbPort, String> {
+    let spec = spec.trim();
+    if spec.contains(',') {
+        return Err(format!(
+            "{spec:?} names several ports; a stock hub is switched one port at a time"
+        ));
+    }
+    let srv = config.servers.get(server);
+    if let Some((location, port)) = spec.rsplit_once(':') {
+        return match port.parse::<u8>() {
+            Ok(p @ 1..=14) if is_usb_location(location) => Ok(UsbPort {
+                location: location.to_string(),
+                port: p,
+            }),
+            _ => Err(format!(
+                "{spec:?} is not a hub location and port as uhubctl names them (`1-1.4:3`)"
+            )),
+        };
+    }
+    if let Some(mask) = hub_port_mask(spec) {
+        return match srv.and_then(|s| s.usb_hub.clone()) {
+            Some(location) => Ok(UsbPort {
+                location,
+                port: mask.trailing_zeros() as u8 + 1,
+            }),
+            None => Err(format!(
+                "{spec:?} needs the server's `usb_hub` (its hub location); or name the port as \
+                 `<location>:<port>`"
+            )),
+        };
+    }
+    match config.devices.get(spec) {
+        Some(d) if d.server != server => Err(format!(
+            "device `{spec}` is attached to server `{}`, not `{server}`",
+            d.server
+        )),
+        Some(d) => srv
+            .and_then(|s| d.usb_location(s))
+            .ok_or_else(|| format!("device `{spec}` has no `usb_hub`/`usb_port` in config.json")),
+        None => Err(format!(
+            "{spec:?} is neither a hub port (`1-1.4:3`, USB3) nor a device alias{}",
+            suggestion(spec, config.devices.keys())
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,6 +174,34 @@ mod tests {
         let e = parse_ports("USB5", &c, "small").unwrap_err();
         assert!(e.contains("`hub_ports: 4`"), "{e}");
         assert!(parse_ports("0x0010", &c, "small").is_err());
+    }
+
+    #[test]
+    fn usb_port_targets() {
+        let c = crate::config::parse(
+            r#"{"servers": {"u": {"hostnames": ["h"], "uhubctl": true, "usb_hub": "1-1.4"},
+                            "v": {"hostnames": ["h"], "uhubctl": "/opt/uhubctl"}},
+                "devices": {"a": {"serial": "A1", "server": "u", "hub_port": "USB3"},
+                            "b": {"serial": "B1", "server": "u", "usb_hub": "1-1.3", "usb_port": 2},
+                            "c": {"serial": "C1", "server": "v"}}}"#,
+            Path::new("c.json"),
+        )
+        .unwrap();
+        let t = |s: &str, srv: &str| parse_usb_port(s, &c, srv).map(|p| p.to_string());
+        assert_eq!(t("1-1.4:2", "u"), Ok("1-1.4:2".into()));
+        assert_eq!(t("USB4", "u"), Ok("1-1.4:4".into()));
+        assert_eq!(t("a", "u"), Ok("1-1.4:3".into()));
+        assert_eq!(t("b", "u"), Ok("1-1.3:2".into()));
+        assert!(t("USB4", "v").unwrap_err().contains("`usb_hub`"));
+        assert!(t("c", "v").unwrap_err().contains("no `usb_hub`"));
+        assert!(t("1-1.4:99", "u").unwrap_err().contains("uhubctl names"));
+        assert!(t("x;y:3", "u").unwrap_err().contains("uhubctl names"));
+        assert!(
+            t("USB1,USB2", "u")
+                .unwrap_err()
+                .contains("one port at a time")
+        );
+        assert!(t("b", "v").unwrap_err().contains("server `u`"));
     }
 
     #[test]

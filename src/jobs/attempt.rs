@@ -57,6 +57,8 @@ pub struct JobContext<'a> {
     pub events: Sender<Event>,
     pub ports: &'a PortLocks,
     pub probes: &'a ProbeLocks,
+    /// Every configured board of the server: what a power switch must never cut by mistake.
+    pub neighbours: &'a [(String, crate::config::Device)],
 }
 
 impl JobContext<'_> {

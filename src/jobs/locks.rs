@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::plan::Job;
-use crate::config::{Device, Interface};
+use crate::config::{Device, Interface, PowerPort, Server};
 
 /// A board of the run: what has to be listed again after its port was power-cycled.
 #[derive(Debug, Clone)]
@@ -19,40 +19,46 @@ pub struct PortBoard {
 /// Read/write locks per hub port of the run's boards: a flash attempt holds its port's read
 /// lock, a power cycle the write lock, so a power cycle waits for every other flash on that
 /// port and no flash starts on it while it is off.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PortLocks {
-    ports: HashMap<u16, (RwLock<()>, Vec<PortBoard>)>,
+    ports: HashMap<PowerPort, (RwLock<()>, Vec<PortBoard>)>,
+    server: Server,
 }
 
 impl PortLocks {
-    /// Locks for the hub ports of these jobs.
-    pub fn new(jobs: &[Job]) -> Self {
-        let mut ports: HashMap<u16, (RwLock<()>, Vec<PortBoard>)> = HashMap::new();
+    /// Locks for the power ports (on `server`'s backend) of these jobs.
+    pub fn new(jobs: &[Job], server: &Server) -> Self {
+        let mut ports: HashMap<PowerPort, (RwLock<()>, Vec<PortBoard>)> = HashMap::new();
         for job in jobs {
-            if let Some(mask) = job.device.hub_mask() {
-                ports.entry(mask).or_default().1.push(PortBoard {
+            if let Some(port) = job.device.power_port(server) {
+                ports.entry(port).or_default().1.push(PortBoard {
                     serial: job.device.serial.clone(),
                     interface: job.device.interface(),
                 });
             }
         }
-        PortLocks { ports }
+        PortLocks {
+            ports,
+            server: server.clone(),
+        }
     }
 
-    /// Shared hold on the port of `device` (none for a board without hub port).
+    /// Shared hold on the power port of `device` (none for a board without one).
     pub fn flashing(&self, device: &Device) -> Option<RwLockReadGuard<'_, ()>> {
-        let (lock, _) = self.ports.get(&device.hub_mask()?)?;
+        let (lock, _) = self.ports.get(&device.power_port(&self.server)?)?;
         Some(lock.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    pub fn exclusive(&self, mask: u16) -> Option<RwLockWriteGuard<'_, ()>> {
-        let (lock, _) = self.ports.get(&mask)?;
+    /// Sole hold on `port`: every other flash on it has ended, and none starts.
+    pub fn exclusive(&self, port: &PowerPort) -> Option<RwLockWriteGuard<'_, ()>> {
+        let (lock, _) = self.ports.get(port)?;
         Some(lock.write().unwrap_or_else(|e| e.into_inner()))
     }
 
-    pub fn boards(&self, mask: u16) -> Vec<PortBoard> {
+    /// The boards of the run on `port`.
+    pub fn boards(&self, port: &PowerPort) -> Vec<PortBoard> {
         self.ports
-            .get(&mask)
+            .get(port)
             .map(|(_, b)| b.clone())
             .unwrap_or_default()
     }

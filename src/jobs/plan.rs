@@ -136,6 +136,9 @@ pub struct Plan {
     pub server: Server,
     pub jobs: Vec<Job>,
     pub uploads: Vec<Upload>,
+    /// Every configured board of the server, in or out of this run: what a power switch must
+    /// never cut by mistake.
+    pub neighbours: Vec<(String, Device)>,
 }
 
 impl Plan {
@@ -242,11 +245,18 @@ pub fn plan(config: &Config, server: Option<&str>, args: &[String]) -> Result<Ve
             None => {
                 // config.json's validation refuses a device of an undefined server.
                 let server = config.server(&device.server)?;
+                let neighbours = config
+                    .devices
+                    .iter()
+                    .filter(|(_, d)| d.server == device.server)
+                    .map(|(a, d)| (a.clone(), d.clone()))
+                    .collect();
                 plans.push(Plan {
                     server_name: device.server.clone(),
                     server: server.clone(),
                     jobs: Vec::new(),
                     uploads: Vec::new(),
+                    neighbours,
                 });
                 plans.len() - 1
             }

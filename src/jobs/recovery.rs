@@ -14,10 +14,9 @@ use super::attempt::{FailureClass, JobContext, JobFailure, flash_attempt};
 use super::event::{self, Event};
 use super::locks::PortBoard;
 use super::plan::Job;
+use crate::config::PowerPort;
 use crate::config::{Device, Interface, Server};
-use crate::hub::{
-    Call, CallResult, Hub, HubError, Line, Step as HubStep, cycle_steps, cycle_verdict, mask_ports,
-};
+use crate::hub::{Call, CallResult, Guard, Hub, HubError, Line, Op, Step as HubStep, mask_ports};
 use crate::programmer::{self, args::ListWhich};
 use crate::remote;
 
@@ -48,9 +47,10 @@ impl Step {
 
 /// The steps the config allows for this board, in order.
 pub fn ladder(device: &Device, server: &Server) -> Vec<Step> {
-    let hub = server.hub_cli.is_some() && device.hub_mask().is_some();
+    // BOOT0 and NRST are lines of the custom hub.
+    let custom = server.hub_cli.is_some() && device.hub_mask().is_some();
     let mut steps = Vec::new();
-    if hub && device.signals.nrst {
+    if custom && device.signals.nrst {
         steps.push(if device.signals.boot {
             Step::BootNrst
         } else {
@@ -60,7 +60,7 @@ pub fn ladder(device: &Device, server: &Server) -> Vec<Step> {
     if device.interface() == Interface::Swd {
         steps.push(Step::ConnectUnderReset);
     }
-    if hub && server.power_control {
+    if server.can_switch_power() && device.power_port(server).is_some() {
         steps.push(Step::PowerCycle);
     }
     steps
@@ -194,7 +194,7 @@ fn release_boot(ctx: &JobContext<'_>, job: &Job, step: Step) -> Option<String> {
     };
     let emit = |e| ctx.send(e);
     let e = hub(ctx)
-        .change(Call::Off(Line::Boot, mask), Some(&job.alias), &emit)
+        .call(Call::Off(Line::Boot, mask), Some(&job.alias), &emit)
         .err()?;
     let warning = format!(
         "BOOT0 of {} may still be held high (the board starts its bootloader at its next reset): {e}",
@@ -294,40 +294,49 @@ fn run_step(ctx: &JobContext<'_>, job: &Job, step: Step) -> Result<(), StepFailu
             pulse_verdict(&results, mask)?;
             Ok(wait_listed(ctx, alias, &[this_board])?)
         }
-        (Step::PowerCycle, Some(mask)) => {
+        (Step::PowerCycle, _) => {
+            let Some(port) = job.device.power_port(ctx.server) else {
+                return Err(
+                    "the board has no power port (`hub_port`, or `usb_hub` and `usb_port`)"
+                        .to_string()
+                        .into(),
+                );
+            };
             // Waits for every other flash on this port; none starts until the port is back.
-            let _port = ctx.ports.exclusive(mask);
-            let others: Vec<_> = ctx.ports.boards(mask);
+            let _port = ctx.ports.exclusive(&port);
+            let others: Vec<_> = ctx.ports.boards(&port);
             if others.len() > 1 {
                 ctx.send(Event::info(
                     alias,
                     format!(
-                        "power-cycling {} (shared with {} other board(s) of this run)",
-                        mask_ports(mask).join(","),
+                        "power-cycling {port} (shared with {} other board(s) of this run)",
                         others.len() - 1
                     ),
                 ));
             }
-            let results = hub.run(
-                &cycle_steps(mask, ctx.server.power_off_seconds, boot(mask)),
-                Some(alias),
-                &emit,
-            );
-            cycle_verdict(&ctx.session.server_name, mask, &results, boot(mask)).inspect_err(
-                |e| {
+            // Where uhubctl can see the port, no board configured elsewhere may be plugged.
+            let guard = Guard::for_port(ctx.neighbours, ctx.server, &port);
+            let boot = match &port {
+                PowerPort::Custom(mask) => boot(*mask),
+                PowerPort::Usb(_) => None,
+            };
+            let op = Op::Cycle {
+                port,
+                off_seconds: ctx.server.power_off_seconds,
+                boot,
+            };
+            hub.power(&op, &guard, Some(alias), &emit)
+                .inspect_err(|e| {
                     ctx.send(Event::Error {
                         device: Some(alias.to_string()),
                         message: e.to_string(),
                     })
-                },
-            )?;
+                })?;
             let mut boards = vec![this_board];
             boards.extend(others.into_iter().filter(|b| b.serial != job.device.serial));
             Ok(wait_listed(ctx, alias, &boards)?)
         }
-        (Step::Nrst | Step::BootNrst | Step::PowerCycle, None) => {
-            Err("the board has no hub_port".to_string().into())
-        }
+        (Step::Nrst | Step::BootNrst, None) => Err("the board has no hub_port".to_string().into()),
     }
 }
 

@@ -224,7 +224,7 @@ fn run_plan(plan: &Plan, started: Instant, emit: &mut dyn FnMut(Event)) -> Serve
 
 fn run_pool(plan: &Plan, session: &Session, emit: &mut dyn FnMut(Event)) -> Vec<JobResult> {
     let threads = plan.server.max_parallel.clamp(1, plan.jobs.len().max(1));
-    let ports = PortLocks::new(&plan.jobs);
+    let ports = PortLocks::new(&plan.jobs, &plan.server);
     let ports = &ports;
     let probes = ProbeLocks::new(&plan.jobs);
     let probes = &probes;
@@ -244,6 +244,7 @@ fn run_pool(plan: &Plan, session: &Session, emit: &mut dyn FnMut(Event)) -> Vec<
                     events: tx,
                     ports,
                     probes,
+                    neighbours: &plan.neighbours,
                 };
                 let _ = slots[i].set(run_job(&ctx, &plan.jobs[i]));
             };
@@ -301,6 +302,7 @@ mod tests {
                 server,
                 jobs: Vec::new(),
                 uploads: Vec::new(),
+                neighbours: Vec::new(),
             })
             .collect()
     }

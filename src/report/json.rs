@@ -29,16 +29,26 @@ pub fn render_results(results: &[JobResult]) -> String {
 ///
 /// `{"schema_version": 1, "servers": {"<server>": {"devices": [{"interface": "USB"|"SWD", "serial": "...",
 /// "board": "..."|null, "alias": "<configured alias>"|null, "ambiguous": bool, "mux":
-/// [{"channel": 1..16, "alias": "..."}], "usable": bool}], "missing": ["<alias>", ...],
-/// "error": null|"..."}}}`, servers in the
-/// order they were asked for.
+/// [{"channel": 1..16, "alias": "..."}], "usb": "1-1.4:3"|null, "usable": bool}], "missing":
+/// ["<alias>", ...], "moved": [{"alias", "configured": "1-1.4:3", "seen": "1-1.4:2"}],
+/// "error": null|"..."}}}`, servers in the order they were asked for (`usb` and `moved` only
+/// say something on a server with uhubctl).
 pub fn render_discovery(reports: &[ServerReport]) -> String {
     let servers: serde_json::Map<String, serde_json::Value> = reports
         .iter()
         .map(|r| {
             (
                 r.server.clone(),
-                serde_json::json!({"devices": r.devices, "missing": r.missing, "error": r.error}),
+                serde_json::json!({
+                    "devices": r.devices,
+                    "missing": r.missing,
+                    "moved": r.moved.iter().map(|m| serde_json::json!({
+                        "alias": m.alias,
+                        "configured": m.configured.to_string(),
+                        "seen": m.seen.to_string(),
+                    })).collect::<Vec<_>>(),
+                    "error": r.error,
+                }),
             )
         })
         .collect();
@@ -85,6 +95,7 @@ mod tests {
                 alias: Some("g0".into()),
                 ambiguous: false,
                 mux: Vec::new(),
+                usb: None,
                 usable: true,
                 device_id: Some("not serialised".into()),
             }],
@@ -93,6 +104,8 @@ mod tests {
             version: Some("2.20.0".into()),
             hint: None,
             warnings: vec!["not serialised".into()],
+            usb_hubs: Vec::new(),
+            moved: Vec::new(),
             server: "pi2".into(),
         };
         let down = ServerReport::failed("pi1", "cannot reach".into(), Some("x".into()));
@@ -103,9 +116,9 @@ mod tests {
             serde_json::json!({"schema_version": 1, "servers": {
                 "pi2": {"devices": [{"interface": "SWD", "serial": "066DFF515754888367131638",
                          "board": "NUCLEO-G0B1RE", "alias": "g0", "ambiguous": false,
-                         "mux": [], "usable": true}],
-                        "missing": ["old"], "error": null},
-                "pi1": {"devices": [], "missing": [], "error": "cannot reach"}}})
+                         "mux": [], "usb": null, "usable": true}],
+                        "missing": ["old"], "moved": [], "error": null},
+                "pi1": {"devices": [], "missing": [], "moved": [], "error": "cannot reach"}}})
         );
         // Servers keep the order they were asked for; the version comes first.
         assert!(text.find("\"pi2\"").unwrap() < text.find("\"pi1\"").unwrap());

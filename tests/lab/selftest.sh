@@ -458,6 +458,50 @@ set_state 'del s["hub"]'
 prog -l usb
 check "no hub object: ports powered by default" line "  Serial number          : $DFU_SN"
 
+# ---------------------------------------------------------------- uhubctl
+ln -s "$HERE/uhubctl" "$LAB/uhubctl" 2>/dev/null
+UHUB="$LAB/uhubctl"
+uhub() { "$UHUB" "$@" >"$OUT" 2>"$ERR"; RC=$?; }
+fresh_state 2.20.0
+set_state 's["usb_hubs"] = [
+  {"location": "1-1.4", "usb": "2.10", "ports": 4, "switching": "ppps", "dual": "2-1.4", "power": "0x000F"},
+  {"location": "2-1.4", "usb": "3.00", "product": "USB3.0 Hub", "ports": 4, "switching": "ppps", "dual": "1-1.4", "power": "0x000F"},
+  {"location": "1-1.3", "ports": 4, "switching": "ganged", "power": "0x000F"}]
+s["usb_devices"] = [{"usb": "1-1.4:1", "desc": "0bda:8153 Realtek USB 10/100/1000 LAN"}]
+b["'$DFU_SN'"]["usb"] = "1-1.4:3"; b["'$SWD_SN'"]["usb"] = "1-1.4:2"'
+uhub
+check "uhubctl: listing exit 0" rc_is 0
+check "uhubctl: header" line "Current status for hub 1-1.4 [2109:2817 VIA Labs, Inc. USB2.0 Hub, USB 2.10, 4 ports, ppps]"
+check "uhubctl: DFU board on its port" line "  Port 3: 0103 power enable connect [0483:df11 STMicroelectronics STM32  BOOTLOADER $DFU_SN]"
+check "uhubctl: ST-LINK on its port" line "  Port 2: 0103 power enable connect [0483:3748 STMicroelectronics STM32 STLink $SWD_SN]"
+check "uhubctl: device without serial" line "  Port 1: 0103 power enable connect [0bda:8153 Realtek USB 10/100/1000 LAN]"
+check "uhubctl: USB3 half" line "  Port 4: 02a0 power 5gbps Rx.Detect"
+check "uhubctl: ganged hub left out" hasnt "1-1.3"
+uhub -f -l 1-1.3
+check "uhubctl: -f shows the ganged hub" line "Current status for hub 1-1.3 [2109:2817 VIA Labs, Inc. USB2.0 Hub, USB 2.10, 4 ports, ganged]"
+uhub -a off
+check "uhubctl: an action needs one hub (-l) only when several" rc_is 0
+uhub -l 1-1.4 -a on
+uhub -l 1-1.4 -p 3 -a off
+check "uhubctl: off exit 0" rc_is 0
+check "uhubctl: new status off" line "  Port 3: 0000 off"
+check "uhubctl: the USB3 half switched too" line "  Port 3: 00a0 off"
+check "uhubctl: power cut counted" state_is "b['$DFU_SN'].get('power_cuts')" "2"
+prog -l usb
+check "uhubctl: unpowered DFU board hidden" hasnt "$DFU_SN"
+uhub -l 1-1.4 -p 3 -e -a on
+check "uhubctl: -e switches one half only" state_is "[h['power'] for h in s['usb_hubs'][:2]]" "['0x000F', '0x000B']"
+uhub -l 9-9 -p 1 -a off
+check "uhubctl: unknown location exit 1" rc_is 1
+check "uhubctl: unknown location message" err_has "No compatible devices detected at location 9-9!"
+set_state 's["usb_hubs"][0]["physically_ganged"] = True'
+uhub -l 1-1.4 -p 3 -a off
+check "uhubctl: a physically ganged hub cuts every port" state_is "s['usb_hubs'][0]['power']" "0x0000"
+set_state 's["uhubctl"] = {"permission": False}'
+uhub
+check "uhubctl: no permission exit 1" rc_is 1
+check "uhubctl: no permission message" err_has "There were permission problems while accessing USB."
+
 # ---------------------------------------------------------------- wedged boards
 
 fresh_state 2.20.0

@@ -75,7 +75,7 @@ fn start_lab(dir: &Path, name: &str, sshd_extra: &str) -> (Lab, String) {
     let sshd = sshd::Sshd::start(&keys, sshd_extra);
     let known = format!("[127.0.0.1]:{} {host_pub}\n", sshd.port);
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab");
-    for f in ["STM32_Programmer_CLI", "hub_cli.py"] {
+    for f in ["STM32_Programmer_CLI", "hub_cli.py", "uhubctl"] {
         std::fs::copy(src.join(f), lab.join(f)).unwrap();
     }
     let lab = Lab {
@@ -315,9 +315,14 @@ impl TestEnv {
 
     /// `<command> <mask>` of every hub call, in order.
     pub fn hub_calls(&self) -> Vec<String> {
+        self.tool_calls("hub")
+    }
+
+    /// The arguments of every run of a lab `tool` (`hub`, `uhubctl`), joined, in order.
+    pub fn tool_calls(&self, tool: &str) -> Vec<String> {
         self.calls()
             .iter()
-            .filter(|c| c["tool"] == "hub" && c["event"] == "start")
+            .filter(|c| c["tool"] == tool && c["event"] == "start")
             .map(|c| {
                 c["argv"]
                     .as_array()
