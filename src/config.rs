@@ -562,12 +562,63 @@ pub fn init(explicit: Option<&Path>) -> Result<PathBuf, Error> {
     Ok(path)
 }
 
-/// Parses and validates config text (pure; `path` is only used in messages).
+/// Server fields that name a path on the flash server: normalised at load (`//`, `/./` and a
+/// trailing `/` dropped) and refused with a `..` component, which could lead a run's lock,
+/// cache and work files anywhere (`/tmp/../..` is `/`). A new remote path field joins this
+/// list.
+pub const REMOTE_PATH_FIELDS: &[&str] =
+    &["remote_tmp", "workdir", "stm32cli", "hub_cli", "hub_lock"];
+
+/// Parses and validates config text (pure; `path` is only used in messages). In order: the
+/// JSON syntax (line and column), control characters in any name or value under `servers`
+/// and `devices`, the remote paths ([`REMOTE_PATH_FIELDS`]), the types (named by their field
+/// path, `servers.pi1.max_parallel`), then the meaning of each value.
 pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
-    let mut config: Config = serde_json::from_str(text).map_err(|e| Error::Config {
+    let bad = |message: String, hint: Option<&str>| Error::Config {
         path: path.to_path_buf(),
-        message: format!("invalid JSON: {e}"),
-        hint: Some("see docs/config.md in the stm-remote repository for every field".into()),
+        message,
+        hint: hint.map(str::to_string),
+    };
+    let example = "see docs/config.md in the stm-remote repository for every field";
+    let mut value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| bad(format!("invalid JSON: {e}"), Some(example)))?;
+    for section in ["servers", "devices"] {
+        if let Some(v) = value.get(section) {
+            no_control_characters(v, section).map_err(|m| {
+                bad(
+                    m,
+                    Some("names and paths may not hold control characters: retype the value"),
+                )
+            })?;
+        }
+    }
+    if let Some(servers) = value
+        .get_mut("servers")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        for (name, server) in servers.iter_mut() {
+            for field in REMOTE_PATH_FIELDS {
+                if let Some(v) = server.get_mut(*field)
+                    && let Some(p) = v.as_str()
+                {
+                    let normal = normalize_remote_path(p)
+                        .map_err(|m| bad(format!("servers.{name}.{field}: {p:?} {m}"), None))?;
+                    *v = serde_json::Value::String(normal);
+                }
+            }
+        }
+    }
+    let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+        let at = e.path().to_string();
+        let what = reword_type_error(&e.into_inner().to_string());
+        bad(
+            if at == "." {
+                what
+            } else {
+                format!("{at}: {what}")
+            },
+            Some(example),
+        )
     })?;
     config.path = path.to_path_buf();
     for server in config.servers.values_mut() {
@@ -583,6 +634,103 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
         hint: None,
     })?;
     Ok(config)
+}
+
+/// The first name (object key) or string value under `value` that holds a control character
+/// (NUL, newline, ESC, DEL, C1, ...), named by its field path: such a name breaks thread
+/// names and forges log lines, such a path never names the intended file.
+fn no_control_characters(value: &serde_json::Value, at: &str) -> Result<(), String> {
+    use crate::report::escape;
+    let bad = |s: &str| s.chars().find(|c| c.is_control());
+    match value {
+        serde_json::Value::String(s) => match bad(s) {
+            Some(c) => Err(format!(
+                "{at}: \"{}\" contains a control character ({})",
+                escape(s),
+                escape(&c.to_string())
+            )),
+            None => Ok(()),
+        },
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| no_control_characters(v, &format!("{at}[{i}]"))),
+        serde_json::Value::Object(map) => map.iter().try_for_each(|(k, v)| {
+            let here = format!("{at}.{}", escape(k));
+            if let Some(c) = bad(k) {
+                return Err(format!(
+                    "{here}: the name contains a control character ({})",
+                    escape(&c.to_string())
+                ));
+            }
+            no_control_characters(v, &here)
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A remote path without `//`, `/./` and a trailing `/`; `..` is refused. A leading `~/`
+/// and a bare command name (found on the server's PATH) stay as they are.
+pub fn normalize_remote_path(path: &str) -> Result<String, String> {
+    let mut parts = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                return Err("has a `..` component; give the directory itself (no `..`)".to_string());
+            }
+            p => parts.push(p),
+        }
+    }
+    let joined = parts.join("/");
+    Ok(if path.starts_with('/') {
+        format!("/{joined}")
+    } else {
+        joined
+    })
+}
+
+/// serde's `invalid type: string "4", expected usize` as `expected a number, found the
+/// string "4"`; other messages unchanged.
+fn reword_type_error(message: &str) -> String {
+    static RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"^invalid (?:type|value): (.+), expected (.+?)( at line \d+ column \d+)?$",
+        )
+        .expect("a valid regex")
+    });
+    let Some(c) = RE.captures(message) else {
+        return message.to_string();
+    };
+    let found = &c[1];
+    let found = if let Some(s) = found.strip_prefix("string ") {
+        format!("the string {s}")
+    } else if let Some(n) = found
+        .strip_prefix("integer ")
+        .or_else(|| found.strip_prefix("floating point "))
+    {
+        format!("the number {}", n.trim_matches('`'))
+    } else if let Some(b) = found.strip_prefix("boolean ") {
+        b.trim_matches('`').to_string()
+    } else {
+        match found {
+            "sequence" => "a list".into(),
+            "map" => "an object".into(),
+            "unit value" => "null".into(),
+            other => other.to_string(),
+        }
+    };
+    let expected = match &c[2] {
+        "u8" => "a whole number from 0 to 255".to_string(),
+        "u16" => "a whole number from 0 to 65535".to_string(),
+        "u32" | "u64" | "usize" => "a whole number (0 or more)".to_string(),
+        "i8" | "i16" | "i32" | "i64" | "isize" => "a whole number".to_string(),
+        "f32" | "f64" => "a number".to_string(),
+        "a sequence" => "a list".to_string(),
+        e if e.starts_with("struct ") || e == "a map" => "an object".to_string(),
+        e => e.to_string(),
+    };
+    format!("expected {expected}, found {found}")
 }
 
 /// Every semantic check of the whole file; the first problem found is returned.
@@ -682,14 +830,6 @@ fn validate_server(name: &str, s: &Server) -> Result<(), String> {
     }
     if s.connect_timeout == 0 {
         return Err("`connect_timeout` must be at least 1 second".into());
-    }
-    for (what, v) in [
-        ("stm32cli", Some(&s.stm32cli)),
-        ("hub_cli", s.hub_cli.as_ref()),
-    ] {
-        if v.is_some_and(|v| v.contains('\0') || v.contains('\n')) {
-            return Err(format!("`{what}` contains a NUL or newline"));
-        }
     }
     Ok(())
 }
@@ -1012,10 +1152,133 @@ mod tests {
             e.contains("server `pi2` is not defined") && e.contains("did you mean `pi1`"),
             "{e}"
         );
-        let e = err(r#"{"servers": {"pi1": {"hostnames": "h"}}}"#);
-        assert!(e.contains("invalid JSON") && e.contains("line 1"), "{e}");
         let e = err("{\"servers\": ");
-        assert!(e.contains("invalid JSON"), "{e}");
+        assert!(e.contains("invalid JSON") && e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_type_is_named_by_its_field_path() {
+        for (server, message) in [
+            (
+                r#""hostnames": "h""#,
+                r#"servers.pi1.hostnames: expected a list, found the string "h""#,
+            ),
+            (
+                r#""hostnames": ["h"], "max_parallel": "4""#,
+                r#"servers.pi1.max_parallel: expected a whole number (0 or more), found the string "4""#,
+            ),
+            (
+                r#""hostnames": ["h"], "max_parallel": -1"#,
+                "servers.pi1.max_parallel: expected a whole number (0 or more), found the number -1",
+            ),
+            (
+                r#""hostnames": ["h"], "port": 70000"#,
+                "servers.pi1.port: expected a whole number from 0 to 65535, found the number 70000",
+            ),
+            (
+                r#""hostnames": ["h"], "multiplex": "yes""#,
+                r#"servers.pi1.multiplex: expected a boolean, found the string "yes""#,
+            ),
+            (
+                r#""hostnames": ["h"], "programmer_timeout": [1]"#,
+                "servers.pi1.programmer_timeout: expected a number, found a list",
+            ),
+            (
+                r#""hostnames": [1]"#,
+                "servers.pi1.hostnames[0]: expected a string, found the number 1",
+            ),
+            (r#""user": "pi""#, "servers.pi1: missing field `hostnames`"),
+        ] {
+            let e = err(&format!(r#"{{"servers": {{"pi1": {{{server}}}}}}}"#));
+            assert_eq!(e, format!("config file `c.json`: {message}"), "{server}");
+        }
+        let e = err(r#"{"servers": {}, "devices": {"d": {"serial": 5, "server": "pi1"}}}"#);
+        assert!(
+            e.ends_with("devices.d.serial: expected a string, found the number 5"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn control_characters_in_any_name_or_path_are_refused_with_the_field() {
+        let server =
+            |extra: &str| format!(r#"{{"servers": {{"pi1": {{"hostnames": ["h"]{extra}}}}}}}"#);
+        for (text, message) in [
+            (
+                r#"{"servers": {"pi\u00001": {"hostnames": ["h"]}}}"#.to_string(),
+                r#"servers.pi\x001: the name contains a control character (\x00)"#,
+            ),
+            (
+                server(r#", "key": "/home/pi/.ssh/id\u0000x""#),
+                r#"servers.pi1.key: "/home/pi/.ssh/id\x00x" contains a control character (\x00)"#,
+            ),
+            (
+                server(r#", "ssh_config": "/c\nfg""#),
+                r#"servers.pi1.ssh_config: "/c\nfg" contains a control character (\n)"#,
+            ),
+            (
+                server(r#", "stm32cli": "/opt/\u001b[2Jcli""#),
+                r#"servers.pi1.stm32cli: "/opt/\x1b[2Jcli" contains a control character (\x1b)"#,
+            ),
+            (
+                server(r#", "remote_tmp": "/tmp\u007f""#),
+                r#"servers.pi1.remote_tmp: "/tmp\x7f" contains a control character (\x7f)"#,
+            ),
+            (
+                server(r#", "ssh_options": ["ProxyCommand=x\u0085y"]"#),
+                r#"servers.pi1.ssh_options[0]: "ProxyCommand=x\u{85}y" contains a control character (\u{85})"#,
+            ),
+            (
+                r#"{"servers": {"pi1": {"hostnames": ["h\tx"]}}}"#.to_string(),
+                r#"servers.pi1.hostnames[0]: "h\tx" contains a control character (\t)"#,
+            ),
+            (
+                r#"{"servers": {"pi1": {"hostnames": ["h"]}}, "devices": {"d\u001b": {"serial": "A", "server": "pi1"}}}"#.to_string(),
+                r#"devices.d\x1b: the name contains a control character (\x1b)"#,
+            ),
+            (
+                r#"{"servers": {"pi1": {"hostnames": ["h"], "hub_cli": "/x\ny"}}}"#.to_string(),
+                r#"servers.pi1.hub_cli: "/x\ny" contains a control character (\n)"#,
+            ),
+        ] {
+            let e = err(&text);
+            assert_eq!(e, format!("config file `c.json`: {message}"), "{text}");
+            assert!(!e.chars().any(char::is_control), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn remote_paths_are_normalised_and_dot_dot_is_refused() {
+        let c = parse(
+            r#"{"servers": {"pi1": {"hostnames": ["h"], "remote_tmp": "//var//lab/./tmp/",
+                "stm32cli": "~/st//bin/STM32_Programmer_CLI", "hub_cli": "hub.py"}}}"#,
+            Path::new("c.json"),
+        )
+        .unwrap();
+        let s = &c.servers["pi1"];
+        assert_eq!(s.remote_tmp, "/var/lab/tmp");
+        assert_eq!(s.stm32cli, "~/st/bin/STM32_Programmer_CLI");
+        assert_eq!(s.hub_cli.as_deref(), Some("hub.py"));
+        for field in REMOTE_PATH_FIELDS {
+            let e = err(&format!(
+                r#"{{"servers": {{"pi1": {{"hostnames": ["h"], "{field}": "/tmp/../.."}}}}}}"#
+            ));
+            assert_eq!(
+                e,
+                format!(
+                    "config file `c.json`: servers.pi1.{field}: \"/tmp/../..\" has a `..` \
+                     component; give the directory itself (no `..`)"
+                )
+            );
+        }
+        assert_eq!(normalize_remote_path("/").unwrap(), "/");
+        assert_eq!(normalize_remote_path("/tmp/").unwrap(), "/tmp");
+        assert_eq!(
+            normalize_remote_path("STM32_Programmer_CLI").unwrap(),
+            "STM32_Programmer_CLI"
+        );
+        assert!(normalize_remote_path("a/../b").is_err());
+        assert_eq!(normalize_remote_path("a..b/..c").unwrap(), "a..b/..c");
     }
 
     #[test]

@@ -68,6 +68,15 @@ pub enum Error {
         hint: Option<String>,
     },
 
+    /// The configured private key cannot be used (checked before connecting).
+    #[error("server `{server}`: the key {} {problem}", path.display())]
+    Key {
+        server: String,
+        path: PathBuf,
+        problem: String,
+        hint: Option<String>,
+    },
+
     /// A setup step on the server (work dir, upload) failed before any board was touched.
     #[error("server `{server}`: {step} failed: {details}")]
     Remote {
@@ -123,6 +132,7 @@ impl Error {
             | Error::Config { .. }
             | Error::Firmware { .. }
             | Error::Unreachable { .. }
+            | Error::Key { .. }
             | Error::Remote { .. }
             | Error::List { .. }
             | Error::Process(_)
@@ -157,6 +167,12 @@ impl Error {
                  config.json are right, and that `ssh` with the same settings works by hand"
                     .into(),
             ),
+            Error::Key {
+                server, hint: None, ..
+            } => Some(format!(
+                "fix `key` of server `{server}` in config.json, or remove it to use ssh's own keys"
+            )),
+            Error::Key { hint, .. } => hint.clone(),
             Error::Remote { .. } => Some(
                 "check free space and permissions of the server's temp dir (`remote_tmp` in \
                  config.json, default /tmp)"

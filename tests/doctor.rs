@@ -57,7 +57,7 @@ fn a_healthy_lab_passes_every_check_over_one_connection() {
             "{out}"
         );
     }
-    assert!(out.ends_with("  all 11 checks passed\n"), "{out}");
+    assert!(out.ends_with("  all 12 checks passed\n"), "{out}");
     // One connection for `id`, the probe and the hub call.
     let log = env.sshd.log_text();
     assert_eq!(log.matches("Accepted publickey").count(), 1, "{log}");
@@ -84,7 +84,7 @@ fn a_missing_programmer_is_a_failed_check() {
         "{out}"
     );
     assert!(line(&out, "hub").starts_with("  ✓ hub"), "{out}");
-    assert!(out.ends_with("  1 of 11 checks failed\n"), "{out}");
+    assert!(out.ends_with("  1 of 12 checks failed\n"), "{out}");
 }
 
 #[test]

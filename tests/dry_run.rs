@@ -173,7 +173,10 @@ fn hub_dry_run_prints_the_hub_calls_and_switches_nothing() {
          `get_power_state`)"
             .into(),
         format!("under the hub lock {lock} (held with flock, waiting up to 60 s), with {hub}"),
-        format!("-- {}@127.0.0.1 \"sh -c 'lock=", crate::util::whoami()),
+        format!(
+            "-- {}@127.0.0.1 \"echo stm-remote-begin; echo stm-remote-begin >&2; sh -c 'lock=",
+            crate::util::whoami()
+        ),
         format!("stm-remote-hub {lock} 60 {hub} '' call power_off 0x0002 get_power_state\""),
     ] {
         assert!(out.contains(&needle), "{needle:?} missing in\n{out}");

@@ -14,6 +14,7 @@ mod dry_run;
 mod firmware;
 mod flash;
 mod fleet;
+mod hardening;
 mod hub;
 mod list;
 mod recovery;

@@ -319,6 +319,40 @@ fn tmp_check(server_name: &str, server: &Server, p: &Probe) -> Check {
     }
 }
 
+/// Whether the login shell prints something before a command runs (a greeting echoed in
+/// `.bashrc`). stm-remote frames its output and ignores it, but `scp`, `rsync` and other
+/// tools that read a command's output break on it: `!`, with where it comes from.
+pub fn login_check(greeting: &crate::remote::Greeting) -> Check {
+    if greeting.is_empty() {
+        return Check::pass("login", "the login shell prints nothing before a command");
+    }
+    let first = |text: &str| {
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("");
+        let line: String = crate::report::sanitize(line).chars().take(60).collect();
+        format!("{line:?}")
+    };
+    let streams: Vec<String> = [("stdout", &greeting.stdout), ("stderr", &greeting.stderr)]
+        .into_iter()
+        .filter(|(_, text)| !text.is_empty())
+        .map(|(name, text)| format!("{} on {name}", first(text)))
+        .collect();
+    Check::warn(
+        "login",
+        format!(
+            "the login shell prints {} before every command; stm-remote ignores it, but scp, \
+             rsync and other tools break on it",
+            streams.join(" and ")
+        ),
+        "bash reads ~/.bashrc (and /etc/bash.bashrc) also for commands run over ssh: print the \
+         greeting only in interactive shells, inside `case $- in *i*) ... ;; esac` or \
+         `if [ -t 1 ]; then ... fi`, or move it to /etc/motd",
+    )
+}
+
 /// The report of every server: its checks, each ✗ or `!` with its hint, then a count.
 pub fn render(servers: &[ServerChecks]) -> String {
     let mut out = String::new();
@@ -480,14 +514,57 @@ mod tests {
         }
     }
 
-    /// The probe through a local `sh`, as the server's login shell would run it.
-    fn probe_locally(server: &Server) -> Probe {
-        let mut cmd = std::process::Command::new("sh");
+    /// The probe through a local shell, as the server's login shell would run it, with that
+    /// shell as `/bin/sh` too.
+    fn probe_under(shell: &str, server: &Server) -> Probe {
+        let argv = crate::remote::under(shell, &probe_argv(server));
+        let mut cmd = std::process::Command::new(shell);
         cmd.arg("-c")
-            .arg(crate::remote::quote_command(&probe_argv(server)).unwrap());
+            .arg(crate::remote::quote_command(&argv).unwrap());
         let out =
             crate::remote::run(&mut cmd, Some(std::time::Duration::from_secs(30)), None).unwrap();
         parse_probe(&out.stdout).unwrap()
+    }
+
+    fn probe_locally(server: &Server) -> Probe {
+        let probes = crate::remote::test_shells().map(|shell| probe_under(shell, server));
+        // The free space may change between the two runs.
+        let same = |p: &Probe| Probe {
+            free_kib: p.free_kib.map(|_| 0),
+            ..p.clone()
+        };
+        assert_eq!(same(&probes[0]), same(&probes[1]), "dash and bash disagree");
+        probes[0].clone()
+    }
+
+    #[test]
+    fn a_printing_login_shell_is_named_on_each_stream_with_where_it_comes_from() {
+        use crate::remote::Greeting;
+        let clean = login_check(&Greeting::default());
+        assert_eq!(clean.mark, Mark::Pass);
+        let c = login_check(&Greeting {
+            stdout: "\nWelcome to \x1b[1mpi1\x1b[0m!\nsecond line\n".into(),
+            stderr: "motd\n".into(),
+        });
+        assert_eq!(c.mark, Mark::Warn);
+        assert_eq!(
+            c.detail,
+            "the login shell prints \"Welcome to pi1!\" on stdout and \"motd\" on stderr before \
+             every command; stm-remote ignores it, but scp, rsync and other tools break on it"
+        );
+        let hint = c.hint.unwrap();
+        assert!(
+            hint.contains("~/.bashrc") && hint.contains("[ -t 1 ]"),
+            "{hint}"
+        );
+        let c = login_check(&Greeting {
+            stdout: String::new(),
+            stderr: "only here".into(),
+        });
+        assert!(
+            c.detail
+                .starts_with("the login shell prints \"only here\" on stderr before")
+        );
     }
 
     #[test]

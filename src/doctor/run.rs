@@ -1,13 +1,14 @@
 //! `doctor` end to end: per server (in parallel), the local checks (key, ssh_config), then at
 //! most three commands over one ssh connection (ControlMaster): `id -un` on the first hostname
-//! that answers (which one, in how long, as whom), the probe (programmer version, remote_tmp,
-//! tools), and, with a hub script, `get_power_state` through the hub client.
+//! that answers (which one, in how long, as whom, and whether the login shell prints a
+//! greeting first), the probe (programmer version, remote_tmp, tools), and, with a hub
+//! script, `get_power_state` through the hub client.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use super::checks::{Check, PathState, ServerChecks, parse_probe, probe_argv, probe_checks};
+use super::checks::{Check, Mark, PathState, ServerChecks, parse_probe, probe_argv, probe_checks};
 use crate::config::PowerBackend;
 use crate::config::{self, Server, expand_tilde};
 use crate::error::{EXIT_DEVICE_FAILED, EXIT_OK, Error};
@@ -63,14 +64,18 @@ fn check_server(
     server: &Server,
     emit: &mut dyn FnMut(Event),
 ) -> Vec<Check> {
-    let mut checks = vec![local_file(name, "key", server.key.as_deref(), true)];
+    let mut checks = vec![key_check(name, server)];
     if server.ssh_config.is_some() {
-        checks.push(local_file(
-            name,
-            "ssh_config",
-            server.ssh_config.as_deref(),
-            false,
+        checks.push(local_file(name, "ssh_config", server.ssh_config.as_deref()));
+    }
+    if checks[0].mark == Mark::Fail {
+        // ssh would only be refused: say so instead of trying.
+        checks.push(Check::skip("ssh", "not tried: the key cannot be used"));
+        checks.push(Check::skip(
+            "server",
+            "the checks on the server need a connection",
         ));
+        return checks;
     }
     // The doctor reports the hostnames that did not answer itself, as checks.
     let mut quiet = |e: Event| {
@@ -100,6 +105,7 @@ fn check_server(
         }
     };
     checks.extend(ssh_checks(name, server, &answer));
+    checks.push(super::checks::login_check(&answer.greeting));
     let probe = match run_probe(server, &answer.target, &mut quiet) {
         Ok(p) => p,
         Err(why) => {
@@ -135,6 +141,36 @@ fn check_server(
         events.into_inner().into_iter().for_each(&mut quiet);
     }
     checks
+}
+
+/// The key of config.json, checked as a run checks it before connecting ([`remote::check_key`]):
+/// there, readable, not readable by others, and if it needs a passphrase, held by the agent.
+fn key_check(server_name: &str, server: &Server) -> Check {
+    let Some(configured) = server.key.as_deref() else {
+        return Check::pass(
+            "key",
+            "none set in config.json; ssh uses its own (ssh_config, ~/.ssh/id_*)",
+        );
+    };
+    let path = expand_tilde(configured);
+    let shown = path.display();
+    let first = server.hostnames.first().map_or("", String::as_str);
+    match remote::check_key(&SshTarget::new(server, first)) {
+        Ok(()) => {
+            let mode = std::fs::metadata(&path).map_or(0, |m| m.permissions().mode() & 0o777);
+            Check::pass("key", format!("{shown}: readable, mode {mode:04o}"))
+        }
+        Err(e) => Check::fail(
+            "key",
+            format!("{shown}: {}", e.problem),
+            e.hint.unwrap_or_else(|| {
+                format!(
+                    "fix `key` of server `{server_name}` in config.json, or remove it to use \
+                     ssh's default"
+                )
+            }),
+        ),
+    }
 }
 
 /// Which backend switches the server's port power (the recovery ladder's power cycle).
@@ -250,9 +286,8 @@ fn usb_checks(
     vec![uhubctl, ports]
 }
 
-/// The key or ssh_config file named in config.json must be a readable local file; ssh refuses
-/// a private key that others can read.
-fn local_file(server_name: &str, field: &str, configured: Option<&str>, key: bool) -> Check {
+/// The ssh_config file named in config.json must be a readable local file.
+fn local_file(server_name: &str, field: &str, configured: Option<&str>) -> Check {
     let Some(configured) = configured else {
         return Check::pass(
             field,
@@ -264,30 +299,15 @@ fn local_file(server_name: &str, field: &str, configured: Option<&str>, key: boo
         "fix `{field}` of server `{server_name}` in config.json, or remove it to use ssh's default"
     );
     let shown = path.display();
-    let meta = match std::fs::metadata(&path) {
-        Ok(m) if m.is_file() => m,
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() => {}
         Ok(_) => return Check::fail(field, format!("{shown} is not a file"), fix),
         Err(e) => return Check::fail(field, format!("{shown}: {e}"), fix),
-    };
+    }
     if let Err(e) = std::fs::File::open(&path) {
         return Check::fail(field, format!("{shown} cannot be read: {e}"), fix);
     }
-    let mode = meta.permissions().mode() & 0o777;
-    if key && mode & 0o077 != 0 {
-        return Check::fail(
-            field,
-            format!("{shown} has mode {mode:04o}: others can read it, so ssh refuses it"),
-            format!("run `chmod 600 {shown}`"),
-        );
-    }
-    Check::pass(
-        field,
-        if key {
-            format!("{shown}: readable, mode {mode:04o}")
-        } else {
-            format!("{shown}: readable")
-        },
-    )
+    Check::pass(field, format!("{shown}: readable"))
 }
 
 /// The hostnames tried before the one that answered (`!`: every run waits for them), then the
@@ -311,7 +331,7 @@ fn ssh_checks(name: &str, server: &Server, answer: &Answer) -> Vec<Check> {
             )
         })
         .collect();
-    // The last line: a login script may print something first.
+    // The last line (what a login script printed first is not in the output).
     let user = answer
         .output
         .stdout
@@ -353,7 +373,9 @@ fn run_probe(
     target: &SshTarget,
     emit: &mut dyn FnMut(Event),
 ) -> Result<super::checks::Probe, String> {
-    let mut cmd = target.ssh(&probe_argv(server)).map_err(|e| e.to_string())?;
+    let mut cmd = remote::quote_command(&probe_argv(server))
+        .map(|probe| target.ssh_framed(&probe))
+        .map_err(|e| e.to_string())?;
     emit(Event::Command {
         device: None,
         command: remote::display(&cmd),
@@ -361,7 +383,9 @@ fn run_probe(
     let deadline = Duration::from_secs(
         super::checks::VERSION_TIMEOUT_SECS + 15 + u64::from(server.connect_timeout),
     );
-    let out = remote::run(&mut cmd, Some(deadline), None).map_err(|e| e.to_string())?;
+    let (out, _) = remote::run(&mut cmd, Some(deadline), None)
+        .map(remote::unframe)
+        .map_err(|e| e.to_string())?;
     for line in out.stdout.lines() {
         emit(Event::Output {
             device: target.host.clone(),

@@ -305,9 +305,14 @@ impl Hub<'_> {
         remote::quote_command(&argv).map_err(|e| HubError::NotAvailable(e.to_string()))
     }
 
-    /// The one-shot ssh command of a batch (what `--dry-run` and `-v 2` show).
+    /// The one-shot ssh command of a batch (what `--dry-run` and `-v 2` show). Without
+    /// agents it is framed: a greeting of the login shell must not pass for the hub's answer.
     pub fn command(&self, steps: &[Step]) -> Result<Command, HubError> {
-        Ok(self.target.ssh_raw(&self.remote_command(steps)?))
+        let remote = self.remote_command(steps)?;
+        Ok(match self.agents {
+            Some(_) => self.target.ssh_raw(&remote),
+            None => self.target.ssh_framed(&remote),
+        })
     }
 
     /// Runs `steps` in one round trip and judges each call. A batch that holds a change that
@@ -341,7 +346,10 @@ impl Hub<'_> {
             Ok(c) => c,
             Err(e) => return failed(e.to_string()),
         };
-        let mut cmd = self.target.ssh_raw(&command);
+        let mut cmd = match self.agents {
+            Some(_) => self.target.ssh_raw(&command),
+            None => self.target.ssh_framed(&command),
+        };
         emit(Event::Command {
             device: device.map(str::to_string),
             command: remote::display(&cmd),
@@ -355,7 +363,7 @@ impl Hub<'_> {
             Some(agents) => agents.run_raw(&command, &opts, &|c| {
                 emit(crate::jobs::agent_event(device, c))
             }),
-            None => remote::run_with(&mut cmd, opts),
+            None => remote::run_with(&mut cmd, opts).map(|out| remote::unframe(out).0),
         };
         out.unwrap_or_else(|e| failed(e.to_string()))
     }

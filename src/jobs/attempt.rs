@@ -261,21 +261,24 @@ pub(super) fn flash_attempt(
             std::thread::sleep(pause);
             continue;
         }
-        let tail = wrapper::without_wrapper_lines(&out.stderr);
+        let said = in_parentheses(&remote::tail(
+            &wrapper::without_wrapper_lines(&out.stderr),
+            2,
+        ));
         return Err(JobFailure {
             class: FailureClass::Transport,
+            // The server may not know yet (a frozen or cut connection): the programmer runs on
+            // until its sshd notices, so say only what is known.
             message: if started {
                 format!(
-                    "the connection to {} was lost during the flash ({}); the programmer on the server was stopped and the board may be partly written",
+                    "the connection to {} was lost during the flash{said}; the server will stop the programmer when it notices, and the board may be partly written",
                     ctx.session.target.host,
-                    remote::tail(&tail, 2)
                 )
             } else {
                 format!(
-                    "ssh to {} failed: {} ({})",
+                    "ssh to {} failed: {}{said}",
                     ctx.session.target.host,
                     failure.describe(),
-                    remote::tail(&tail, 2)
                 )
             },
             hint: failure.hint().map(str::to_string),
@@ -314,7 +317,12 @@ pub(super) fn flash_attempt(
                 class: FailureClass::Transport,
                 message: wrapper::wrapper_message(&out.stderr)
                     .unwrap_or_else(|| "the job wrapper failed".into()),
-                hint: None,
+                hint: Some(format!(
+                    "the programmer did not run; check `remote_tmp` ({}) on the server: a stray \
+                     file or link at the lock's path, free space and inodes (`df -h`, `df -i`), \
+                     permissions",
+                    ctx.server.remote_tmp
+                )),
             });
         }
         _ => {}
@@ -354,7 +362,28 @@ pub(super) fn flash_attempt(
         class: FailureClass::Programmer(f.kind),
         hint: f.kind.hint().map(str::to_string),
         message: format!("{}: {}", f.kind.label(), f.message),
-    })
+    })?;
+    if report.connected_serial.is_none() {
+        // Not every programmer version is proven to print it: accept the flash, but say so.
+        ctx.send(Event::info(
+            &alias,
+            format!(
+                "the board's identity could not be confirmed: the programmer's output showed no \
+                 serial number for the connected board (expected {})",
+                job.device.serial
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// ` (text)`, or nothing when ssh said nothing.
+fn in_parentheses(text: &str) -> String {
+    if text.trim().is_empty() {
+        String::new()
+    } else {
+        format!(" ({text})")
+    }
 }
 
 /// Why the wrapper refused to run the programmer after the mux switch: the hub's verdict on

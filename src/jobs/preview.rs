@@ -97,12 +97,7 @@ impl Preview {
                 &target.master_command(),
             );
         }
-        let agent = target
-            .ssh(&remote::agent::agent_argv(&format!(
-                "stm-remote-end-{}",
-                "X".repeat(32)
-            )))
-            .map_err(quote_error)?;
+        let agent = remote::agent::command(target, &format!("stm-remote-end-{}", "X".repeat(32)));
         self.step(
             &format!(
                 "start the run's agents ({agents}, one per parallel job): each runs the \
@@ -234,7 +229,7 @@ fn server_plan(plan: &Plan) -> Result<String, Error> {
             &format!(
                 "[{}] write, verify and start {} ({}) over {}, serial {}",
                 job.alias,
-                job.local.display(),
+                crate::report::escape_path(&job.local),
                 job.image,
                 job.device.interface(),
                 job.device.serial
@@ -257,7 +252,13 @@ fn upload_step(
     let details: Vec<String> = plan
         .uploads
         .iter()
-        .map(|u| format!("{} <- {}", u.remote_name, u.local.display()))
+        .map(|u| {
+            format!(
+                "{} <- {}",
+                u.remote_name,
+                crate::report::escape_path(&u.local)
+            )
+        })
         .collect();
     if plan.server.firmware_cache {
         let fetch = target

@@ -62,7 +62,10 @@ pub fn parse_df_available(line: &str) -> Option<u64> {
 #[derive(Debug)]
 pub struct Answer {
     pub target: SshTarget,
+    /// What the command printed, without what the login shell printed before it.
     pub output: remote::Captured,
+    /// What the login shell printed before the command ran (a greeting in `.bashrc`).
+    pub greeting: remote::Greeting,
     /// The hostnames tried before it, and why each did not answer.
     pub skipped: Vec<HostFailure>,
 }
@@ -115,15 +118,22 @@ pub fn first_answer_with<S: AsRef<str>>(
     let command = remote::quote_command(remote_argv).map_err(|e| Error::usage(e.to_string()))?;
     let deadline = opts.deadline.unwrap_or_else(|| server.connect_deadline());
     let ran = |out: &remote::Captured| started.is_some_and(|m| out.stdout.contains(m));
-    first_answer_by(server_name, server, deadline, &ran, emit, |target, emit| {
-        let mut cmd = target.ssh_raw(&command);
-        emit(Event::Command {
-            device: None,
-            command: remote::display(&cmd),
-        });
-        remote::run_with(&mut cmd, opts.clone()).map(|out| (out, ()))
-    })
-    .map(|(answer, ())| answer)
+    // Live lines pass only from the frame's marker on (a greeting is no output of ours).
+    let opts = remote::RunOptions {
+        sink: opts.sink.map(remote::gated_sink),
+        ..opts
+    };
+    let (mut answer, greeting) =
+        first_answer_by(server_name, server, deadline, &ran, emit, |target, emit| {
+            let mut cmd = target.ssh_framed(&command);
+            emit(Event::Command {
+                device: None,
+                command: remote::display(&cmd),
+            });
+            remote::run_with(&mut cmd, opts.clone()).map(remote::unframe)
+        })?;
+    answer.greeting = greeting;
+    Ok(answer)
 }
 
 /// [`first_answer`] with the way a command is run on one address left to `attempt`, which
@@ -139,6 +149,18 @@ fn first_answer_by<T>(
         &mut dyn FnMut(Event),
     ) -> Result<(remote::Captured, T), remote::ProcessError>,
 ) -> Result<(Answer, T), Error> {
+    // A key that ssh cannot use would only say "Permission denied" on every hostname.
+    if let Some(first) = server.hostnames.first() {
+        let target = SshTarget::new(server, first);
+        if let (Some(path), Err(e)) = (&target.key, remote::check_key(&target)) {
+            return Err(Error::Key {
+                server: server_name.to_string(),
+                path: path.clone(),
+                problem: e.problem,
+                hint: e.hint,
+            });
+        }
+    }
     let mut failures: Vec<HostFailure> = Vec::new();
     for host in &server.hostnames {
         let target = SshTarget::new(server, host);
@@ -183,6 +205,7 @@ fn first_answer_by<T>(
             Answer {
                 target,
                 output,
+                greeting: remote::Greeting::default(),
                 skipped: failures,
             },
             extra,
@@ -329,7 +352,8 @@ pub fn upload_display(target: &SshTarget, command: &str, uploads: &[Upload]) -> 
     let files: Vec<String> = uploads
         .iter()
         .map(|u| {
-            let p = u.local.display().to_string();
+            // Shown only: a local name with a newline must not forge a log line.
+            let p = crate::report::escape_path(&u.local);
             remote::quote(&p).map_or(p.clone(), |q| q.into_owned())
         })
         .collect();
@@ -572,9 +596,8 @@ impl Session {
             return;
         }
         // No keeper, or it lost its connection: remove the dir explicitly.
-        let result = self
-            .target
-            .ssh(&["rm", "-rf", "--", self.workdir.as_str()])
+        let result = remote::quote_command(&["rm", "-rf", "--", self.workdir.as_str()])
+            .map(|rm| self.target.ssh_framed(&rm))
             .map_err(|e| e.to_string())
             .and_then(|mut cmd| {
                 emit(Event::Command {
@@ -587,7 +610,9 @@ impl Session {
                     uncancellable: true,
                     ..remote::RunOptions::default()
                 };
-                remote::run_with(&mut cmd, opts).map_err(|e| e.to_string())
+                remote::run_with(&mut cmd, opts)
+                    .map(|out| remote::unframe(out).0)
+                    .map_err(|e| e.to_string())
             });
         match result {
             Ok(out) if out.code == Some(0) => {}
@@ -633,6 +658,136 @@ fn is_our_workdir(path: &str, remote_tmp: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::remote::{test_shells, under};
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    fn server(remote_tmp: &std::path::Path) -> Server {
+        let text = format!(
+            r#"{{"servers": {{"pi1": {{"hostnames": ["h"], "remote_tmp": "{}"}}}}}}"#,
+            remote_tmp.display()
+        );
+        crate::config::parse(&text, std::path::Path::new("c.json"))
+            .unwrap()
+            .servers["pi1"]
+            .clone()
+    }
+
+    /// Runs a snippet's argv (first item `sh`) with `shell` as login shell and `/bin/sh`,
+    /// feeding `input` to its stdin.
+    fn run_under(shell: &str, argv: &[String], input: &[u8]) -> (i32, String, String) {
+        let mut child = Command::new(shell)
+            .arg("-c")
+            .arg(remote::quote_command(&under(shell, argv)).unwrap())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn upload(name: &str, data: &[u8]) -> Upload {
+        use sha2::Digest;
+        Upload {
+            local: name.into(),
+            remote_name: name.into(),
+            sha256: sha2::Sha256::digest(data)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+            data: data.into(),
+        }
+    }
+
+    #[test]
+    fn the_open_snippet_makes_our_work_dir_and_says_its_room_under_each_shell() {
+        for shell in test_shells() {
+            let tmp = tempfile::tempdir().unwrap();
+            let s = server(tmp.path());
+            let (code, stdout, stderr) = run_under(shell, &open_argv(&s), b"");
+            assert_eq!(code, 0, "{shell}: {stderr}");
+            let mut lines = stdout.lines();
+            let dir = lines.next().unwrap();
+            assert!(is_our_workdir(dir, &s.remote_tmp), "{shell}: {stdout}");
+            assert!(std::path::Path::new(dir).is_dir());
+            assert!(
+                lines.next().and_then(parse_df_available).is_some(),
+                "{stdout}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_keeper_removes_the_work_dir_when_its_stdin_closes_under_each_shell() {
+        for shell in test_shells() {
+            let tmp = tempfile::tempdir().unwrap();
+            let dir = tmp.path().join("stm-remote.abcdEFGH");
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("fw1.hex"), "x").unwrap();
+            let argv = under(shell, &keeper_argv(&dir.to_string_lossy()));
+            let mut cmd = Command::new(shell);
+            cmd.arg("-c").arg(remote::quote_command(&argv).unwrap());
+            let keeper = remote::start_background(&mut cmd).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            assert!(dir.exists(), "{shell}: removed while the run lasts");
+            let out = keeper.finish(Duration::from_secs(10)).unwrap();
+            assert_eq!(out.code, Some(0), "{shell}: {out:?}");
+            assert!(!dir.exists(), "{shell}: left behind");
+        }
+    }
+
+    #[test]
+    fn receive_then_fetch_round_trips_through_the_cache_under_each_shell() {
+        for shell in test_shells() {
+            let tmp = tempfile::tempdir().unwrap();
+            let mut s = server(tmp.path());
+            s.firmware_cache = true;
+            let files = [
+                upload("fw1.hex", b"first file"),
+                upload("fw2.bin", &[0u8, 1, 2, 255]),
+            ];
+            let first = tmp.path().join("stm-remote.run1AAAA");
+            std::fs::create_dir(&first).unwrap();
+            let workdir = first.to_string_lossy().into_owned();
+            let input: Vec<u8> = files.iter().flat_map(|u| u.data.to_vec()).collect();
+            let (code, _, stderr) = run_under(shell, &upload_argv(&s, &workdir, &files), &input);
+            assert_eq!(code, 0, "{shell}: {stderr}");
+            for u in &files {
+                assert_eq!(std::fs::read(first.join(&u.remote_name)).unwrap(), &*u.data);
+            }
+            // A later run takes both from the cache.
+            let second = tmp.path().join("stm-remote.run2BBBB");
+            std::fs::create_dir(&second).unwrap();
+            let workdir = second.to_string_lossy().into_owned();
+            let (code, stdout, stderr) = run_under(shell, &fetch_argv(&s, &workdir, &files), b"");
+            assert_eq!(code, 0, "{shell}: {stderr}");
+            assert_eq!(parse_fetch(&stdout), ["fw1.hex", "fw2.bin"], "{shell}");
+            for u in &files {
+                assert_eq!(
+                    std::fs::read(second.join(&u.remote_name)).unwrap(),
+                    &*u.data
+                );
+            }
+            // Short input: the receive fails and says so.
+            let third = tmp.path().join("stm-remote.run3CCCC");
+            std::fs::create_dir(&third).unwrap();
+            let workdir = third.to_string_lossy().into_owned();
+            let (code, _, stderr) =
+                run_under(shell, &upload_argv(&s, &workdir, &files[..1]), b"first");
+            assert_eq!(code, 1, "{shell}");
+            assert!(
+                stderr.contains("fw1.hex: 5 of 10 bytes arrived"),
+                "{shell}: {stderr}"
+            );
+        }
+    }
 
     #[test]
     fn df_lines() {

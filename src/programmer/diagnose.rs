@@ -30,6 +30,8 @@ pub enum FailureKind {
     StartFailed,
     /// The firmware file is missing, unreadable or of the wrong kind.
     FileError,
+    /// The programmer died by a signal (exit 128+n: SIGSEGV, SIGABRT, SIGKILL, ...).
+    Killed,
     Unknown,
 }
 
@@ -69,6 +71,9 @@ impl FailureKind {
             Self::FileError => {
                 "check the firmware file on the server (path, type, and that a .bin has an address)"
             }
+            Self::Killed => {
+                "the programmer itself died on the server; run the command of `-v 2` there by hand, and look at the server's kernel log (`dmesg`: USB resets, the out-of-memory killer)"
+            }
             Self::Unknown => return None,
         })
     }
@@ -84,6 +89,7 @@ impl FailureKind {
             Self::VerifyFailed => "verify_failed",
             Self::StartFailed => "start_failed",
             Self::FileError => "file_error",
+            Self::Killed => "killed",
             Self::Unknown => "unknown",
         }
     }
@@ -101,6 +107,7 @@ impl FailureKind {
             Self::VerifyFailed => "verification failed",
             Self::StartFailed => "start failed",
             Self::FileError => "firmware file rejected",
+            Self::Killed => "programmer killed by a signal",
             Self::Unknown => "programmer failed",
         }
     }
@@ -215,6 +222,51 @@ fn missing_marker(report: &RunReport, expect: Expect) -> Option<(FailureKind, &'
     None
 }
 
+/// An exit code of 128+n read as a death by signal n, as the shell reports it: `(n,
+/// "SIGSEGV")`. Names are Linux's (the flash server's); an unnamed signal is `SIG<n>`. The job
+/// wrapper turns the SIGKILL of `timeout -k` at the deadline into 124 before this is asked.
+pub fn signal_death(code: i32) -> Option<(i32, String)> {
+    const NAMES: [&str; 31] = [
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
+    ];
+    let n = code.checked_sub(128).filter(|n| (1..=64).contains(n))?;
+    let name = usize::try_from(n - 1)
+        .ok()
+        .and_then(|i| NAMES.get(i))
+        .map_or_else(|| format!("SIG{n}"), |s| (*s).to_string());
+    Some((n, name))
+}
+
 /// Decide whether a flash run succeeded.
 ///
 /// Success iff the exit code is `Some(0)`, there is no error after the last retry
@@ -235,9 +287,32 @@ pub fn judge(
     if let Some(serial) = &report.connected_serial
         && !serial.trim().eq_ignore_ascii_case(expected_serial.trim())
     {
+        // The write happened when it said so: that other board now holds this firmware.
+        let what = if report.download_complete {
+            format!(", and the firmware was written to that board (serial {serial})")
+        } else {
+            "; the programmer did not confirm a write to it".to_string()
+        };
         return fail(
             FailureKind::WrongBoard,
-            format!("connected to serial {serial}, expected {expected_serial}"),
+            format!("connected to serial {serial}, expected {expected_serial}{what}"),
+        );
+    }
+
+    // A programmer that died by a signal did not finish what it printed; its last error, if
+    // any, is only a clue.
+    if let Some((n, name)) = exit_code.and_then(signal_death) {
+        let last = report
+            .final_errors
+            .last()
+            .or(report.errors.last())
+            .map_or(String::new(), |e| format!("; its last error: {e}"));
+        return fail(
+            FailureKind::Killed,
+            format!(
+                "{name} (signal {n}; exit code {}){last}",
+                exit_code.unwrap_or_default()
+            ),
         );
     }
 
@@ -560,12 +635,58 @@ mod tests {
         assert_eq!(f.kind, WrongBoard);
         assert_eq!(
             f.message,
-            "connected to serial 207036B25853, expected 316D386B3436"
+            "connected to serial 207036B25853, expected 316D386B3436, and the firmware was \
+             written to that board (serial 207036B25853)"
         );
         // Even when the run also failed otherwise.
         let report = parse_run(get("connect_swd_notarget_v2.17.0_win.txt"));
         let f = judge(&report, Some(1), NONE, "066AFF333837424757174644").expect_err("fails");
         assert_eq!(f.kind, WrongBoard);
+        assert!(
+            f.message
+                .ends_with("; the programmer did not confirm a write to it"),
+            "{}",
+            f.message
+        );
+    }
+
+    #[test]
+    fn a_programmer_killed_by_a_signal_is_named_and_gets_no_write_hint() {
+        let report = parse_run(get("flash_dfu_F407_v2.14.0_win_truncated.txt"));
+        let f = judge(&report, Some(139), BOTH, "206737645746").expect_err("crashed");
+        assert_eq!(
+            (f.kind, f.message.as_str()),
+            (Killed, "SIGSEGV (signal 11; exit code 139)")
+        );
+        assert!(!f.kind.hint().unwrap().contains("address"));
+        assert_eq!(f.kind.label(), "programmer killed by a signal");
+        let report = RunReport {
+            errors: vec!["failed to download Segment[0]".into()],
+            ..RunReport::default()
+        };
+        let f = judge(&report, Some(134), BOTH, "x").expect_err("aborted");
+        assert_eq!(
+            (f.kind, f.message.as_str()),
+            (
+                Killed,
+                "SIGABRT (signal 6; exit code 134); its last error: failed to download Segment[0]"
+            )
+        );
+        // 128 itself and codes past 128+64 are plain exit codes.
+        let f = judge(&report, Some(128), BOTH, "x").expect_err("exit 128");
+        assert_ne!(f.kind, Killed);
+    }
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(signal_death(139), Some((11, "SIGSEGV".into())));
+        assert_eq!(signal_death(134), Some((6, "SIGABRT".into())));
+        assert_eq!(signal_death(137), Some((9, "SIGKILL".into())));
+        assert_eq!(signal_death(143), Some((15, "SIGTERM".into())));
+        assert_eq!(signal_death(128 + 40), Some((40, "SIG40".into())));
+        for not_a_signal in [0, 1, 2, 96, 127, 128, 193, 255] {
+            assert_eq!(signal_death(not_a_signal), None, "{not_a_signal}");
+        }
     }
 
     #[test]
@@ -698,6 +819,7 @@ mod tests {
             VerifyFailed,
             StartFailed,
             FileError,
+            Killed,
             Unknown,
         ];
         let connect: Vec<_> = all.iter().filter(|k| k.is_connect_failure()).collect();

@@ -11,6 +11,9 @@
 //! output of the command can end it early. The newline before it is removed again, so the
 //! command's output arrives byte for byte.
 //!
+//! The agent is started framed ([`super::frame`]): what the login shell prints before it runs
+//! (a greeting in `.bashrc`) is dropped, so the first request's output is the command's alone.
+//!
 //! The client writes the next request only after both end lines arrived, so while a command
 //! runs nothing is in the agent's stdin but, possibly, its EOF. An agent whose connection
 //! drops answers the running request as a one-shot ssh would: exit code 255 and ssh's message;
@@ -24,6 +27,9 @@ use std::sync::Mutex;
 use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
+use std::process::Command;
+
+use super::frame::Gate;
 use super::process::{
     Captured, Duplex, LineSink, ProcessError, RunOptions, StreamLine, cancelled, start_duplex, tail,
 };
@@ -51,6 +57,13 @@ pub fn agent_argv(end: &str) -> Vec<String> {
     ["sh", "-c", AGENT, "stm-remote-agent", end]
         .map(String::from)
         .to_vec()
+}
+
+/// The ssh command that starts an agent whose end token is `end` on `target` (framed: the
+/// login shell's greeting never reaches a request).
+pub fn command(target: &SshTarget, end: &str) -> Command {
+    let argv = super::quote_command(&agent_argv(end)).expect("the agent's argv is plain text");
+    target.ssh_framed(&argv)
 }
 
 /// One request: the header line and the command.
@@ -127,6 +140,8 @@ impl Stream {
 pub struct Agent {
     duplex: Duplex,
     end: String,
+    /// stdout and stderr before the frame's marker: the login shell's, not a request's.
+    gates: [Gate; 2],
     /// Its connection master slot.
     slot: usize,
     dead: bool,
@@ -142,12 +157,12 @@ impl Agent {
         started: &dyn Fn(String),
     ) -> Result<Agent, ProcessError> {
         let end = token();
-        let mut cmd = super::mux::with_slot(slot, || target.ssh(&agent_argv(&end)))
-            .expect("the agent's argv is plain text");
+        let mut cmd = super::mux::with_slot(slot, || command(target, &end));
         started(super::display(&cmd));
         Ok(Agent {
             duplex: start_duplex(&mut cmd)?,
             end,
+            gates: Default::default(),
             slot,
             dead: false,
         })
@@ -217,13 +232,16 @@ impl Agent {
             match self.duplex.recv(left.unwrap_or(slice).min(slice)) {
                 Ok(StreamLine { is_err, line }) => {
                     let stream = if is_err { &mut err } else { &mut out };
+                    let gate = &mut self.gates[usize::from(is_err)];
                     match line {
                         None => stream.closed = true,
                         // Lines after the end line belong to no request (ssh's own last words
                         // are read when the agent has died, below).
                         Some(_) if stream.ended => {}
                         Some(l) => {
-                            if let Some(c) = stream.take(&l, &self.end, is_err, opts.sink.as_ref())
+                            if let Some(l) = gate.pass(&l)
+                                && let Some(c) =
+                                    stream.take(l, &self.end, is_err, opts.sink.as_ref())
                                 && !is_err
                             {
                                 code = c;
@@ -259,21 +277,35 @@ impl Agent {
                 Ok(StreamLine {
                     is_err: true,
                     line: Some(l),
-                }) => err.text.push_str(&l),
+                }) => {
+                    if let Some(l) = self.gates[1].pass(&l) {
+                        err.text.push_str(l);
+                    }
+                }
                 Ok(_) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
         let ssh_code = self.duplex.close(Duration::from_secs(2));
         self.dead = true;
+        // An agent that never started (ssh could not log in, the login shell refused): what
+        // came instead of the marker is the reason.
+        let [gate_out, gate_err] = &self.gates;
+        let mut stdout = out.text;
         let mut stderr = err.text;
+        if !gate_out.is_open() {
+            stdout.insert_str(0, gate_out.held());
+        }
+        if !gate_err.is_open() {
+            stderr.insert_str(0, gate_err.held());
+        }
         if ssh_code != Some(SSH_EXIT_CONNECTION) || stderr.trim().is_empty() {
             stderr.push_str(DIED);
             stderr.push('\n');
         }
         Ok(Captured {
             code: Some(SSH_EXIT_CONNECTION),
-            stdout: out.text,
+            stdout,
             stderr,
             elapsed: start.elapsed(),
         })
@@ -403,17 +435,60 @@ mod tests {
     use std::process::Command;
     use std::sync::Arc;
 
-    /// An agent run by a local `sh` instead of over ssh: the same loop, the same protocol.
-    fn local_agent() -> Agent {
+    /// An agent run by a local shell instead of over ssh (that shell as the login shell and
+    /// `/bin/sh`), after `greeting` (shell code, as a `.bashrc`): the same framing, loop and
+    /// protocol.
+    fn agent_under(shell: &str, greeting: &str) -> Agent {
         let end = token();
-        let mut cmd = Command::new("sh");
-        cmd.args(["-c", AGENT, "stm-remote-agent", end.as_str()]);
+        let argv = super::super::under(shell, &agent_argv(&end));
+        let mut cmd = Command::new(shell);
+        cmd.arg("-c").arg(format!(
+            "{greeting}\n{}",
+            super::super::frame::wrap(&super::super::quote_command(&argv).unwrap())
+        ));
         Agent {
             duplex: start_duplex(&mut cmd).unwrap(),
             end,
+            gates: Default::default(),
             slot: 0,
             dead: false,
         }
+    }
+
+    fn local_agent() -> Agent {
+        agent_under("dash", ":")
+    }
+
+    #[test]
+    fn a_login_shell_greeting_never_reaches_a_request() {
+        for shell in super::super::test_shells() {
+            let mut a = agent_under(
+                shell,
+                "echo 'Welcome to pi1'; printf 'half'; echo 'motd' >&2",
+            );
+            let c = run(&mut a, &["sh", "-c", "echo out; echo err >&2"]);
+            assert_eq!(
+                (c.stdout.as_str(), c.stderr.as_str(), c.code),
+                ("out\n", "err\n", Some(0)),
+                "{shell}"
+            );
+            assert_eq!(a.gates[0].held(), "Welcome to pi1\nhalf");
+            assert_eq!(a.gates[1].held(), "motd\n");
+            assert_eq!(run(&mut a, &["echo", "next"]).stdout, "next\n");
+        }
+        // A login shell that refuses to run the command: its words are the answer.
+        let mut a = agent_under(
+            "dash",
+            "echo 'This account is currently not available.' >&2; exit 1",
+        );
+        let c = run(&mut a, &["true"]);
+        assert_eq!(c.code, Some(SSH_EXIT_CONNECTION));
+        assert!(
+            c.stderr
+                .starts_with("This account is currently not available.\n"),
+            "{}",
+            c.stderr
+        );
     }
 
     fn run(agent: &mut Agent, argv: &[&str]) -> Captured {

@@ -2,6 +2,8 @@
 //! hostnames/users/options, building ssh command lines, the remote agents, and the one process runner.
 
 pub mod agent;
+mod frame;
+mod key;
 pub mod mux;
 mod process;
 mod quote;
@@ -9,10 +11,14 @@ mod ssh;
 mod target;
 
 pub use agent::AgentPool;
+pub use frame::{Greeting, gated_sink, unframe};
+pub use key::{KeyProblem, check_key};
 pub use process::{
     Background, Captured, LineSink, ProcessError, RunOptions, cancel, cancelled, run, run_with,
     start_background, tail,
 };
 pub use quote::{QuoteError, quote, quote_command, quote_remote_path};
+#[cfg(test)]
+pub(crate) use quote::{test_shells, under};
 pub use ssh::{SSH_EXIT_CONNECTION, SshFailure, SshTarget, display};
 pub use target::{validate_host, validate_ssh_option, validate_user};

@@ -45,6 +45,30 @@ pub fn quote_command<S: AsRef<str>>(argv: &[S]) -> Result<String, QuoteError> {
     Ok(out)
 }
 
+/// The POSIX shells the remote snippets are tested under: dash (`/bin/sh` of Debian and
+/// Raspberry Pi OS, where a failed redirection on `exec` ends the shell) and bash (`/bin/sh`
+/// elsewhere, and the usual login shell). dash must be installed for the tests.
+#[cfg(test)]
+pub(crate) fn test_shells() -> [&'static str; 2] {
+    let dash = std::process::Command::new("dash")
+        .args(["-c", "exit 0"])
+        .status();
+    assert!(
+        dash.is_ok_and(|s| s.success()),
+        "the remote snippets are tested under dash: install it (apt-get install dash)"
+    );
+    ["dash", "bash"]
+}
+
+/// `argv` (whose first item is `sh`) with `shell` in its place.
+#[cfg(test)]
+pub(crate) fn under(shell: &str, argv: &[String]) -> Vec<String> {
+    assert_eq!(argv[0], "sh", "{argv:?}");
+    std::iter::once(shell.to_string())
+        .chain(argv[1..].iter().cloned())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,9 +2,13 @@
 //! the [`Command`]s go to [`super::run`].
 //!
 //! ssh gets a short fixed option set (never prompt, bounded connect time, keepalives, only the
-//! configured key), then the user's `ssh_options`, then `--` and the destination, then ONE
-//! remote command string built by [`super::quote_command`]. Host key checking is left as the
-//! user's ssh config has it (on by default).
+//! configured key, and nothing of the user's ssh config that would replace our command, ask
+//! for a terminal, run a local command or bind forwardings on every connection), then the
+//! user's `ssh_options`, then `--` and the destination, then ONE remote command string built
+//! by [`super::quote_command`]. ssh takes the first value it sees for an option and `-o` beats
+//! the `-F`/`~/.ssh/config` files, so neither can turn those back on; hosts, proxies, keys and
+//! everything else of the user's config still apply. Host key checking is left as the user's
+//! ssh config has it (on by default).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -87,6 +91,17 @@ impl SshTarget {
         if self.key.is_some() {
             opt("IdentitiesOnly=yes".into());
         }
+        // A `RemoteCommand tmux attach`, `RequestTTY force` or `LocalCommand` in the user's ssh
+        // config would replace our command, garble its output or run on every connection; a
+        // `LocalForward` would be bound by each of the run's connections.
+        for hostile in [
+            "RemoteCommand=none",
+            "RequestTTY=no",
+            "PermitLocalCommand=no",
+            "ClearAllForwardings=yes",
+        ] {
+            opt(hostile.into());
+        }
         // The user's options come before ours that they may want to change (ssh takes the
         // first value it sees for an option), after the ones that keep stm-remote safe.
         for o in &self.options {
@@ -111,6 +126,24 @@ impl SshTarget {
         }
     }
 
+    /// `ssh -G ... -- dest`: prints the effective client config for the destination (the
+    /// user's config files and `ssh_options` applied) without connecting.
+    pub fn effective_config(&self) -> Command {
+        let mut cmd = Command::new("ssh");
+        cmd.arg("-G");
+        if let Some(f) = &self.config_file {
+            cmd.arg("-F").arg(f);
+        }
+        for o in &self.options {
+            cmd.arg("-o").arg(o);
+        }
+        cmd.arg("-p")
+            .arg(self.port.to_string())
+            .arg("--")
+            .arg(self.destination());
+        cmd
+    }
+
     /// `ssh ... -f -N -- dest`: logs in, then goes to the background (with `multiplex`, as the
     /// connection master that later commands share) and exits 0; 255 if it could not log in.
     pub fn master_command(&self) -> Command {
@@ -128,6 +161,13 @@ impl SshTarget {
     /// `ssh ... -- dest '<quoted remote argv>'`.
     pub fn ssh<S: AsRef<str>>(&self, remote_argv: &[S]) -> Result<Command, QuoteError> {
         Ok(self.ssh_raw(&quote_command(remote_argv)?))
+    }
+
+    /// [`SshTarget::ssh_raw`] of `remote` framed by [`super::frame::wrap`]: for a command
+    /// whose output is read (pass it to [`super::frame::unframe`]), so that what the login
+    /// shell prints first is told apart.
+    pub fn ssh_framed(&self, remote: &str) -> Command {
+        self.ssh_raw(&super::frame::wrap(remote))
     }
 
     /// `ssh ... -- dest <remote>` where `remote` is a command string already built from
@@ -358,6 +398,44 @@ mod tests {
         assert!(
             !AuthFailed.retryable() && !HostKeyChanged.retryable() && !Unresolvable.retryable()
         );
+    }
+
+    /// What `ssh -G` (the effective config, no connection) makes of `cmd`'s options.
+    fn effective(cmd: &Command) -> String {
+        let mut g = Command::new("ssh");
+        g.arg("-G").args(cmd.get_args());
+        let out = super::super::run(&mut g, Some(std::time::Duration::from_secs(10)), None)
+            .expect("ssh runs");
+        assert_eq!(out.code, Some(0), "ssh -G: {}", out.stderr);
+        out.stdout
+    }
+
+    #[test]
+    fn a_hostile_user_ssh_config_cannot_replace_the_command_or_run_local_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("ssh_config");
+        std::fs::write(
+            &config,
+            "Host *\n  RemoteCommand tmux attach\n  RequestTTY force\n  PermitLocalCommand yes\n  \
+             LocalCommand touch /tmp/pwned\n  LocalForward 127.0.0.1:45999 127.0.0.1:22\n  \
+             Port 2200\n  ProxyJump jump.example\n",
+        )
+        .unwrap();
+        let mut t = target();
+        t.config_file = Some(config);
+        // The user may not turn them back on with `ssh_options` either.
+        t.options = vec!["PermitLocalCommand=yes".into(), "RequestTTY=yes".into()];
+        for cmd in [t.ssh_raw("true"), t.master_command()] {
+            let g = effective(&cmd);
+            let has = |line: &str| g.lines().any(|l| l == line);
+            assert!(!g.contains("remotecommand"), "{g}");
+            assert!(has("requesttty false"), "{g}");
+            assert!(has("permitlocalcommand no"), "{g}");
+            assert!(has("clearallforwardings yes"), "{g}");
+            assert!(!g.contains("localforward"), "{g}");
+            // The rest of the user's config still applies.
+            assert!(has("proxyjump jump.example"), "{g}");
+        }
     }
 
     #[test]

@@ -402,6 +402,13 @@ impl Reporter {
             ),
             None => tag,
         };
+        // Names the user typed (a file name with a newline or ESC) must not forge or wipe a
+        // line; a command's scripts keep their line breaks.
+        let message = if level == "CMD" {
+            super::escape::escape_keeping_lines(message)
+        } else {
+            super::escape::escape(message)
+        };
         self.emit(&format!("{prefix} {message}"));
     }
 
@@ -657,12 +664,19 @@ impl Reporter {
 
     /// A fatal error with its hint.
     pub fn fatal(&mut self, error: &Error) {
+        // Names the user typed (a file name with a newline or ESC) must not forge or wipe a
+        // line.
         let head = format!("{} ", self.paint(Style::new().red().bold(), "error:"));
-        let mut text = fill(&head, &format!("{error:#}"), self.terminal.width);
+        let message = super::escape::escape(&format!("{error:#}")).into_owned();
+        let mut text = fill(&head, &message, self.terminal.width);
         if let Some(h) = error.hint() {
             let head = format!("  {} ", self.hint_tag());
             text.push('\n');
-            text.push_str(&fill(&head, &h, self.terminal.width));
+            text.push_str(&fill(
+                &head,
+                &super::escape::escape(&h),
+                self.terminal.width,
+            ));
         }
         self.emit(&text);
     }

@@ -608,6 +608,44 @@ check "SIGHUP end record" grep -q '"event": "end".*"exit": 129' "$LAB/calls.log"
 prog -c port=usb1 sn=$DFU_SN
 check "killed run releases the board" rc_is 0
 
+# fail: "crash": death by a signal in the middle of the download, with its end record.
+fresh_state 2.20.0
+set_state 'b["'$DFU_SN'"]["fail"] = "crash"'
+prog -c port=usb1 sn=$DFU_SN -w "$LAB/app.bin" 0x08000000
+check "crash: SIGSEGV exit 139" rc_is 139
+check "crash: download started" line "Download in Progress:"
+check "crash: no complete" no_line "File download complete"
+check "crash: end record names the signal" grep -q '"event": "end".*"exit": 139, "signal": "SIGSEGV"' "$LAB/calls.log"
+check "crash: no firmware" state_is "b['$DFU_SN']['firmware']" "None"
+set_state 'b["'$DFU_SN'"]["crash_signal"] = "SIGABRT"'
+prog -c port=usb1 sn=$DFU_SN -w "$LAB/app.bin" 0x08000000
+check "crash: crash_signal SIGABRT exit 134" rc_is 134
+check "crash: no core file left" [ ! -e core ]
+
+# fail: "ignore_term": TERM is logged and ignored, only KILL ends it (no end record).
+fresh_state 2.20.0
+set_state 's["flash_seconds"] = 30; b["'$DFU_SN'"]["fail"] = "ignore_term"'
+"$PROG" -c port=usb1 sn=$DFU_SN -w "$LAB/app.bin" 0x08000000 >"$OUT" 2>&1 &
+P1=$!
+for _ in $(seq 50); do grep -q "Download in Progress:" "$OUT" && break; sleep 0.1; done
+kill -TERM $P1
+for _ in $(seq 50); do grep -q '"event": "signal"' "$LAB/calls.log" && break; sleep 0.1; done
+check "ignore_term: TERM logged as ignored" grep -q '"event": "signal".*"signal": "SIGTERM", "ignored": true' "$LAB/calls.log"
+check "ignore_term: still running after TERM" kill -0 $P1
+kill -KILL $P1
+wait $P1; R1=$?
+check "ignore_term: KILL exit 137" [ "$R1" = 137 ]
+check "ignore_term: no end record" bash -c "! grep -q '\"event\": \"end\"' '$LAB/calls.log'"
+
+# header_serial: the connect header shows another serial, or none.
+fresh_state 2.20.0
+set_state 'b["'$DFU_SN'"]["header_serial"] = "0000DEADBEEF"; b["'$SWD_SN'"]["header_serial"] = False'
+prog -c port=usb1 sn=$DFU_SN
+check "header_serial: other serial shown" line "SN          : 0000DEADBEEF"
+prog -c port=SWD sn=$SWD_SN
+check "header_serial false: connect ok" rc_is 0
+check "header_serial false: no SN line" hasnt "ST-LINK SN"
+
 # A copy (not a symlink) in another dir uses that dir's state.json.
 LAB2="$LAB/copy"
 mkdir "$LAB2"

@@ -745,6 +745,32 @@ pub fn refused(env: &TestEnv, args: &[&str], needles: &[&str]) {
     );
 }
 
+/// A tmpfs mounted on `dir` with `options` (`size=64k`, `nr_inodes=3`) until the guard is
+/// dropped; `None` (and a note on stderr) when not root, since mounting needs it.
+pub fn mount_tmpfs(dir: &Path, options: &str) -> Option<Unmount> {
+    if whoami() != "root" {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return None;
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs");
+    Some(Unmount(dir.to_path_buf()))
+}
+
+/// Unmounts its directory on drop.
+pub struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// A port on 127.0.0.1 where nothing listens.
 pub fn closed_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

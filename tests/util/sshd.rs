@@ -116,6 +116,13 @@ impl Sshd {
     /// Kills the per-connection sshd processes (not the listener): every open ssh session
     /// drops as if the network or the server side died, while new connections still work.
     pub fn kill_sessions(&self) -> usize {
+        self.signal_sessions("KILL")
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `KILL`) to the per-connection sshd processes (not the
+    /// listener); returns how many got it. `STOP` freezes every open connection as a hung
+    /// server would: the programmer behind it runs on, no byte comes back.
+    pub fn signal_sessions(&self, signal: &str) -> usize {
         let me = self.child.id();
         let mut parents = std::collections::HashMap::new();
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
@@ -152,7 +159,7 @@ impl Sshd {
             let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
             if pid != me && comm.trim() == "sshd" && descends(pid) {
                 let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
+                    .args([format!("-{signal}"), pid.to_string()])
                     .status();
                 killed += 1;
             }
