@@ -345,6 +345,7 @@ pub(super) fn flash_attempt(
         &report,
         code,
         Expect {
+            action: programmer::Action::Download,
             verify: true,
             start: true,
         },
