@@ -5,6 +5,7 @@ pub(crate) mod args;
 pub(crate) mod diagnose;
 pub(crate) mod parse;
 
+pub use args::ResetKind;
 pub use diagnose::{Action, Expect, Failure, FailureKind, judge};
 pub use parse::{
     DfuDevice, Interface, ListOutput, ParseError, RunReport, StLinkProbe, normalize, parse_list,
