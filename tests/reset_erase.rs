@@ -535,6 +535,10 @@ fn ctrl_c_at_the_erase_question_erases_nothing_and_shows_the_cursor_again() {
         &["erase", "lab", "dfu1", "g0"],
     );
     assert_eq!(code, Some(130), "{text}");
+    assert!(
+        text.contains("erase cancelled; nothing was erased"),
+        "Ctrl-C is a No: {text}"
+    );
     let hidden = raw.rfind("\x1b[?25l");
     let shown = raw.rfind("\x1b[?25h");
     assert!(
@@ -543,6 +547,7 @@ fn ctrl_c_at_the_erase_question_erases_nothing_and_shows_the_cursor_again() {
     );
     assert!(shown > hidden, "the cursor is left hidden: {raw:?}");
     assert!(env.calls().is_empty(), "{:?}", env.calls());
+    assert_eq!(env.labs()[0].logins(), 0, "it connected");
     assert_eq!(env.board(G0)["firmware"], "old-g0");
     assert_eq!(env.board(DFU1)["firmware"], "old-dfu1");
 }
