@@ -256,12 +256,19 @@ pub struct FlashArgs {
     )]
     pub args: Vec<String>,
 
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// The reports and the dry run of a run on boards: `flash-auto`, `reset`, `erase`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
     /// Print one JSON document with the per-board results on stdout (logs stay on stderr).
     #[arg(long)]
     pub json: bool,
 
-    /// Check the arguments and firmware files, then print the ssh commands and the remote
-    /// commands the run would start, and stop: nothing is connected, uploaded or flashed.
+    /// Check the arguments (and firmware files), then print the ssh commands and the remote
+    /// commands the run would start, and stop: nothing is connected and no board is touched.
     #[arg(long, conflicts_with_all = ["json", "junit"])]
     pub dry_run: bool,
 
@@ -285,20 +292,8 @@ pub struct BoardArgs {
     )]
     pub args: Vec<String>,
 
-    /// Print one JSON document with the per-board results on stdout (logs stay on stderr), as
-    /// flash-auto does.
-    #[arg(long)]
-    pub json: bool,
-
-    /// Check the arguments, then print the ssh commands and the remote commands the run would
-    /// start, and stop: nothing is connected, reset or erased.
-    #[arg(long, conflicts_with_all = ["json", "junit"])]
-    pub dry_run: bool,
-
-    /// Also write a JUnit XML report to this file: one test case per board, for CI test
-    /// reports. It is written after a setup failure too.
-    #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::FilePath)]
-    pub junit: Option<PathBuf>,
+    #[command(flatten)]
+    pub run: RunArgs,
 }
 
 /// Arguments of `reset`.
@@ -331,9 +326,9 @@ impl BoardArgs {
         crate::jobs::BoardRequest {
             words: &self.args,
             op,
-            json: self.json,
-            junit: self.junit.as_deref(),
-            dry_run: self.dry_run,
+            json: self.run.json,
+            junit: self.run.junit.as_deref(),
+            dry_run: self.run.dry_run,
             yes,
         }
     }
@@ -844,10 +839,10 @@ mod tests {
             panic!("{cli:?}")
         };
         assert_eq!(
-            args.junit.as_deref(),
+            args.run.junit.as_deref(),
             Some(std::path::Path::new("out/r.xml"))
         );
-        assert!(args.json);
+        assert!(args.run.json);
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
             let script = completion_script(shell);
             assert!(
@@ -961,7 +956,7 @@ mod tests {
         let doctor = parse(&["doctor"]).unwrap();
         assert!(matches!(doctor, Command::Doctor(a) if a.servers.is_empty()));
         let flash = parse(&["flash-auto", "pi1", "a=b.hex", "--dry-run"]).unwrap();
-        assert!(matches!(flash, Command::FlashAuto(a) if a.dry_run));
+        assert!(matches!(flash, Command::FlashAuto(a) if a.run.dry_run));
         // Without a server, and with a lone server (refused by the command, not by clap).
         match parse(&["flash-auto", "a=b.hex", "node*=c.hex"]).unwrap() {
             Command::FlashAuto(a) => assert_eq!(a.args, ["a=b.hex", "node*=c.hex"]),

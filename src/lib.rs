@@ -90,9 +90,9 @@ fn run(cli: &Cli, reporter: &mut Reporter) -> Result<u8, Error> {
                 &jobs::FlashRequest {
                     server,
                     assignments,
-                    json: args.json,
-                    junit: args.junit.as_deref(),
-                    dry_run: args.dry_run,
+                    json: args.run.json,
+                    junit: args.run.junit.as_deref(),
+                    dry_run: args.run.dry_run,
                 },
                 reporter,
             )

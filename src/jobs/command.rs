@@ -7,10 +7,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::operation::{FLASH, Operation, Words};
-use super::plan::{Plan, plan_boards};
-use super::preview::preview_plans;
+use super::plan::{Plan, plan, plan_boards};
+use super::preview::dry_run;
 use super::run::{ServerRun, run};
-use super::{dry_run, flash_auto};
 use crate::config::Config;
 use crate::discover::prompt::{DialoguerPrompter, Prompter};
 use crate::error::{EXIT_DEVICE_FAILED, EXIT_OK, Error};
@@ -55,21 +54,46 @@ pub fn flash_auto_command(
             hint: Some("example: `stm-remote flash-auto pi1 dfu1=bin/app.hex`".into()),
         });
     }
-    if req.dry_run {
-        let plan = dry_run(config, req.server, req.assignments, reporter)?;
-        print_stdout(&plan)?;
+    let plans = plan(config, req.server, req.assignments)?;
+    let outputs = Outputs {
+        json: req.json,
+        junit: req.junit,
+        dry_run: req.dry_run,
+    };
+    run_planned(&plans, &FLASH, &outputs, &|_| Ok(()), reporter)
+}
+
+/// Where a run's results go, and whether it runs at all.
+struct Outputs<'a> {
+    json: bool,
+    junit: Option<&'a Path>,
+    dry_run: bool,
+}
+
+/// The planned run of a command: its `--dry-run` plan on stdout, or (after `ask`, which may
+/// refuse) the run and its reports.
+fn run_planned(
+    plans: &[Plan],
+    words: &Words,
+    outputs: &Outputs<'_>,
+    ask: &dyn Fn(&[Plan]) -> Result<(), Error>,
+    reporter: &mut Reporter,
+) -> Result<u8, Error> {
+    if outputs.dry_run {
+        print_stdout(&dry_run(plans, words, reporter)?)?;
         return Ok(EXIT_OK);
     }
-    if let Some(path) = req.junit {
+    if let Some(path) = outputs.junit {
         report::check_junit_path(path)?;
     }
+    ask(plans)?;
     let started = Instant::now();
-    let runs = flash_auto(config, req.server, req.assignments, reporter)?;
+    let runs = run(plans, words, reporter);
     report_runs(
         runs,
-        &FLASH,
-        req.json,
-        req.junit,
+        words,
+        outputs.json,
+        outputs.junit,
         started.elapsed(),
         reporter,
     )
@@ -128,38 +152,28 @@ pub fn board_command(
         });
     }
     let plans = plan_boards(config, server, aliases, &req.op)?;
-    if req.dry_run {
-        print_stdout(&preview_plans(&plans, words, reporter)?)?;
-        return Ok(EXIT_OK);
-    }
-    if let Some(path) = req.junit {
-        report::check_junit_path(path)?;
-    }
-    if matches!(req.op, Operation::Erase) && !req.yes {
+    let outputs = Outputs {
+        json: req.json,
+        junit: req.junit,
+        dry_run: req.dry_run,
+    };
+    let ask = |plans: &[Plan]| {
+        if !matches!(req.op, Operation::Erase) || req.yes {
+            return Ok(());
+        }
         // The question goes to stderr and the answer comes from stdin: both a terminal.
         if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
-            confirm_erase(&plans, &mut DialoguerPrompter::default())?;
-        } else {
-            return Err(Error::Usage {
-                message: format!(
-                    "erase asks before it erases {}, but stdin is not a terminal; nothing was \
-                     erased",
-                    board_count(&plans)
-                ),
-                hint: Some("pass `--yes` to erase without asking (in CI)".into()),
-            });
+            return confirm_erase(plans, &mut DialoguerPrompter::default());
         }
-    }
-    let started = Instant::now();
-    let runs = run(&plans, words, reporter);
-    report_runs(
-        runs,
-        words,
-        req.json,
-        req.junit,
-        started.elapsed(),
-        reporter,
-    )
+        Err(Error::Usage {
+            message: format!(
+                "erase asks before it erases {}, but stdin is not a terminal; nothing was erased",
+                board_count(plans)
+            ),
+            hint: Some("pass `--yes` to erase without asking (in CI)".into()),
+        })
+    };
+    run_planned(&plans, words, &outputs, &ask, reporter)
 }
 
 /// `1 board`, `3 boards`.

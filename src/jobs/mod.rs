@@ -31,8 +31,8 @@ pub use operation::{ERASE, FLASH, FlashFile, Operation, RESET, Words};
 pub use plan::{
     Assignment, DEFAULT_BIN_ADDRESS, Job, Plan, Upload, parse_assignment, plan, plan_boards,
 };
-pub use preview::{Preview, dry_run, preview_plans};
-pub use run::{ServerRun, flash_auto, run};
+pub use preview::{Preview, dry_run};
+pub use run::{ServerRun, run};
 pub use session::{
     Answer, HostFailure, Session, agent_event, first_answer, first_answer_with, parse_df_available,
 };

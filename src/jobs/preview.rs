@@ -10,13 +10,13 @@ use std::process::Command;
 
 use super::attempt::{deadline_secs, programmer_argv, wrapped_argv};
 use super::operation::{FLASH, Words};
-use super::plan::{Plan, plan};
+use super::plan::Plan;
 use super::recovery::ladder;
 use super::session::{
     fetch_argv, hello_argv, keeper_argv, open_argv, upload_argv, upload_display, workdir_template,
 };
 use super::wrapper;
-use crate::config::{Config, Server};
+use crate::config::Server;
 use crate::error::Error;
 use crate::remote::{self, SshTarget};
 use crate::report::Reporter;
@@ -175,27 +175,11 @@ impl Preview {
     }
 }
 
-/// `flash-auto --dry-run`: checks the arguments and firmware files exactly as a run does, then
-/// returns the plan as text for stdout: per server (in the order a run starts them, all at
-/// once), the commands its part of the run would start. Argument and config errors are
-/// returned as they would be by the run.
-pub fn dry_run(
-    config: &Config,
-    server: Option<&str>,
-    assignments: &[String],
-    reporter: &mut Reporter,
-) -> Result<String, Error> {
-    let plans = plan(config, server, assignments)?;
-    preview_plans(&plans, &FLASH, reporter)
-}
-
-/// The `--dry-run` text of planned jobs (`reset`, `erase`, and `flash-auto` through
-/// [`dry_run`]); `words`: the command's.
-pub fn preview_plans(
-    plans: &[Plan],
-    words: &Words,
-    reporter: &mut Reporter,
-) -> Result<String, Error> {
+/// `--dry-run` of `flash-auto`, `reset` and `erase`: the plans (checked exactly as a run
+/// checks them: arguments, config, firmware files) as text for stdout: per server (in the
+/// order a run starts them, all at once), the commands its part of the run would start.
+/// `words`: the command's.
+pub fn dry_run(plans: &[Plan], words: &Words, reporter: &mut Reporter) -> Result<String, Error> {
     reporter.set_devices(
         plans
             .iter()

@@ -15,10 +15,9 @@ use super::device::{JobResult, run_job};
 use super::event::{Event, Step};
 use super::fanout::each_server_named;
 use super::locks::{PortLocks, ProbeLocks};
-use super::operation::{FLASH, Words};
-use super::plan::{Plan, plan};
+use super::operation::Words;
+use super::plan::Plan;
 use super::session::Session;
-use crate::config::Config;
 use crate::error::Error;
 use crate::report::Reporter;
 
@@ -33,19 +32,6 @@ pub struct ServerRun {
     pub setup_error: Option<Error>,
     /// From the start of the run to the end of this server's part.
     pub elapsed: Duration,
-}
-
-/// Runs flash-auto on `server` (the seed form) or, without it, on the server of each board;
-/// returns each server's part in the order of its first board on the command line. An
-/// argument or config error is `Err`: nothing was started.
-pub fn flash_auto(
-    config: &Config,
-    server: Option<&str>,
-    assignments: &[String],
-    reporter: &mut Reporter,
-) -> Result<Vec<ServerRun>, Error> {
-    let plans = plan(config, server, assignments)?;
-    Ok(run(&plans, &FLASH, reporter))
 }
 
 /// Runs the planned jobs of every server at once (see the module doc); returns each server's
