@@ -486,7 +486,7 @@ fn erase_on_a_terminal_asks_once_and_only_yes_erases() {
         assert!(
             text.contains("erase the whole flash of 2 boards:")
                 && text.contains(&format!("dfu1  on lab, USB serial {DFU1}"))
-                && text.contains(&format!("g0  on lab, SWD serial {G0}")),
+                && text.contains(&format!("g0    on lab, SWD serial {G0}")),
             "the boards are listed: {text}"
         );
         assert!(

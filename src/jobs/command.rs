@@ -188,16 +188,20 @@ fn board_count(plans: &[Plan]) -> String {
 /// yes (no, Esc, Ctrl-C) is [`Error::Declined`]: nothing was erased.
 fn confirm_erase(plans: &[Plan], prompter: &mut dyn Prompter) -> Result<(), Error> {
     let mut list = format!("erase the whole flash of {}:", board_count(plans));
-    for plan in plans {
-        for job in &plan.jobs {
-            list.push_str(&format!(
-                "\n  {}  on {}, {} serial {}",
-                job.alias,
-                plan.server_name,
-                job.device.interface(),
-                job.device.serial
-            ));
-        }
+    let jobs = || {
+        plans
+            .iter()
+            .flat_map(|p| p.jobs.iter().map(move |j| (p, j)))
+    };
+    let w = jobs().map(|(_, j)| j.alias.len()).max().unwrap_or(0);
+    for (plan, job) in jobs() {
+        list.push_str(&format!(
+            "\n  {:<w$}  on {}, {} serial {}",
+            job.alias,
+            plan.server_name,
+            job.device.interface(),
+            job.device.serial
+        ));
     }
     prompter.note(&list);
     match prompter.confirm("Erase them? Their firmware is lost.", false) {
@@ -332,7 +336,7 @@ mod tests {
         assert_eq!(
             yes.transcript,
             [
-                "note: erase the whole flash of 2 boards:\n  g0  on pi1, SWD serial \
+                "note: erase the whole flash of 2 boards:\n  g0   on pi1, SWD serial \
                  066DFF515754888367131638\n  far  on pi2, USB serial 1234",
                 "confirm: Erase them? Their firmware is lost. default false",
             ]
