@@ -157,6 +157,34 @@ pub enum Command {
     )]
     FlashAuto(FlashArgs),
 
+    /// Reset boards through their programmer interface, in parallel: every server at once.
+    ///
+    /// An SWD board gets a system reset through the debug port (`-rst`, or with `--hard` the
+    /// ST-LINK pulls NRST); a USB DFU board, whose bootloader has no reset, is restarted at
+    /// 0x08000000 with its go command. A board that cannot be connected goes through the
+    /// recovery ladder, as for flash-auto.
+    #[command(
+        override_usage = "stm-remote reset [OPTIONS] [SERVER] <ALIAS>...",
+        after_help = "Examples:\n  stm-remote reset pi1 dfu1 g0\n  \
+                      stm-remote reset g0 --hard\n  \
+                      stm-remote reset 'node*' --json       # each board on its own server\n  \
+                      stm-remote reset pi1 '*' --dry-run"
+    )]
+    Reset(ResetArgs),
+
+    /// Erase the whole flash of boards, in parallel: every server at once. Asks first.
+    ///
+    /// Runs `-e all` on each board. On a terminal it lists the boards and asks once (default
+    /// No); `--yes` erases without asking, and without a terminal `--yes` is required. A board
+    /// that cannot be connected goes through the recovery ladder, as for flash-auto.
+    #[command(
+        override_usage = "stm-remote erase [OPTIONS] [SERVER] <ALIAS>...",
+        after_help = "Examples:\n  stm-remote erase pi1 dfu1\n  \
+                      stm-remote erase 'node*' --yes --junit erase.xml   # CI\n  \
+                      stm-remote erase pi1 g0 --dry-run"
+    )]
+    Erase(EraseArgs),
+
     /// Drive the USB hub of a flash server: port power, BOOT0 and NRST lines, and the ST-LINK
     /// multiplexer. Every change is read back and counts only when the hub confirms it.
     #[command(after_help = "Examples:\n  stm-remote hub pi1 get_power_state\n  \
@@ -228,12 +256,19 @@ pub struct FlashArgs {
     )]
     pub args: Vec<String>,
 
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// The reports and the dry run of a run on boards: `flash-auto`, `reset`, `erase`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
     /// Print one JSON document with the per-board results on stdout (logs stay on stderr).
     #[arg(long)]
     pub json: bool,
 
-    /// Check the arguments and firmware files, then print the ssh commands and the remote
-    /// commands the run would start, and stop: nothing is connected, uploaded or flashed.
+    /// Check the arguments (and firmware files), then print the ssh commands and the remote
+    /// commands the run would start, and stop: nothing is connected and no board is touched.
     #[arg(long, conflicts_with_all = ["json", "junit"])]
     pub dry_run: bool,
 
@@ -241,6 +276,62 @@ pub struct FlashArgs {
     /// reports. It is written after a setup failure too.
     #[arg(long, value_name = "PATH", value_hint = clap::ValueHint::FilePath)]
     pub junit: Option<PathBuf>,
+}
+
+/// The board arguments and reports of `reset` and `erase`.
+#[derive(Debug, Args)]
+pub struct BoardArgs {
+    /// Device aliases from config.json, or patterns with `*` and `?` (quoted: `'node*'`) for
+    /// every device they match. Each board is reached through its own server (its `server` in
+    /// config.json), every server at once. A server name first (`reset pi1 dfu1`) takes only
+    /// boards of that server.
+    #[arg(
+        required = true,
+        value_name = "ALIAS",
+        add = ArgValueCompleter::new(complete::board_args)
+    )]
+    pub args: Vec<String>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Arguments of `reset`.
+#[derive(Debug, Args)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    pub boards: BoardArgs,
+
+    /// SWD boards: a hardware reset, the ST-LINK pulling the target's NRST line
+    /// (`-hardRst`), instead of a system reset through the debug port. Refused for USB DFU
+    /// boards.
+    #[arg(long)]
+    pub hard: bool,
+}
+
+/// Arguments of `erase`.
+#[derive(Debug, Args)]
+pub struct EraseArgs {
+    #[command(flatten)]
+    pub boards: BoardArgs,
+
+    /// Erase without asking (for CI; required when stdin or stderr is not a terminal).
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+}
+
+impl BoardArgs {
+    /// The request these arguments make for `op`.
+    pub fn request(&self, op: crate::jobs::Operation, yes: bool) -> crate::jobs::BoardRequest<'_> {
+        crate::jobs::BoardRequest {
+            words: &self.args,
+            op,
+            json: self.run.json,
+            junit: self.run.junit.as_deref(),
+            dry_run: self.run.dry_run,
+            yes,
+        }
+    }
 }
 
 /// Arguments of `hub`.
@@ -481,9 +572,54 @@ mod complete {
             .collect()
     }
 
+    /// reset's and erase's arguments: a server name as the first one, then the aliases (of
+    /// that server, when one was given).
+    pub(super) fn board_args(current: &OsStr) -> Vec<CompletionCandidate> {
+        let Some(config) = config() else {
+            return Vec::new();
+        };
+        let current = current.to_string_lossy();
+        let before = positionals(&["reset", "erase"]);
+        let server = before
+            .first()
+            .filter(|w| config.servers.contains_key(w.as_str()))
+            .map(String::as_str);
+        let server_names = if before.is_empty() {
+            servers()
+        } else {
+            Vec::new()
+        };
+        let aliases = config
+            .devices
+            .iter()
+            .filter(|(alias, d)| {
+                alias.starts_with(current.as_ref())
+                    && server.is_none_or(|s| d.server == s)
+                    && !before.contains(alias)
+            })
+            .map(|(alias, device)| {
+                CompletionCandidate::new(alias).help(Some(describe(device).into()))
+            });
+        server_names
+            .into_iter()
+            .filter(|c| {
+                c.get_value()
+                    .to_string_lossy()
+                    .starts_with(current.as_ref())
+            })
+            .chain(aliases)
+            .collect()
+    }
+
     /// The words typed after `flash-auto` before the one being completed, without options
     /// and their values.
     fn flash_positionals() -> Vec<String> {
+        positionals(&["flash-auto", "flash_auto"])
+    }
+
+    /// The words typed after the first of `commands` before the one being completed, without
+    /// options and their values.
+    fn positionals(commands: &[&str]) -> Vec<String> {
         let words: Vec<String> = std::env::args_os()
             .skip_while(|a| a != "--")
             .skip(1)
@@ -495,10 +631,7 @@ mod complete {
             .unwrap_or(words.len().saturating_sub(1))
             .min(words.len());
         let before = &words[..current];
-        let Some(sub) = before
-            .iter()
-            .position(|w| w == "flash-auto" || w == "flash_auto")
-        else {
+        let Some(sub) = before.iter().position(|w| commands.contains(&w.as_str())) else {
             return Vec::new();
         };
         let mut out = Vec::new();
@@ -706,10 +839,10 @@ mod tests {
             panic!("{cli:?}")
         };
         assert_eq!(
-            args.junit.as_deref(),
+            args.run.junit.as_deref(),
             Some(std::path::Path::new("out/r.xml"))
         );
-        assert!(args.json);
+        assert!(args.run.json);
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
             let script = completion_script(shell);
             assert!(
@@ -823,7 +956,7 @@ mod tests {
         let doctor = parse(&["doctor"]).unwrap();
         assert!(matches!(doctor, Command::Doctor(a) if a.servers.is_empty()));
         let flash = parse(&["flash-auto", "pi1", "a=b.hex", "--dry-run"]).unwrap();
-        assert!(matches!(flash, Command::FlashAuto(a) if a.dry_run));
+        assert!(matches!(flash, Command::FlashAuto(a) if a.run.dry_run));
         // Without a server, and with a lone server (refused by the command, not by clap).
         match parse(&["flash-auto", "a=b.hex", "node*=c.hex"]).unwrap() {
             Command::FlashAuto(a) => assert_eq!(a.args, ["a=b.hex", "node*=c.hex"]),

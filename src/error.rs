@@ -10,6 +10,7 @@
 //! | 2    | usage, config or setup error: nothing was flashed (or written)           |
 //! |      | also when the `--junit` report could not be written after the flash      |
 //! | 130  | interrupted (Ctrl-C, or Esc at a `discover` prompt: nothing written)     |
+//! |      | also `erase` answered No (or Esc, Ctrl-C) at its question: nothing erased |
 //!
 //! Messages are lowercase fragments that chain under `{:#}`; the next step for the user lives
 //! in [`Error::hint`], not in the message.
@@ -99,6 +100,11 @@ pub enum Error {
     #[error("cancelled; config.json was not changed")]
     Cancelled,
 
+    /// The user answered No (or Esc, Ctrl-C) to a command's question before it did anything
+    /// (`erase`); the message says what was not done.
+    #[error("{message}")]
+    Declined { message: String },
+
     /// The hub cannot be driven as asked, or did not do what it was told.
     #[error(transparent)]
     Hub(Box<crate::hub::HubError>),
@@ -139,7 +145,7 @@ impl Error {
             | Error::Io(_)
             | Error::Report { .. } => EXIT_SETUP,
             Error::Hub(h) if matches!(**h, crate::hub::HubError::NotAvailable(_)) => EXIT_SETUP,
-            Error::Cancelled => EXIT_INTERRUPTED,
+            Error::Cancelled | Error::Declined { .. } => EXIT_INTERRUPTED,
             Error::Hub(_) => EXIT_DEVICE_FAILED,
         }
     }
@@ -185,7 +191,7 @@ impl Error {
             Error::Report { .. } => {
                 Some("give `--junit` a file path in an existing, writable directory".into())
             }
-            Error::Process(_) | Error::Io(_) | Error::Cancelled => None,
+            Error::Process(_) | Error::Io(_) | Error::Cancelled | Error::Declined { .. } => None,
         }
     }
 

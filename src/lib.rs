@@ -4,7 +4,8 @@
 //! `main_impl` parses the command line, runs the command and turns the outcome into an exit
 //! code (table in [`error`]). Modules: `cli` (clap types), `config` (config.json), `remote`
 //! (quoting, ssh, agents, the process runner), `programmer` (STM32_Programmer_CLI argv and output
-//! parsing), `jobs` (the flash-auto run), `discover` (config.json from the attached boards),
+//! parsing), `jobs` (the flash-auto, reset and erase runs), `discover` (config.json from the
+//! attached boards),
 //! `report` (the terminal).
 
 pub mod cli;
@@ -89,12 +90,27 @@ fn run(cli: &Cli, reporter: &mut Reporter) -> Result<u8, Error> {
                 &jobs::FlashRequest {
                     server,
                     assignments,
-                    json: args.json,
-                    junit: args.junit.as_deref(),
-                    dry_run: args.dry_run,
+                    json: args.run.json,
+                    junit: args.run.junit.as_deref(),
+                    dry_run: args.run.dry_run,
                 },
                 reporter,
             )
+        }
+        Command::Reset(args) => {
+            let config = config::load(Some(&locate_config(cli, reporter)?))?;
+            let kind = if args.hard {
+                programmer::ResetKind::Hardware
+            } else {
+                programmer::ResetKind::Software
+            };
+            let req = args.boards.request(jobs::Operation::Reset(kind), false);
+            jobs::board_command(&config, &req, reporter)
+        }
+        Command::Erase(args) => {
+            let config = config::load(Some(&locate_config(cli, reporter)?))?;
+            let req = args.boards.request(jobs::Operation::Erase, args.yes);
+            jobs::board_command(&config, &req, reporter)
         }
         Command::Hub(args) => {
             let config = config::load(Some(&locate_config(cli, reporter)?))?;

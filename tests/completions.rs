@@ -137,6 +137,30 @@ fn servers_aliases_and_firmware_files_are_completed_from_the_config() {
 }
 
 #[test]
+fn reset_and_erase_complete_a_server_then_its_aliases() {
+    let dir = config();
+    let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    for command in ["reset", "erase"] {
+        assert_eq!(
+            bash(&dir, &["stm-remote", command, ""]),
+            s(&["dfu1", "dfu2", "g0", "lab", "pi1"]),
+            "{command}"
+        );
+        // After a server only its boards; a board already named is not offered again.
+        assert_eq!(
+            bash(&dir, &["stm-remote", command, "pi1", ""]),
+            s(&["dfu1", "dfu2"]),
+            "{command}"
+        );
+        assert_eq!(
+            bash(&dir, &["stm-remote", command, "--json", "dfu1", ""]),
+            s(&["dfu2", "g0"]),
+            "{command}"
+        );
+    }
+}
+
+#[test]
 fn a_broken_config_gives_no_candidates_and_no_error() {
     let dir = config();
     std::fs::write(dir.path().join("config.json"), "{ not json").unwrap();

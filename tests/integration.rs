@@ -19,6 +19,7 @@ mod hub;
 mod list;
 mod recovery;
 mod reports;
+mod reset_erase;
 mod terminal;
 mod transport;
 mod uhubctl;

@@ -8,7 +8,7 @@
 //! them together.
 
 mod jsonedit;
-mod prompt;
+pub(crate) mod prompt;
 mod run;
 mod scan;
 mod store;

@@ -1,7 +1,8 @@
-//! One programmer run on a board: the wrapped command (board lock, deadline, EOF watchdog,
+//! One programmer run on a board (a flash, a reset or an erase: the job's
+//! [`super::operation::Operation`]): the wrapped command (board lock, deadline, EOF watchdog,
 //! and for a board behind the hub's ST-LINK multiplexer, the mux switched and read back under
 //! the board lock), sent to one of the run's agents, retried only while nothing touched the
-//! board, and judged on the programmer's whole output. Also what a job needs from the run
+//! board, and judged on the programmer's whole output against the operation's markers. Also what a job needs from the run
 //! ([`JobContext`]) and why an attempt failed ([`JobFailure`]), shared by the job
 //! ([`super::device`]) and the recovery ladder ([`super::recovery`]).
 
@@ -16,12 +17,12 @@ use super::locks::{PortLocks, ProbeLocks};
 use super::plan::Job;
 use super::session::Session;
 use super::wrapper;
-use crate::config::{Interface, Server};
+use crate::config::Server;
 use crate::hub::{self, Call, Step as HubStep};
-use crate::programmer::{self, Expect, FailureKind};
+use crate::programmer::{self, FailureKind};
 use crate::remote::{self, LineSink, ProcessError, RunOptions, SSH_EXIT_CONNECTION, SshFailure};
 
-/// How often a flash is tried when ssh fails before the job started on the server.
+/// How often a job is tried when ssh fails before it started on the server.
 const CONNECT_TRIES: u32 = 3;
 
 /// Why an attempt failed, at the level recovery cares about.
@@ -68,27 +69,29 @@ impl JobContext<'_> {
     }
 }
 
-/// The programmer argv (path first) that writes, verifies and starts `file` (a path in the
-/// work dir) on the job's board. `under_reset` connects SWD targets under reset.
+/// The programmer argv (path first) of the job's operation on its board (a flash reads its
+/// file from `workdir`, the run's work dir). `under_reset` connects SWD targets under reset.
 pub(super) fn programmer_argv(
     server: &Server,
     job: &Job,
-    file: &str,
+    workdir: Option<&str>,
     under_reset: bool,
-) -> Vec<String> {
-    let iface = match job.device.interface() {
-        Interface::Usb => programmer::Interface::Usb,
-        Interface::Swd => programmer::Interface::Swd,
-    };
+) -> Result<Vec<String>, JobFailure> {
+    let args = job
+        .op
+        .programmer_args(&job.device, workdir)
+        .map_err(|message| JobFailure {
+            class: FailureClass::Programmer(FailureKind::Unknown),
+            message,
+            hint: None,
+        })?;
     let mut argv = vec![server.stm32cli.clone()];
-    let args =
-        programmer::args::flash_args(iface, &job.device.serial, file, job.address, true, true);
     argv.extend(if under_reset {
         programmer::args::under_reset(args)
     } else {
         args
     });
-    argv
+    Ok(argv)
 }
 
 /// `programmer` (from [`programmer_argv`]) under the job wrapper, holding the board's lock;
@@ -109,7 +112,8 @@ pub(super) fn wrapped_argv(
             .map_err(|why| JobFailure {
                 class: FailureClass::Hub,
                 message: format!(
-                    "the ST-LINK mux cannot be switched, so nothing was flashed: {why}"
+                    "the ST-LINK mux cannot be switched, so nothing was {}: {why}",
+                    job.op.words().done
                 ),
                 hint: None,
             })?,
@@ -139,27 +143,33 @@ pub(super) fn deadline_secs(server: &Server) -> u64 {
     server.programmer_timeout.ceil() as u64
 }
 
-/// One programmer run: connect by serial, write, verify, start; judged on the whole output.
-/// `under_reset` connects SWD targets under reset (a recovery step).
-pub(super) fn flash_attempt(
+/// One programmer run: connect by serial, then the job's operation (write, verify, start; or
+/// reset; or erase); judged on the whole output. `under_reset` connects SWD targets under
+/// reset (a recovery step).
+pub(super) fn programmer_attempt(
     ctx: &JobContext<'_>,
     job: &Job,
     under_reset: bool,
 ) -> Result<(), JobFailure> {
     let alias = job.alias.clone();
+    let noun = job.op.words().verb;
     // The probe behind the mux reaches one board at a time: its other boards wait here.
     let _probe = ctx.probes.using(&job.device);
-    let file = ctx.session.path(&job.remote_name);
     let argv = wrapped_argv(
         ctx.server,
         job,
-        &programmer_argv(ctx.server, job, &file, under_reset),
+        &programmer_argv(ctx.server, job, ctx.session.workdir.as_deref(), under_reset)?,
     )?;
     let deadline_secs = deadline_secs(ctx.server);
+    let cut_short = job
+        .op
+        .cut_short()
+        .map_or(String::new(), |what| format!(" and {what}"));
 
-    ctx.send(Event::progress(&alias, Step::Flashing, None));
+    ctx.send(Event::progress(&alias, job.op.running_step(), None));
     let events = ctx.events.clone();
     let sink_alias = alias.clone();
+    let running = job.op.running_step();
     let sink: LineSink = Arc::new(move |line, _stderr| {
         if line.starts_with(wrapper::WRAPPER_PREFIX) {
             return;
@@ -181,7 +191,7 @@ pub(super) fn flash_attempt(
         } else if clean.contains('%')
             && let Some(percent) = programmer::parse_run(&clean).progress_percent
         {
-            let _ = events.send(Event::progress(&sink_alias, Step::Flashing, Some(percent)));
+            let _ = events.send(Event::progress(&sink_alias, running.clone(), Some(percent)));
         }
     });
 
@@ -226,9 +236,12 @@ pub(super) fn flash_attempt(
                 return Err(JobFailure {
                     class: FailureClass::Interrupted,
                     message: if started {
-                        "interrupted during the flash; the programmer on the server was stopped and the board may be partly written".into()
+                        format!(
+                            "interrupted during the {noun}; the programmer on the server was \
+                             stopped{cut_short}"
+                        )
                     } else {
-                        "interrupted before the flash started".into()
+                        format!("interrupted before the {noun} started")
                     },
                     hint: None,
                 });
@@ -253,7 +266,7 @@ pub(super) fn flash_attempt(
             ctx.send(Event::Warn {
                 device: Some(alias.clone()),
                 message: format!(
-                    "ssh failed before the flash started ({}); retrying in {:.1} s",
+                    "ssh failed before the {noun} started ({}); retrying in {:.1} s",
                     failure.describe(),
                     pause.as_secs_f64()
                 ),
@@ -271,8 +284,12 @@ pub(super) fn flash_attempt(
             // until its sshd notices, so say only what is known.
             message: if started {
                 format!(
-                    "the connection to {} was lost during the flash{said}; the server will stop the programmer when it notices, and the board may be partly written",
+                    "the connection to {} was lost during the {noun}{said}; the server will stop \
+                     the programmer when it notices{}",
                     ctx.session.target.host,
+                    job.op
+                        .cut_short()
+                        .map_or(String::new(), |what| format!(", and {what}")),
                 )
             } else {
                 format!(
@@ -294,7 +311,8 @@ pub(super) fn flash_attempt(
                     wrapper::wrapper_message(&out.stderr).unwrap_or_else(|| "busy".into())
                 ),
                 hint: Some(
-                    "another run is flashing this board; try again later or raise `lock_wait`"
+                    "another run is using this board (flashing, resetting or erasing it); try \
+                     again later or raise `lock_wait`"
                         .into(),
                 ),
             });
@@ -352,10 +370,7 @@ pub(super) fn flash_attempt(
     programmer::judge(
         &report,
         code,
-        Expect {
-            verify: true,
-            start: true,
-        },
+        job.op.expect(&job.device),
         &job.device.serial,
     )
     .map_err(|f| JobFailure {
@@ -417,7 +432,8 @@ fn mux_failure(ctx: &JobContext<'_>, job: &Job, stderr: &str) -> JobFailure {
     JobFailure {
         class: FailureClass::Hub,
         message: format!(
-            "the ST-LINK mux was not switched to channel {n}, so nothing was flashed: {message}"
+            "the ST-LINK mux was not switched to channel {n}, so nothing was {}: {message}",
+            job.op.words().done
         ),
         hint,
     }

@@ -1,13 +1,14 @@
-//! One board's job: a short, explicit step sequence run on a pool thread.
+//! One board's job: a short, explicit step sequence run on a pool thread, the same for a
+//! flash, a reset and an erase (the job's [`super::operation::Operation`]).
 //!
-//! announce → flash attempt ("initial") → on a connect-class failure the recovery ladder
+//! announce → programmer attempt ("initial") → on a connect-class failure the recovery ladder
 //! ([`super::recovery`]), whose successful step names the result → verdict.
 
 use std::time::Instant;
 
 use serde::Serialize;
 
-use super::attempt::{JobContext, flash_attempt};
+use super::attempt::{JobContext, programmer_attempt};
 use super::event::{Event, Step};
 use super::plan::Job;
 use super::recovery;
@@ -20,7 +21,7 @@ pub struct JobResult {
     /// The server the board is attached to.
     pub server: String,
     pub ok: bool,
-    /// The recovery step that made the flash work, if any.
+    /// The recovery step that made the flash (reset, erase) work, if any.
     pub recovery: Option<String>,
     pub error: Option<String>,
     pub seconds: f64,
@@ -33,7 +34,7 @@ pub struct JobResult {
 }
 
 impl JobResult {
-    /// A board of `server` that was not flashed.
+    /// A board of `server` whose job did not succeed.
     pub fn failed(
         server: &str,
         device: &str,
@@ -67,20 +68,13 @@ pub fn run_job(ctx: &JobContext<'_>, job: &Job) -> JobResult {
             None,
         );
     }
-    ctx.send(Event::info(
-        alias,
-        format!(
-            "flashing {} over {} (serial {})",
-            job.local.display(),
-            job.device.interface(),
-            job.device.serial
-        ),
-    ));
+    let words = job.op.words();
+    ctx.send(Event::info(alias, job.op.announce(&job.device)));
 
     // Step 1: the initial attempt, holding the board's hub port against power cycles.
     let attempt = {
         let _port = ctx.ports.flashing(&job.device);
-        flash_attempt(ctx, job, false)
+        programmer_attempt(ctx, job, false)
     };
 
     // Step 2: a board that is absent or cannot be connected goes through the recovery ladder.
@@ -96,7 +90,10 @@ pub fn run_job(ctx: &JobContext<'_>, job: &Job) -> JobResult {
     match attempt {
         Ok(()) => {
             let how = recovery.as_deref().map_or("initial", |_| "recovery");
-            ctx.send(Event::info(alias, format!("Flash successful ({how})")));
+            ctx.send(Event::info(
+                alias,
+                format!("{} successful ({how})", words.label),
+            ));
             ctx.send(Event::progress(alias, Step::Done, None));
             JobResult {
                 device: job.alias.clone(),
@@ -112,10 +109,10 @@ pub fn run_job(ctx: &JobContext<'_>, job: &Job) -> JobResult {
         Err(f) => {
             ctx.send(Event::Error {
                 device: Some(job.alias.clone()),
-                message: format!("Flash failed: {}", f.message),
+                message: format!("{} failed: {}", words.label, f.message),
             });
             ctx.send(Event::progress(alias, Step::Failed, None));
-            // Recovery names only a step that made the flash work, so a failure has none.
+            // Recovery names only a step that made the job work, so a failure has none.
             JobResult {
                 warnings,
                 ..JobResult::failed(&ctx.session.server_name, alias, f.message, seconds, f.hint)

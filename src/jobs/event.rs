@@ -45,6 +45,10 @@ pub enum Step {
     Queued,
     /// The programmer runs: connect to the board, then write.
     Flashing,
+    /// The programmer runs: connect to the board, then reset it (`reset`).
+    Resetting,
+    /// The programmer runs: connect to the board, then erase its flash (`erase`).
+    Erasing,
     /// Written; the programmer reads it back.
     Verifying,
     /// Verified; the programmer starts the application.
@@ -64,12 +68,22 @@ impl std::fmt::Display for Step {
             Step::Uploading => f.write_str("uploading"),
             Step::Queued => f.write_str("queued"),
             Step::Flashing => f.write_str("flashing"),
+            Step::Resetting => f.write_str("resetting"),
+            Step::Erasing => f.write_str("erasing"),
             Step::Verifying => f.write_str("verifying"),
             Step::Starting => f.write_str("starting"),
             Step::Recovery(name) => write!(f, "recovery: {name}"),
             Step::Done => f.write_str("done"),
             Step::Failed => f.write_str("failed"),
         }
+    }
+}
+
+impl Step {
+    /// The board's own job has started: the programmer runs on it (its time counts from
+    /// here).
+    pub fn runs_programmer(&self) -> bool {
+        matches!(self, Step::Flashing | Step::Resetting | Step::Erasing)
     }
 }
 

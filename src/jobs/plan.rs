@@ -1,15 +1,17 @@
-//! Turns `flash-auto [<server>] <alias>=<firmware>...` and the config into one [`Plan`] per
-//! server: which board gets which file under which remote name. Pure apart from reading the local firmware
-//! files; every check that can fail before touching the network happens here (the file's
-//! content is checked by [`super::firmware`]), so a bad argument never leaves anything half
-//! done.
+//! Turns `flash-auto [<server>] <alias>=<firmware>...` (or `reset`/`erase [<server>]
+//! <alias>...`) and the config into one [`Plan`] per server: which board gets which
+//! [`Operation`] (a flash: which file under which remote name). Pure apart from reading the
+//! local firmware files; every check that can fail before touching the network happens here
+//! (the file's content is checked by [`super::firmware`]), so a bad argument never leaves
+//! anything half done.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::event::Event;
 use super::firmware::{self, Image};
-use super::select::select;
+use super::operation::{FLASH, FlashFile, Operation, Words};
+use super::select::{Pick, select};
 use crate::config::{Config, Device, Server};
 use crate::error::Error;
 
@@ -101,21 +103,15 @@ pub fn parse_assignment(arg: &str) -> Result<Assignment, Error> {
     })
 }
 
-/// One board to flash.
+/// One board and what to do to it.
 #[derive(Debug, Clone)]
 pub struct Job {
     /// Alias from config.json.
     pub alias: String,
     /// Its config entry.
     pub device: Device,
-    /// The local firmware file, as given.
-    pub local: PathBuf,
-    /// Name of the uploaded copy inside the run's remote work dir.
-    pub remote_name: String,
-    /// Write address (`.bin` only).
-    pub address: Option<u32>,
-    /// What the file writes (its address range where the format tells).
-    pub image: Image,
+    /// Flash a file, reset, or erase.
+    pub op: Operation,
 }
 
 /// One file to upload (several jobs may share it).
@@ -147,8 +143,19 @@ impl Plan {
     pub fn image_events(&self) -> Vec<Event> {
         self.jobs
             .iter()
-            .map(|j| Event::info(&j.alias, format!("{}: {}", j.local.display(), j.image)))
+            .filter_map(|j| {
+                let f = j.op.file()?;
+                Some(Event::info(
+                    &j.alias,
+                    format!("{}: {}", f.local.display(), f.image),
+                ))
+            })
             .collect()
+    }
+
+    /// Whether a job of this server reads files from the run's work dir (only a flash does).
+    pub fn needs_workdir(&self) -> bool {
+        self.jobs.iter().any(|j| j.op.needs_workdir())
     }
 }
 
@@ -209,28 +216,8 @@ pub fn plan(config: &Config, server: Option<&str>, args: &[String]) -> Result<Ve
         .map(|a| parse_assignment(a))
         .collect::<Result<_, _>>()?;
     let aliases: Vec<&str> = parsed.iter().map(|a| a.alias.as_str()).collect();
-    let picks = select(config, server, &aliases, args)?;
-    for pick in &picks {
-        let device = &config.devices[&pick.alias];
-        if let Some((other, _)) = config.devices.iter().find(|(other, d)| {
-            *other != &pick.alias
-                && d.server == device.server
-                && d.serial.eq_ignore_ascii_case(&device.serial)
-                && d.interface() == device.interface()
-                // Boards behind the hub's ST-LINK mux share its probe: their channels (distinct,
-                // checked at load) tell them apart.
-                && (d.stlink_mux.is_none() || device.stlink_mux.is_none())
-        }) {
-            return Err(config_error(
-                config,
-                format!(
-                    "devices `{}` and `{other}` on server `{}` share the serial {}; the programmer cannot tell them apart",
-                    pick.alias, device.server, device.serial
-                ),
-                Some("flash such boards one at a time with only one of them attached, or give them distinct serials".into()),
-            ));
-        }
-    }
+    let picks = select(config, server, &aliases, args, &FLASH)?;
+    check_serials(config, &picks, &FLASH)?;
     // Each argument's file is read and checked once, in argument order (every argument picked
     // at least one board: a pattern that matches nothing is an error).
     let files: Vec<Firmware> = parsed.iter().map(load_firmware).collect::<Result<_, _>>()?;
@@ -240,27 +227,7 @@ pub fn plan(config: &Config, server: Option<&str>, args: &[String]) -> Result<Ve
     for pick in picks {
         let (a, fw) = (&parsed[pick.arg], &files[pick.arg]);
         let device = &config.devices[&pick.alias];
-        let i = match plans.iter().position(|p| p.server_name == device.server) {
-            Some(i) => i,
-            None => {
-                // config.json's validation refuses a device of an undefined server.
-                let server = config.server(&device.server)?;
-                let neighbours = config
-                    .devices
-                    .iter()
-                    .filter(|(_, d)| d.server == device.server)
-                    .map(|(a, d)| (a.clone(), d.clone()))
-                    .collect();
-                plans.push(Plan {
-                    server_name: device.server.clone(),
-                    server: server.clone(),
-                    jobs: Vec::new(),
-                    uploads: Vec::new(),
-                    neighbours,
-                });
-                plans.len() - 1
-            }
-        };
+        let i = plan_index(config, &mut plans, &device.server)?;
         let plan = &mut plans[i];
         let key = (plan.server_name.clone(), fw.ext.clone(), fw.hash);
         let remote_name = match by_content.get(&key) {
@@ -280,13 +247,112 @@ pub fn plan(config: &Config, server: Option<&str>, args: &[String]) -> Result<Ve
         plan.jobs.push(Job {
             alias: pick.alias,
             device: device.clone(),
-            local: a.firmware.clone(),
-            remote_name,
-            address: fw.address,
-            image: fw.image,
+            op: Operation::Flash(FlashFile {
+                local: a.firmware.clone(),
+                remote_name,
+                address: fw.address,
+                image: fw.image,
+            }),
         });
     }
     Ok(plans)
+}
+
+/// The plans of `reset`/`erase [<server>] <alias>...`: every board the aliases (or patterns)
+/// name gets `op`; nothing is read or uploaded. Checked like a flash's plan: the aliases, the
+/// server, boards that share a serial, and whether the board can do `op` at all.
+pub fn plan_boards(
+    config: &Config,
+    server: Option<&str>,
+    aliases: &[String],
+    op: &Operation,
+) -> Result<Vec<Plan>, Error> {
+    if let Some(name) = server {
+        config.server(name)?;
+    }
+    if let Some(arg) = aliases.iter().find(|a| a.contains('=')) {
+        return Err(Error::Usage {
+            message: format!(
+                "`{}` takes device aliases, not `<alias>=<firmware>` ({arg:?})",
+                op.words().command
+            ),
+            hint: Some(format!(
+                "write the alias alone: `stm-remote {} {}`",
+                op.words().command,
+                arg.split_once('=').map_or(arg.as_str(), |(a, _)| a)
+            )),
+        });
+    }
+    let names: Vec<&str> = aliases.iter().map(String::as_str).collect();
+    let picks = select(config, server, &names, aliases, op.words())?;
+    check_serials(config, &picks, op.words())?;
+    let mut plans: Vec<Plan> = Vec::new();
+    for pick in picks {
+        let device = &config.devices[&pick.alias];
+        op.check(&pick.alias, device)?;
+        let i = plan_index(config, &mut plans, &device.server)?;
+        plans[i].jobs.push(Job {
+            alias: pick.alias,
+            device: device.clone(),
+            op: op.clone(),
+        });
+    }
+    Ok(plans)
+}
+
+/// Refuses boards that the programmer cannot tell apart: two configured devices of one
+/// server with the same interface and serial (unless the hub's ST-LINK mux separates them).
+fn check_serials(config: &Config, picks: &[Pick], words: &Words) -> Result<(), Error> {
+    for pick in picks {
+        let device = &config.devices[&pick.alias];
+        if let Some((other, _)) = config.devices.iter().find(|(other, d)| {
+            *other != &pick.alias
+                && d.server == device.server
+                && d.serial.eq_ignore_ascii_case(&device.serial)
+                && d.interface() == device.interface()
+                // Boards behind the hub's ST-LINK mux share its probe: their channels (distinct,
+                // checked at load) tell them apart.
+                && (d.stlink_mux.is_none() || device.stlink_mux.is_none())
+        }) {
+            return Err(config_error(
+                config,
+                format!(
+                    "devices `{}` and `{other}` on server `{}` share the serial {}; the programmer cannot tell them apart",
+                    pick.alias, device.server, device.serial
+                ),
+                Some(format!(
+                    "{} such boards one at a time with only one of them attached, or give them \
+                     distinct serials",
+                    words.verb
+                )),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The index of `server`'s plan in `plans`, added (empty) when it is the first board of that
+/// server: servers keep the order of their first boards.
+fn plan_index(config: &Config, plans: &mut Vec<Plan>, server: &str) -> Result<usize, Error> {
+    if let Some(i) = plans.iter().position(|p| p.server_name == server) {
+        return Ok(i);
+    }
+    // config.json's validation refuses a device of an undefined server.
+    let entry = config.server(server)?;
+    let neighbours = config
+        .devices
+        .iter()
+        .filter(|(_, d)| d.server == server)
+        .map(|(a, d)| (a.clone(), d.clone()))
+        .collect();
+    plans.push(Plan {
+        server_name: server.to_string(),
+        server: entry.clone(),
+        jobs: Vec::new(),
+        uploads: Vec::new(),
+        neighbours,
+    });
+    Ok(plans.len() - 1)
 }
 
 /// sha256 of the firmware file's content.
@@ -364,6 +430,11 @@ mod tests {
         plan(&config(), Some("pi1"), args).unwrap_err().to_string()
     }
 
+    /// The file of a flash job.
+    fn file(job: &Job) -> &FlashFile {
+        job.op.file().expect("a flash job")
+    }
+
     /// The plan of the seed form on `pi1`: exactly one.
     fn plan1(args: &[String]) -> Plan {
         let mut plans = plan(&config(), Some("pi1"), args).unwrap();
@@ -415,9 +486,9 @@ mod tests {
         let b = fw(&d, "g0.BIN");
         let p = plan1(&[format!("dfu1={a}"), format!("g0={b}")]);
         assert_eq!(p.jobs.len(), 2);
-        assert_eq!(p.jobs[0].remote_name, "fw1.hex");
-        assert_eq!(p.jobs[1].remote_name, "fw2.bin");
-        assert_eq!(p.jobs[1].address, Some(DEFAULT_BIN_ADDRESS));
+        assert_eq!(file(&p.jobs[0]).remote_name, "fw1.hex");
+        assert_eq!(file(&p.jobs[1]).remote_name, "fw2.bin");
+        assert_eq!(file(&p.jobs[1]).address, Some(DEFAULT_BIN_ADDRESS));
         let p = plan1(&[format!("dfu1={a}"), format!("g0={a}")]);
         assert_eq!(p.uploads.len(), 1);
         // A copy under another name is the same content: still one upload.
@@ -425,7 +496,7 @@ mod tests {
         std::fs::copy(&a, &copy).unwrap();
         let p = plan1(&[format!("dfu1={a}"), format!("g0={}", copy.display())]);
         assert_eq!(p.uploads.len(), 1);
-        assert_eq!(p.jobs[1].remote_name, "fw1.hex");
+        assert_eq!(file(&p.jobs[1]).remote_name, "fw1.hex");
     }
 
     #[test]
@@ -473,7 +544,7 @@ mod tests {
         let a = fw(&d, "a.hex");
         let p = plan1(&[format!("dfu1={a}")]);
         assert_eq!(
-            p.jobs[0].image.to_string(),
+            file(&p.jobs[0]).image.to_string(),
             "0x08000000–0x08000003, 4 bytes"
         );
         let bad = d.path().join("bad.hex");
@@ -554,5 +625,60 @@ mod tests {
             e.contains("firmware for `d*`: cannot read `/nonexistent/x.hex`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn board_plans_check_the_aliases_and_read_no_file() {
+        use crate::programmer::ResetKind;
+        let c = config();
+        let words = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let reset = Operation::Reset(ResetKind::Software);
+        let plans = plan_boards(&c, None, &words(&["far", "?0", "dfu1"]), &reset).unwrap();
+        let shape: Vec<(&str, Vec<&str>)> = plans
+            .iter()
+            .map(|p| {
+                (
+                    p.server_name.as_str(),
+                    p.jobs.iter().map(|j| j.alias.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(shape, [("pi2", vec!["far"]), ("pi1", vec!["g0", "dfu1"])]);
+        assert!(
+            plans
+                .iter()
+                .all(|p| p.uploads.is_empty() && !p.needs_workdir())
+        );
+        let err = |server, args: &[&str], op: &Operation| {
+            let e = plan_boards(&c, server, &words(args), op).unwrap_err();
+            format!("{e} | {}", e.hint().unwrap_or_default())
+        };
+        let e = err(Some("pi1"), &["far"], &Operation::Erase);
+        assert!(
+            e.contains("attached to server `pi2`, not `pi1`")
+                && e.contains("run `stm-remote erase pi2 far` for it")
+                && e.contains("`stm-remote erase <alias>...` erases each board"),
+            "{e}"
+        );
+        let e = err(None, &["dfu1=app.hex"], &reset);
+        assert!(
+            e.contains("`reset` takes device aliases, not `<alias>=<firmware>`")
+                && e.contains("`stm-remote reset dfu1`"),
+            "{e}"
+        );
+        let e = err(None, &["f072*"], &Operation::Erase);
+        assert!(
+            e.contains("share the serial FFFFFFFEFFFF") && e.contains("| erase such boards"),
+            "{e}"
+        );
+        let e = err(None, &["g0", "?0"], &reset);
+        assert!(
+            e.contains("named twice") && e.contains("name each board once"),
+            "{e}"
+        );
+        let e = err(None, &["dfu*"], &Operation::Reset(ResetKind::Hardware));
+        assert!(e.contains("`dfu1` is a USB DFU board"), "{e}");
+        let e = err(Some("pi3"), &["dfu1"], &reset);
+        assert!(e.contains("unknown server `pi3`"), "{e}");
     }
 }

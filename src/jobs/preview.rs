@@ -9,19 +9,33 @@
 use std::process::Command;
 
 use super::attempt::{deadline_secs, programmer_argv, wrapped_argv};
-use super::plan::{Plan, plan};
+use super::operation::{FLASH, Words};
+use super::plan::Plan;
 use super::recovery::ladder;
 use super::session::{
-    fetch_argv, keeper_argv, open_argv, path_in, upload_argv, upload_display, workdir_template,
+    fetch_argv, hello_argv, keeper_argv, open_argv, upload_argv, upload_display, workdir_template,
 };
 use super::wrapper;
-use crate::config::{Config, Server};
+use crate::config::Server;
 use crate::error::Error;
 use crate::remote::{self, SshTarget};
 use crate::report::Reporter;
 
-/// The first line of every plan.
+/// The first line of every plan (of `flash-auto` and `hub`; [`dry_run_header`] for the
+/// others).
 const DRY_RUN: &str = "Dry run: nothing is connected, uploaded, flashed or switched.\n";
+
+/// The first line of the plan of a command with these words.
+fn dry_run_header(words: &Words) -> String {
+    if *words == FLASH {
+        DRY_RUN.to_string()
+    } else {
+        format!(
+            "Dry run: nothing is connected, {} or switched.\n",
+            words.done
+        )
+    }
+}
 
 /// A plan being written: a header, then numbered steps, each with its details and the exact
 /// local command line.
@@ -90,6 +104,38 @@ impl Preview {
         agents: usize,
     ) -> Result<String, Error> {
         let workdir = workdir_template(server);
+        self.start_agents(target, agents)?;
+        let open = target.ssh(&open_argv(server)).map_err(quote_error)?;
+        self.step(
+            "make this run's work dir on the server and read its free space (on an agent)",
+            &[format!("mktemp picks the name; shown below as {workdir}")],
+            &open,
+        );
+        let keeper = target.ssh(&keeper_argv(&workdir)).map_err(quote_error)?;
+        self.step(
+            "keep the work dir while the run lasts (removed when this ssh ends, also on a crash)",
+            &[],
+            &keeper,
+        );
+        Ok(workdir)
+    }
+
+    /// The steps that open the session of a run without a work dir: the connection and the
+    /// agents, and the check that the server answers.
+    pub fn open_plain_session(&mut self, target: &SshTarget, agents: usize) -> Result<(), Error> {
+        self.start_agents(target, agents)?;
+        let hello = target.ssh(&hello_argv()).map_err(quote_error)?;
+        self.step(
+            "check that the server answers (on an agent; nothing is uploaded, so no work dir \
+             is made)",
+            &[],
+            &hello,
+        );
+        Ok(())
+    }
+
+    /// The connection master (when ssh multiplexes) and the run's agents.
+    fn start_agents(&mut self, target: &SshTarget, agents: usize) -> Result<(), Error> {
         if target.multiplex {
             self.step(
                 "log in once: the connection master, which every ssh below shares",
@@ -106,19 +152,7 @@ impl Preview {
             &[],
             &agent,
         );
-        let open = target.ssh(&open_argv(server)).map_err(quote_error)?;
-        self.step(
-            "make this run's work dir on the server and read its free space (on an agent)",
-            &[format!("mktemp picks the name; shown below as {workdir}")],
-            &open,
-        );
-        let keeper = target.ssh(&keeper_argv(&workdir)).map_err(quote_error)?;
-        self.step(
-            "keep the work dir while the run lasts (removed when this ssh ends, also on a crash)",
-            &[],
-            &keeper,
-        );
-        Ok(workdir)
+        Ok(())
     }
 
     /// The plan of a command without a work dir.
@@ -136,17 +170,11 @@ impl Preview {
     }
 }
 
-/// `flash-auto --dry-run`: checks the arguments and firmware files exactly as a run does, then
-/// returns the plan as text for stdout: per server (in the order a run starts them, all at
-/// once), the commands its part of the run would start. Argument and config errors are
-/// returned as they would be by the run.
-pub fn dry_run(
-    config: &Config,
-    server: Option<&str>,
-    assignments: &[String],
-    reporter: &mut Reporter,
-) -> Result<String, Error> {
-    let plans = plan(config, server, assignments)?;
+/// `--dry-run` of `flash-auto`, `reset` and `erase`: the plans (checked exactly as a run
+/// checks them: arguments, config, firmware files) as text for stdout: per server (in the
+/// order a run starts them, all at once), the commands its part of the run would start.
+/// `words`: the command's.
+pub fn dry_run(plans: &[Plan], words: &Words, reporter: &mut Reporter) -> Result<String, Error> {
     reporter.set_devices(
         plans
             .iter()
@@ -155,11 +183,15 @@ pub fn dry_run(
     for e in plans.iter().flat_map(Plan::image_events) {
         reporter.handle(e);
     }
-    let mut out = DRY_RUN.to_string();
+    let mut out = dry_run_header(words);
     if plans.len() > 1 {
+        let what = if plans.iter().any(Plan::needs_workdir) {
+            "each with its own connection, agents and work dir"
+        } else {
+            "each with its own connection and agents"
+        };
         out.push_str(&format!(
-            "{} servers, run at the same time, each with its own connection, agents and work \
-             dir: {}.\n",
+            "{} servers, run at the same time, {what}: {}.\n",
             plans.len(),
             plans
                 .iter()
@@ -181,18 +213,25 @@ pub fn dry_run(
 fn server_plan(plan: &Plan) -> Result<String, Error> {
     let (mut preview, target) = Preview::server(&plan.server_name, &plan.server);
     let parallel = plan.server.max_parallel.clamp(1, plan.jobs.len().max(1));
-    let workdir = preview.open_session(&plan.server, &target, parallel)?;
-    upload_step(&mut preview, plan, &target, &workdir)?;
+    let workdir = if plan.needs_workdir() {
+        let workdir = preview.open_session(&plan.server, &target, parallel)?;
+        upload_step(&mut preview, plan, &target, &workdir)?;
+        Some(workdir)
+    } else {
+        preview.open_plain_session(&target, parallel)?;
+        None
+    };
     preview.note(&format!(
         "Then one command per board on an agent, {parallel} at a time (`max_parallel` {}), in \
          this order:",
         plan.server.max_parallel
     ));
     for job in &plan.jobs {
-        let file = path_in(&workdir, &job.remote_name);
-        let programmer = programmer_argv(&plan.server, job, &file, false);
-        let wrapped = wrapped_argv(&plan.server, job, &programmer)
-            .map_err(|f| Error::usage(format!("`{}`: {}", job.alias, f.message)))?;
+        let failed =
+            |f: super::attempt::JobFailure| Error::usage(format!("`{}`: {}", job.alias, f.message));
+        let programmer =
+            programmer_argv(&plan.server, job, workdir.as_deref(), false).map_err(failed)?;
+        let wrapped = wrapped_argv(&plan.server, job, &programmer).map_err(failed)?;
         let cmd = target.ssh(&wrapped).map_err(quote_error)?;
         let mut details = vec![
             format!(
@@ -227,10 +266,9 @@ fn server_plan(plan: &Plan) -> Result<String, Error> {
         }
         preview.step(
             &format!(
-                "[{}] write, verify and start {} ({}) over {}, serial {}",
+                "[{}] {} over {}, serial {}",
                 job.alias,
-                crate::report::escape_path(&job.local),
-                job.image,
+                job.op.describe(&job.device),
                 job.device.interface(),
                 job.device.serial
             ),
@@ -238,7 +276,10 @@ fn server_plan(plan: &Plan) -> Result<String, Error> {
             &cmd,
         );
     }
-    Ok(preview.finish(&workdir))
+    Ok(match workdir {
+        Some(workdir) => preview.finish(&workdir),
+        None => preview.finish_plain(),
+    })
 }
 
 /// The one upload of the run: each distinct file under its generated name, its bytes sent

@@ -1,6 +1,7 @@
 //! The recovery ladder for a board that is absent or cannot be connected after its first
-//! attempt, and the per-port locks that keep jobs sharing a hub port from power-cycling each
-//! other mid-flash.
+//! attempt (a flash, a reset or an erase alike: a reset of a board that is not listed is what
+//! the ladder is for), and the per-port locks that keep jobs sharing a hub port from
+//! power-cycling each other mid-flash.
 //!
 //! Only connect-class failures are recovered ([`should_recover`]); a verify mismatch or a
 //! write error is reported as it is, never power-cycled blindly. The ladder for a board is
@@ -10,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::attempt::{FailureClass, JobContext, JobFailure, flash_attempt};
+use super::attempt::{FailureClass, JobContext, JobFailure, programmer_attempt};
 use super::event::{self, Event};
 use super::locks::PortBoard;
 use super::plan::Job;
@@ -144,7 +145,7 @@ pub fn recover(ctx: &JobContext<'_>, job: &Job, first: JobFailure) -> Recovered 
             Ok(()) => {
                 let result = {
                     let _port = ctx.ports.flashing(&job.device);
-                    flash_attempt(ctx, job, step == Step::ConnectUnderReset)
+                    programmer_attempt(ctx, job, step == Step::ConnectUnderReset)
                 };
                 warnings.extend(release_boot(ctx, job, step));
                 match result {

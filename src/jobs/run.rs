@@ -1,7 +1,8 @@
-//! `flash-auto` end to end: plan (one per server) → every server at once, each on its own
-//! thread ([`each_server_named`]; servers that may be one machine one after the other, see
-//! [`lanes`]): connect (work dir) → upload → per-board jobs on a rayon pool bounded by that
-//! server's `max_parallel` → clean up → results. The main thread owns
+//! `flash-auto` (and `reset`, `erase`) end to end: plan (one per server) → every server at
+//! once, each on its own thread ([`each_server_named`]; servers that may be one machine one
+//! after the other, see [`lanes`]): connect (work dir, for a flash) → upload (a flash) →
+//! per-board jobs on a rayon pool bounded by that server's `max_parallel` → clean up →
+//! results. The main thread owns
 //! the reporter and shows every server's events as they arrive. A server that cannot be set
 //! up fails its own boards; the others go on.
 
@@ -14,9 +15,9 @@ use super::device::{JobResult, run_job};
 use super::event::{Event, Step};
 use super::fanout::each_server_named;
 use super::locks::{PortLocks, ProbeLocks};
-use super::plan::{Plan, plan};
+use super::operation::Words;
+use super::plan::Plan;
 use super::session::Session;
-use crate::config::Config;
 use crate::error::Error;
 use crate::report::Reporter;
 
@@ -33,16 +34,9 @@ pub struct ServerRun {
     pub elapsed: Duration,
 }
 
-/// Runs flash-auto on `server` (the seed form) or, without it, on the server of each board;
-/// returns each server's part in the order of its first board on the command line. An
-/// argument or config error is `Err`: nothing was started.
-pub fn flash_auto(
-    config: &Config,
-    server: Option<&str>,
-    assignments: &[String],
-    reporter: &mut Reporter,
-) -> Result<Vec<ServerRun>, Error> {
-    let plans = plan(config, server, assignments)?;
+/// Runs the planned jobs of every server at once (see the module doc); returns each server's
+/// part in plan order. `words`: the command's, for the log lines about a whole server.
+pub fn run(plans: &[Plan], words: &Words, reporter: &mut Reporter) -> Vec<ServerRun> {
     let fleet = plans.len() > 1;
     let aliases = plans
         .iter()
@@ -56,7 +50,7 @@ pub fn flash_auto(
     for e in plans.iter().flat_map(Plan::image_events) {
         reporter.handle(e);
     }
-    for p in &plans {
+    for p in plans {
         if let Some(note) = crate::hub::hubd_note(&p.server_name, &p.server) {
             reporter.handle(if fleet {
                 note.or_device(&p.server_name)
@@ -77,7 +71,7 @@ pub fn flash_auto(
     reporter.start_progress(&groups);
     let started = Instant::now();
     // One worker per lane; a lane's servers run one after the other.
-    let lanes = lanes(&plans);
+    let lanes = lanes(plans);
     let labels: Vec<String> = lanes
         .iter()
         .map(|lane| plans[lane[0]].server_name.clone())
@@ -108,7 +102,7 @@ pub fn flash_auto(
                     if let (true, Some(e)) = (fleet, &run.setup_error) {
                         emit(Event::Error {
                             device: None,
-                            message: format!("{e}; its boards are not flashed"),
+                            message: format!("{e}; its boards are not {}", words.done),
                         });
                     }
                     run
@@ -132,7 +126,7 @@ pub fn flash_auto(
             .unwrap_or(usize::MAX)
     });
     reporter.end_progress();
-    Ok(runs)
+    runs
 }
 
 /// The plans (by index) grouped into lanes that run at once: servers that may be the same
@@ -201,11 +195,19 @@ fn run_plan(plan: &Plan, started: Instant, emit: &mut dyn FnMut(Event)) -> Serve
     mark_all(plan, emit, &Step::Connecting);
     // One agent per pool thread, all started while connecting.
     let threads = plan.server.max_parallel.clamp(1, plan.jobs.len().max(1));
-    let session = match Session::open(&plan.server_name, &plan.server, threads, emit) {
+    let session = match Session::open(
+        &plan.server_name,
+        &plan.server,
+        threads,
+        plan.needs_workdir(),
+        emit,
+    ) {
         Ok(s) => s,
         Err(e) => return failed(e, emit),
     };
-    mark_all(plan, emit, &Step::Uploading);
+    if !plan.uploads.is_empty() {
+        mark_all(plan, emit, &Step::Uploading);
+    }
     let outcome = session.upload(&plan.server, &plan.uploads, emit).map(|()| {
         mark_all(plan, emit, &Step::Queued);
         run_pool(plan, &session, emit)

@@ -1,9 +1,10 @@
-//! Which boards the `<alias>=<firmware>` arguments of flash-auto name: a plain alias names one
-//! device, an alias pattern (shell-style `*` and `?`, e.g. `'node*=app.hex'`) every device
+//! Which boards the `<alias>=<firmware>` arguments of flash-auto (or the `<alias>` arguments
+//! of reset and erase) name: a plain alias names one device, an alias pattern (shell-style `*` and `?`, e.g. `'node*=app.hex'`) every device
 //! whose alias it matches. Pure: the config's devices in, the picked aliases out, or an error
 //! naming the argument (an unknown alias, a pattern that matches nothing, a device named by
 //! two arguments, a device of another server when a server was given).
 
+use super::operation::Words;
 use crate::config::{Config, suggestion, validate_alias};
 use crate::error::Error;
 
@@ -82,12 +83,14 @@ fn name_list<'a>(names: impl IntoIterator<Item = &'a str>, max: usize) -> String
 
 /// The boards the arguments name, in argument order (a pattern's matches in alias order).
 /// `aliases[i]` is the alias part of argument `args[i]` (shown in errors). With `server`, every
-/// board must be attached to it and patterns match only its devices.
+/// board must be attached to it and patterns match only its devices. `words`: the command's,
+/// for the hints.
 pub fn select(
     config: &Config,
     server: Option<&str>,
     aliases: &[&str],
     args: &[String],
+    words: &Words,
 ) -> Result<Vec<Pick>, Error> {
     let mut picks: Vec<Pick> = Vec::new();
     for (i, &alias) in aliases.iter().enumerate() {
@@ -102,7 +105,7 @@ pub fn select(
                 .map(|(a, _)| a)
                 .collect();
             if matched.is_empty() {
-                return Err(no_match(config, server, alias, arg));
+                return Err(no_match(config, server, alias, arg, words));
             }
             picks.extend(matched.into_iter().map(|a| Pick {
                 alias: a.clone(),
@@ -131,10 +134,12 @@ pub fn select(
                     device.server
                 ),
                 Some(format!(
-                    "run `stm-remote flash-auto {} {arg}` for it, or leave out the server: \
-                     `stm-remote flash-auto <alias>=<firmware>...` flashes each board on its own \
-                     server",
-                    device.server
+                    "run `stm-remote {command} {} {arg}` for it, or leave out the server: \
+                     `stm-remote {command} {args}` {verbs} each board on its own server",
+                    device.server,
+                    command = words.command,
+                    args = words.args,
+                    verbs = words.verbs,
                 )),
             ));
         }
@@ -161,11 +166,13 @@ pub fn select(
                         shown(p.arg)
                     )
                 },
-                hint: Some(
+                hint: Some(if words.args.contains('=') {
                     "give each board one firmware: narrow the pattern, or drop one of the \
                      arguments"
-                        .into(),
-                ),
+                        .into()
+                } else {
+                    "name each board once: narrow the pattern, or drop one of the arguments".into()
+                }),
             });
         }
     }
@@ -173,7 +180,13 @@ pub fn select(
 }
 
 /// The error of a pattern that matches no device (of `server`, when given).
-fn no_match(config: &Config, server: Option<&str>, pattern: &str, arg: &str) -> Error {
+fn no_match(
+    config: &Config,
+    server: Option<&str>,
+    pattern: &str,
+    arg: &str,
+    words: &Words,
+) -> Error {
     let elsewhere: Vec<&String> = config
         .devices
         .keys()
@@ -184,9 +197,10 @@ fn no_match(config: &Config, server: Option<&str>, pattern: &str, arg: &str) -> 
             config,
             format!("the pattern `{pattern}` (in `{arg}`) matches no device of server `{server}`"),
             Some(format!(
-                "it matches {} of other servers; leave out the server to flash every board on \
-                 its own server",
-                name_list(elsewhere.iter().map(|a| a.as_str()), 8)
+                "it matches {} of other servers; leave out the server to {} every board on its \
+                 own server",
+                name_list(elsewhere.iter().map(|a| a.as_str()), 8),
+                words.verb
             )),
         ),
         Some(server) => config_error(
@@ -243,9 +257,15 @@ mod tests {
             .iter()
             .map(|a| a.split_once('=').map_or(a.as_str(), |(x, _)| x))
             .collect();
-        select(&config(), server, &aliases, &args)
-            .map(|v| v.into_iter().map(|p| (p.alias, p.arg)).collect())
-            .map_err(|e| format!("{e} | hint: {}", e.hint().unwrap_or_default()))
+        select(
+            &config(),
+            server,
+            &aliases,
+            &args,
+            &super::super::operation::FLASH,
+        )
+        .map(|v| v.into_iter().map(|p| (p.alias, p.arg)).collect())
+        .map_err(|e| format!("{e} | hint: {}", e.hint().unwrap_or_default()))
     }
 
     fn p(list: &[(&str, usize)]) -> Vec<(String, usize)> {

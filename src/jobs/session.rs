@@ -1,7 +1,8 @@
 //! One run's presence on a flash server: picks the first hostname that answers
 //! ([`first_answer`], also used by `discover` to list a server's boards), makes the
 //! run's own work dir there (`mktemp -d`, so two users or two runs never collide), uploads the
-//! firmware under generated names, and removes the work dir at the end.
+//! firmware under generated names, and removes the work dir at the end. A run that uploads
+//! nothing (`reset`, `erase`) makes no work dir: its session is the connection and the agents.
 
 use std::time::Duration;
 
@@ -14,12 +15,13 @@ use crate::remote::{self, SSH_EXIT_CONNECTION, SshFailure, SshTarget};
 /// Prefix of every work dir this tool creates on a server.
 pub const WORKDIR_PREFIX: &str = "stm-remote.";
 
-/// A connected server with this run's work dir.
+/// A connected server with this run's work dir (when the run needs one).
 #[derive(Debug)]
 pub struct Session {
     pub server_name: String,
     pub target: SshTarget,
-    pub workdir: String,
+    /// The run's work dir; `None` for a run that uploads nothing.
+    pub workdir: Option<String>,
     /// Free space in the work dir's file system, when `df` said.
     pub free_kib: Option<u64>,
     /// The keeper: a remote shell that removes the work dir when its stdin closes, i.e. when
@@ -234,6 +236,12 @@ pub fn path_in(workdir: &str, name: &str) -> String {
     format!("{workdir}/{name}")
 }
 
+/// The remote argv that checks, on a run's first agent, that the server answers, for a run
+/// without a work dir.
+pub fn hello_argv() -> Vec<String> {
+    vec!["true".to_string()]
+}
+
 /// The remote argv that makes the work dir and prints it and its free space.
 pub fn open_argv(server: &Server) -> Vec<String> {
     let mut argv: Vec<String> = ["sh", "-c", MKTEMP_AND_DF, "stm-remote-open"]
@@ -365,20 +373,25 @@ pub fn upload_display(target: &SshTarget, command: &str, uploads: &[Upload]) -> 
 }
 
 impl Session {
-    /// Tries each hostname in order by creating the work dir there; the first that answers is
-    /// used for the whole run. On it, the connection master logs in first (`ssh -f -N`), then
-    /// the run's `agents` agents start at once over it, and the first of them makes the work
-    /// dir while the others log in.
+    /// Tries each hostname in order by creating the work dir there (with `workdir`; else by
+    /// running `true`); the first that answers is used for the whole run. On it, the
+    /// connection master logs in first (`ssh -f -N`), then the run's `agents` agents start at
+    /// once over it, and the first of them makes the work dir while the others log in.
     pub fn open(
         server_name: &str,
         server: &Server,
         agents: usize,
+        workdir: bool,
         emit: &mut dyn FnMut(Event),
     ) -> Result<Session, Error> {
         // One round trip on the first agent: make the work dir, then say how much room it has
         // (for the upload).
-        let command =
-            remote::quote_command(&open_argv(server)).map_err(|e| Error::usage(e.to_string()))?;
+        let argv = if workdir {
+            open_argv(server)
+        } else {
+            hello_argv()
+        };
+        let command = remote::quote_command(&argv).map_err(|e| Error::usage(e.to_string()))?;
         let deadline = server.connect_deadline();
         let (Answer { target, output, .. }, agents) = first_answer_by(
             server_name,
@@ -413,6 +426,27 @@ impl Session {
                 out.map(|out| (out, pool))
             },
         )?;
+        if !workdir {
+            if output.code != Some(0) {
+                return Err(Error::Remote {
+                    server: server_name.to_string(),
+                    step: "starting the run".into(),
+                    details: nonempty(output.stderr_tail(), output.code),
+                });
+            }
+            emit(Event::Info {
+                device: None,
+                message: format!("connected to `{server_name}` at {}", target.host),
+            });
+            return Ok(Session {
+                server_name: server_name.to_string(),
+                agents,
+                target,
+                workdir: None,
+                free_kib: None,
+                keeper: std::sync::Mutex::new(None),
+            });
+        }
         let mut lines = output.stdout.lines();
         let workdir = lines.next().unwrap_or_default().trim().to_string();
         let free_kib = lines.next().and_then(parse_df_available);
@@ -442,7 +476,7 @@ impl Session {
             server_name: server_name.to_string(),
             agents,
             target,
-            workdir,
+            workdir: Some(workdir),
             free_kib,
             keeper: std::sync::Mutex::new(keeper),
         })
@@ -467,11 +501,6 @@ impl Session {
             .run_raw(command, opts, &|c| emit(agent_event(None, c)))
     }
 
-    /// Absolute remote path of a file in the work dir.
-    pub fn path(&self, name: &str) -> String {
-        path_in(&self.workdir, name)
-    }
-
     /// Puts every file into the work dir. With `firmware_cache`, one request first copies the
     /// files the server's cache holds (checked by size and sha256); the rest are uploaded in
     /// one request to an agent: the bytes follow the request on the agent's stdin, and the
@@ -486,12 +515,19 @@ impl Session {
         if uploads.is_empty() {
             return Ok(());
         }
+        let Some(workdir) = self.workdir.as_deref() else {
+            return Err(Error::Remote {
+                server: self.server_name.clone(),
+                step: "uploading the firmware".into(),
+                details: "this run made no work dir (internal error)".into(),
+            });
+        };
         let opts = remote::RunOptions {
             deadline: Some(Duration::from_secs(600)),
             ..remote::RunOptions::default()
         };
         let hits = if server.firmware_cache {
-            self.fetch(server, uploads, &opts, emit)?
+            self.fetch(server, workdir, uploads, &opts, emit)?
         } else {
             Vec::new()
         };
@@ -512,12 +548,12 @@ impl Session {
                 server: self.server_name.clone(),
                 step: "uploading the firmware".into(),
                 details: format!(
-                    "not enough space in {}: {free} KiB free, the firmware needs {need_kib} KiB",
-                    self.workdir
+                    "not enough space in {workdir}: {free} KiB free, the firmware needs \
+                     {need_kib} KiB"
                 ),
             });
         }
-        let command = remote::quote_command(&upload_argv(server, &self.workdir, &missing))
+        let command = remote::quote_command(&upload_argv(server, workdir, &missing))
             .map_err(|e| Error::usage(e.to_string()))?;
         emit(Event::Command {
             device: None,
@@ -549,11 +585,12 @@ impl Session {
     fn fetch(
         &self,
         server: &Server,
+        workdir: &str,
         uploads: &[Upload],
         opts: &remote::RunOptions,
         emit: &mut dyn FnMut(Event),
     ) -> Result<Vec<String>, Error> {
-        let command = remote::quote_command(&fetch_argv(server, &self.workdir, uploads))
+        let command = remote::quote_command(&fetch_argv(server, workdir, uploads))
             .map_err(|e| Error::usage(e.to_string()))?;
         emit(Event::Command {
             device: None,
@@ -586,9 +623,12 @@ impl Session {
         Ok(hits)
     }
 
-    /// Removes the work dir; a failure is reported, not fatal.
+    /// Ends the run's agents and removes the work dir; a failure is reported, not fatal.
     pub fn cleanup(&self, emit: &mut dyn FnMut(Event)) {
         self.agents.close();
+        let Some(workdir) = self.workdir.as_deref() else {
+            return;
+        };
         let keeper = self.keeper.lock().ok().and_then(|mut k| k.take());
         if let Some(keeper) = keeper
             && matches!(keeper.finish(Duration::from_secs(30)), Ok(out) if out.code == Some(0))
@@ -596,7 +636,7 @@ impl Session {
             return;
         }
         // No keeper, or it lost its connection: remove the dir explicitly.
-        let result = remote::quote_command(&["rm", "-rf", "--", self.workdir.as_str()])
+        let result = remote::quote_command(&["rm", "-rf", "--", workdir])
             .map(|rm| self.target.ssh_framed(&rm))
             .map_err(|e| e.to_string())
             .and_then(|mut cmd| {
@@ -619,14 +659,13 @@ impl Session {
             Ok(out) => emit(Event::Warn {
                 device: None,
                 message: format!(
-                    "could not remove {}: {}",
-                    self.workdir,
+                    "could not remove {workdir}: {}",
                     nonempty(out.stderr_tail(), out.code)
                 ),
             }),
             Err(e) => emit(Event::Warn {
                 device: None,
-                message: format!("could not remove {}: {e}", self.workdir),
+                message: format!("could not remove {workdir}: {e}"),
             }),
         }
     }

@@ -1,4 +1,5 @@
-//! Pure builders of `STM32_Programmer_CLI` argument vectors (flash, list, version).
+//! Pure builders of `STM32_Programmer_CLI` argument vectors (flash, reset, erase, list,
+//! version).
 //! Each element is one argv item, unquoted; quoting for the remote shell is done
 //! by the caller. The interface type is shared with the run parser
 //! ([`Interface`] from `parse`).
@@ -20,6 +21,56 @@ fn hex_address(address: u32) -> String {
     format!("0x{address:08X}")
 }
 
+/// `-c port=usb|SWD sn=<serial>`: the board by its serial (DFU: the generic USB port and the
+/// serial, so the enumeration index `USBn` never matters; SWD: the ST-LINK probe's serial).
+fn connect_args(interface: Interface, serial: &str) -> Vec<String> {
+    let port = match interface {
+        Interface::Usb => "port=usb",
+        Interface::Swd => "port=SWD",
+    };
+    vec!["-c".to_string(), port.to_string(), format!("sn={serial}")]
+}
+
+/// How an SWD board is reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetKind {
+    /// `-rst`: a system reset requested through the debug port (the core and peripherals).
+    Software,
+    /// `-hardRst`: the ST-LINK pulls the target's NRST line.
+    Hardware,
+}
+
+/// Where a DFU board is started to restart it: the start of the main flash, where the MCU
+/// boots from after a reset with BOOT0 low.
+pub(crate) const DFU_RESTART_ADDRESS: u32 = 0x0800_0000;
+
+/// The reset of a board. SWD: `-c port=SWD sn=<serial> -rst` (`-hardRst` for a hardware
+/// reset). DFU: the ROM bootloader has no reset command (`-rst`/`-hardRst` are debug-port
+/// commands), so the board is restarted with the bootloader's go command at the start of the
+/// flash: `-c port=usb sn=<serial> -s 0x08000000`, which leaves DFU mode and runs the
+/// application (ST's forum answer for a DFU "reset"; some F4 users report that the
+/// application only runs after a real reset, which `stm-remote hub` can give).
+pub(crate) fn reset_args(interface: Interface, serial: &str, kind: ResetKind) -> Vec<String> {
+    let mut args = connect_args(interface, serial);
+    match (interface, kind) {
+        (Interface::Swd, ResetKind::Software) => args.push("-rst".to_string()),
+        (Interface::Swd, ResetKind::Hardware) => args.push("-hardRst".to_string()),
+        (Interface::Usb, _) => {
+            args.push("-s".to_string());
+            args.push(hex_address(DFU_RESTART_ADDRESS));
+        }
+    }
+    args
+}
+
+/// `-c port=usb|SWD sn=<serial> -e all`: erase the whole flash (a mass erase; over DFU the
+/// bootloader's erase of every sector).
+pub(crate) fn erase_args(interface: Interface, serial: &str) -> Vec<String> {
+    let mut args = connect_args(interface, serial);
+    args.extend(["-e".to_string(), "all".to_string()]);
+    args
+}
+
 /// `-c port=usb|SWD sn=<serial> -w <file> [addr] [-v] [-s [addr]]`.
 ///
 /// The start address is the write address when one is given (needed for `.bin`);
@@ -32,18 +83,9 @@ pub(crate) fn flash_args(
     verify: bool,
     start: bool,
 ) -> Vec<String> {
-    let port = match interface {
-        Interface::Usb => "port=usb",
-        Interface::Swd => "port=SWD",
-    };
     let address = address.map(hex_address);
-    let mut args = vec![
-        "-c".to_string(),
-        port.to_string(),
-        format!("sn={serial}"),
-        "-w".to_string(),
-        file.to_string(),
-    ];
+    let mut args = connect_args(interface, serial);
+    args.extend(["-w".to_string(), file.to_string()]);
     args.extend(address.clone());
     if verify {
         args.push("-v".to_string());
@@ -178,6 +220,58 @@ mod tests {
         assert_eq!(list_args(ListWhich::All), ["-l"]);
         assert_eq!(list_args(ListWhich::Usb), ["-l", "usb"]);
         assert_eq!(list_args(ListWhich::StLink), ["-l", "st-link"]);
+    }
+
+    #[test]
+    fn resets_by_interface() {
+        assert_eq!(
+            reset_args(
+                Interface::Swd,
+                "066DFF515754888367131638",
+                ResetKind::Software
+            ),
+            ["-c", "port=SWD", "sn=066DFF515754888367131638", "-rst"]
+        );
+        assert_eq!(
+            reset_args(
+                Interface::Swd,
+                "066DFF515754888367131638",
+                ResetKind::Hardware
+            ),
+            ["-c", "port=SWD", "sn=066DFF515754888367131638", "-hardRst"]
+        );
+        // The DFU bootloader has no reset: go to the start of the flash.
+        for kind in [ResetKind::Software, ResetKind::Hardware] {
+            assert_eq!(
+                reset_args(Interface::Usb, "207036B25853", kind),
+                ["-c", "port=usb", "sn=207036B25853", "-s", "0x08000000"]
+            );
+        }
+        // Connect under reset (a recovery step) applies to an SWD reset too.
+        assert_eq!(
+            under_reset(reset_args(Interface::Swd, "9", ResetKind::Software)),
+            ["-c", "port=SWD", "sn=9", "mode=UR", "reset=HWrst", "-rst"]
+        );
+    }
+
+    #[test]
+    fn erase_all() {
+        assert_eq!(
+            erase_args(Interface::Usb, "207036B25853"),
+            ["-c", "port=usb", "sn=207036B25853", "-e", "all"]
+        );
+        assert_eq!(
+            under_reset(erase_args(Interface::Swd, "9")),
+            [
+                "-c",
+                "port=SWD",
+                "sn=9",
+                "mode=UR",
+                "reset=HWrst",
+                "-e",
+                "all"
+            ]
+        );
     }
 
     #[test]

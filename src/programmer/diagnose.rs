@@ -1,7 +1,8 @@
 //! Verdict on a programmer run: [`judge`] turns a parsed [`RunReport`], the exit code
-//! and what was asked for ([`Expect`]) into success or a [`Failure`] whose
-//! [`FailureKind`] comes from the table of known failure texts (FORMAT.md §5) or,
-//! failing that, from which positive marker is missing. Pure; nothing spawned.
+//! and what was asked for ([`Expect`]: a download, a reset or an erase, then verify and
+//! start) into success or a [`Failure`] whose [`FailureKind`] comes from the table of known
+//! failure texts (FORMAT.md §5) or, failing that, from which positive marker is missing.
+//! Pure; nothing spawned.
 
 use std::fmt;
 
@@ -32,6 +33,10 @@ pub enum FailureKind {
     FileError,
     /// The programmer died by a signal (exit 128+n: SIGSEGV, SIGABRT, SIGKILL, ...).
     Killed,
+    /// `-rst` / `-hardRst`: the reset was not confirmed.
+    ResetFailed,
+    /// `-e all`: `Mass erase operation failed.`, or the erase was not confirmed.
+    EraseFailed,
     Unknown,
 }
 
@@ -74,6 +79,12 @@ impl FailureKind {
             Self::Killed => {
                 "the programmer itself died on the server; run the command of `-v 2` there by hand, and look at the server's kernel log (`dmesg`: USB resets, the out-of-memory killer)"
             }
+            Self::ResetFailed => {
+                "the programmer did not confirm the reset; read its whole output with `-v 3`"
+            }
+            Self::EraseFailed => {
+                "the flash could not be erased; check the option bytes (write protection, read-out protection) with `STM32_Programmer_CLI -c ... -ob displ` on the server"
+            }
             Self::Unknown => return None,
         })
     }
@@ -90,6 +101,8 @@ impl FailureKind {
             Self::StartFailed => "start_failed",
             Self::FileError => "file_error",
             Self::Killed => "killed",
+            Self::ResetFailed => "reset_failed",
+            Self::EraseFailed => "erase_failed",
             Self::Unknown => "unknown",
         }
     }
@@ -108,6 +121,8 @@ impl FailureKind {
             Self::StartFailed => "start failed",
             Self::FileError => "firmware file rejected",
             Self::Killed => "programmer killed by a signal",
+            Self::ResetFailed => "reset failed",
+            Self::EraseFailed => "erase failed",
             Self::Unknown => "programmer failed",
         }
     }
@@ -119,13 +134,69 @@ impl fmt::Display for FailureKind {
     }
 }
 
-/// Which positive markers the run must show besides `File download complete`.
+/// Which positive markers the run must show: its action's, then verify's and start's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Expect {
+    /// What the run does to the board before verify and start.
+    pub action: Action,
     /// `-v` was given: `Download verified successfully` required.
     pub verify: bool,
     /// `-s` was given: `Start operation achieved successfully` required.
     pub start: bool,
+}
+
+/// The command of a run whose marker must appear (see `args`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Action {
+    /// `-w`: `File download complete`.
+    #[default]
+    Download,
+    /// `-rst`: `Software reset is performed` (captured in 2.19; also `MCU Reset` before it).
+    SoftwareReset,
+    /// `-hardRst`: `Hard reset is performed` (captured in 2.1 and 2.19).
+    HardwareReset,
+    /// `-e all`: `Mass erase successfully achieved` (no full capture of a success: the
+    /// wording comes from a trimmed sample and from scripts that match on it; the failure
+    /// `Error: Mass erase operation failed.` is captured in 2.15).
+    MassErase,
+    /// Nothing before start (`-s` alone: a DFU board's restart).
+    Nothing,
+}
+
+impl Action {
+    /// The marker that confirms the action, the kind of its absence, and its name.
+    fn marker(self) -> Option<(&'static str, FailureKind, &'static str)> {
+        Some(match self {
+            Action::Download => (
+                "File download complete",
+                FailureKind::EraseOrWrite,
+                "download",
+            ),
+            Action::SoftwareReset => (
+                "Software reset is performed",
+                FailureKind::ResetFailed,
+                "reset",
+            ),
+            Action::HardwareReset => ("Hard reset is performed", FailureKind::ResetFailed, "reset"),
+            Action::MassErase => (
+                "Mass erase successfully achieved",
+                FailureKind::EraseFailed,
+                "erase",
+            ),
+            Action::Nothing => return None,
+        })
+    }
+
+    /// Whether `report` shows the action's marker.
+    fn done(self, report: &RunReport) -> bool {
+        match self {
+            Action::Download => report.download_complete,
+            Action::SoftwareReset => report.software_reset,
+            Action::HardwareReset => report.hardware_reset,
+            Action::MassErase => report.mass_erased,
+            Action::Nothing => true,
+        }
+    }
 }
 
 /// Why a run is not a success.
@@ -170,6 +241,7 @@ const KNOWN_FAILURES: &[(&str, FailureKind)] = &[
     ("wrong file", FailureKind::FileError),
     ("tsv files are only supported", FailureKind::FileError),
     ("firmware not authentic", FailureKind::FileError),
+    ("mass erase operation failed", FailureKind::EraseFailed),
 ];
 
 /// The kind of one failure line, if it is a known text.
@@ -190,34 +262,44 @@ fn most_telling(errors: &[String]) -> Option<(Option<FailureKind>, &str)> {
 }
 
 /// Kind and message for the first positive marker that is missing.
-fn missing_marker(report: &RunReport, expect: Expect) -> Option<(FailureKind, &'static str)> {
-    if !report.download_complete {
-        let connected = report.interface.is_some()
-            || report.connected_serial.is_some()
-            || report.device_name.is_some();
+fn missing_marker(report: &RunReport, expect: Expect) -> Option<(FailureKind, String)> {
+    let connected = report.interface.is_some()
+        || report.connected_serial.is_some()
+        || report.device_name.is_some();
+    if let Some((marker, kind, what)) = expect.action.marker()
+        && !expect.action.done(report)
+    {
         return Some(if connected {
-            (
-                FailureKind::EraseOrWrite,
-                "download not confirmed (no `File download complete`)",
-            )
+            (kind, format!("{what} not confirmed (no `{marker}`)"))
         } else {
             (
                 FailureKind::Unknown,
-                "no connection header and no `File download complete`",
+                format!("no connection header and no `{marker}`"),
             )
         });
     }
     if expect.verify && !report.verified {
         return Some((
             FailureKind::VerifyFailed,
-            "download complete but verification not confirmed",
+            "download complete but verification not confirmed".into(),
         ));
     }
     if expect.start && !report.started {
-        return Some((
-            FailureKind::StartFailed,
-            "download complete but start not confirmed",
-        ));
+        const START: &str = "Start operation achieved successfully";
+        return Some(match expect.action {
+            Action::Download => (
+                FailureKind::StartFailed,
+                "download complete but start not confirmed".into(),
+            ),
+            _ if !connected => (
+                FailureKind::Unknown,
+                format!("no connection header and no `{START}`"),
+            ),
+            _ => (
+                FailureKind::StartFailed,
+                format!("start not confirmed (no `{START}`)"),
+            ),
+        });
     }
     None
 }
@@ -267,10 +349,11 @@ pub fn signal_death(code: i32) -> Option<(i32, String)> {
     Some((n, name))
 }
 
-/// Decide whether a flash run succeeded.
+/// Decide whether a flash (or reset, or erase) run succeeded.
 ///
 /// Success iff the exit code is `Some(0)`, there is no error after the last retry
-/// notice, `File download complete` was printed, plus `Download verified
+/// notice, the marker of `expect.action` was printed (`File download complete` for a
+/// download), plus `Download verified
 /// successfully` when `expect.verify` and `Start operation achieved successfully`
 /// when `expect.start`, and the connect header's serial (when one was printed)
 /// equals `expected_serial` ignoring ASCII case. A serial mismatch is reported first
@@ -355,7 +438,7 @@ pub fn judge(
         }
     }
     if let Some((kind, message)) = missing {
-        return fail(kind, message.to_string());
+        return fail(kind, message);
     }
     Ok(())
 }
@@ -367,19 +450,44 @@ mod tests {
     use crate::programmer::parse::parse_run;
 
     const NONE: Expect = Expect {
+        action: Action::Download,
         verify: false,
         start: false,
     };
     const VERIFY: Expect = Expect {
+        action: Action::Download,
         verify: true,
         start: false,
     };
     const START: Expect = Expect {
+        action: Action::Download,
         verify: false,
         start: true,
     };
     const BOTH: Expect = Expect {
+        action: Action::Download,
         verify: true,
+        start: true,
+    };
+    const ERASE: Expect = Expect {
+        action: Action::MassErase,
+        verify: false,
+        start: false,
+    };
+    const RESET: Expect = Expect {
+        action: Action::SoftwareReset,
+        verify: false,
+        start: false,
+    };
+    const HARD_RESET: Expect = Expect {
+        action: Action::HardwareReset,
+        verify: false,
+        start: false,
+    };
+    /// A DFU board's restart: `-s` alone.
+    const GO: Expect = Expect {
+        action: Action::Nothing,
+        verify: false,
         start: true,
     };
 
@@ -478,6 +586,22 @@ mod tests {
                 "download not confirmed (no `File download complete`)",
             )),
         ),
+        // The real failure of `-e all` (exit code not published; 1 as for other failures).
+        (
+            "erase_swd_fail_protection_v2.15.0_win.txt",
+            Some(1),
+            ERASE,
+            "0671FF565588494867121539",
+            Some((EraseFailed, "Mass erase operation failed.")),
+        ),
+        // Only the two erase lines were published: no header, so no serial to compare.
+        (
+            "erase_swd_ok_vUnknown_trimmed.txt",
+            Some(0),
+            ERASE,
+            "anything",
+            None,
+        ),
         // Truncated captures: even with exit code 0 they are not a success.
         (
             "flash_dfu_F407_v2.14.0_win_truncated.txt",
@@ -532,6 +656,14 @@ mod tests {
             Some(0),
             VERIFY,
             "207036B25853",
+            None,
+        ),
+        // Download, `-hardRst`, `-rst`, start in one run (2.19).
+        (
+            "flash_swd_hardrst_rst_start_v2.19.0_win.txt",
+            Some(0),
+            START,
+            "1200290006000059334D524E",
             None,
         ),
         (
@@ -625,6 +757,86 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A reset or an erase is judged by its own marker, and a run without it fails with the
+    /// action's kind.
+    #[test]
+    fn reset_and_erase_runs_are_judged_by_their_markers() {
+        let both = parse_run(get("flash_swd_hardrst_rst_start_v2.19.0_win.txt"));
+        let serial = "1200290006000059334D524E";
+        for expect in [RESET, HARD_RESET, START, GO] {
+            assert_eq!(judge(&both, Some(0), expect, serial), Ok(()), "{expect:?}");
+        }
+        // A connect-only run did not reset, erase or start anything.
+        let connected = parse_run(get("connect_swd_ok_v2.17.0_win.txt"));
+        let serial = "56FF6F066682495259282187";
+        let verdict = |expect| verdict(judge(&connected, Some(0), expect, serial));
+        assert_eq!(
+            verdict(RESET),
+            Some((
+                ResetFailed,
+                "reset not confirmed (no `Software reset is performed`)".into()
+            ))
+        );
+        assert_eq!(
+            verdict(HARD_RESET),
+            Some((
+                ResetFailed,
+                "reset not confirmed (no `Hard reset is performed`)".into()
+            ))
+        );
+        assert_eq!(
+            verdict(ERASE),
+            Some((
+                EraseFailed,
+                "erase not confirmed (no `Mass erase successfully achieved`)".into()
+            ))
+        );
+        assert_eq!(
+            verdict(GO),
+            Some((
+                StartFailed,
+                "start not confirmed (no `Start operation achieved successfully`)".into()
+            ))
+        );
+        // A reset or an erase of a board that is not there: the connect failure, as for a
+        // flash (so that recovery applies).
+        let absent = parse_run(get(
+            "flash_dfu_fail_targetnotfound_arduino_v2.4.0_linux_partial.txt",
+        ));
+        for expect in [GO, ERASE] {
+            let f = judge(&absent, Some(1), expect, "316D386B3436").expect_err("absent");
+            assert_eq!(f.kind, DeviceNotFound, "{expect:?}");
+        }
+        let absent = parse_run(get("connect_swd_notarget_v2.17.0_win.txt"));
+        let f = judge(&absent, Some(1), RESET, "56FF6F066682495259282187").expect_err("no target");
+        assert_eq!(f.kind, TargetNotConnected);
+        // No header and no marker at all.
+        let f = judge(&parse_run(""), Some(0), ERASE, "x").expect_err("nothing");
+        assert_eq!(
+            (f.kind, f.message.as_str()),
+            (
+                Unknown,
+                "no connection header and no `Mass erase successfully achieved`"
+            )
+        );
+        let f = judge(&parse_run(""), Some(0), GO, "x").expect_err("nothing");
+        assert_eq!(
+            f.message,
+            "no connection header and no `Start operation achieved successfully`"
+        );
+        // An erase marker with a failing exit code is no success.
+        let erased = parse_run(get("erase_swd_ok_vUnknown_trimmed.txt"));
+        assert_eq!(judge(&erased, Some(0), ERASE, "x"), Ok(()));
+        assert!(judge(&erased, Some(1), ERASE, "x").is_err());
+        // ... nor is a reset marker taken for an erase.
+        assert_eq!(
+            judge(&both, Some(0), ERASE, "1200290006000059334D524E")
+                .expect_err("not erased")
+                .kind,
+            EraseFailed
+        );
     }
 
     #[test]
@@ -779,6 +991,7 @@ mod tests {
             ("Download verification failed", VerifyFailed),
             ("Start operation failed at partition 0x01", StartFailed),
             ("TSV files are only supported for STM32MP", FileError),
+            ("Mass erase operation failed.", EraseFailed),
         ];
         for (text, kind) in cases {
             assert_eq!(classify(text), Some(*kind), "{text}");
@@ -820,6 +1033,8 @@ mod tests {
             StartFailed,
             FileError,
             Killed,
+            ResetFailed,
+            EraseFailed,
             Unknown,
         ];
         let connect: Vec<_> = all.iter().filter(|k| k.is_connect_failure()).collect();

@@ -5,7 +5,8 @@ pub(crate) mod args;
 pub(crate) mod diagnose;
 pub(crate) mod parse;
 
-pub use diagnose::{Expect, Failure, FailureKind, judge, signal_death};
+pub use args::ResetKind;
+pub use diagnose::{Action, Expect, Failure, FailureKind, judge, signal_death};
 pub use parse::{
     DfuDevice, Interface, ListOutput, ParseError, RunReport, StLinkProbe, normalize, parse_list,
     parse_run,

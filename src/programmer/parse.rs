@@ -3,7 +3,7 @@
 //! Owns [`normalize`] (ANSI colour codes, `\r` and trailing blanks removed),
 //! [`parse_version`] (banner or `--version` line), [`parse_list`] for `-l`,
 //! `-l usb` and `-l st-link` output, and [`parse_run`] for the output of a
-//! connect/write/verify/start invocation. The captured samples the tests run over,
+//! connect/write/verify/start, reset or erase invocation. The captured samples the tests run over,
 //! and where each comes from, are in `tests/fixtures/programmer/` (see its `README.md`).
 //!
 //! Grammar in brief (2.1 - 2.23): a banner with `STM32CubeProgrammer vX.Y.Z`; list
@@ -12,7 +12,9 @@
 //! `ST-Link Probe n :` blocks; runs print a connect header (`ST-LINK SN  :` for SWD,
 //! `USB speed` / `SN          :` for DFU), then `Error:` lines or the positive markers
 //! `File download complete`, `Download verified successfully`,
-//! `Start operation achieved successfully`. Indentation, padding and line endings vary
+//! `Start operation achieved successfully` (and for the other commands `Software reset is
+//! performed`, `Hard reset is performed`, `Mass erase successfully achieved`). Indentation,
+//! padding and line endings vary
 //! between versions and platforms, so every line is matched trimmed.
 //!
 //! `parse_list` is strict on purpose: a line inside a DFU or ST-LINK block that
@@ -62,7 +64,8 @@ static RULE_RE: LazyLock<Regex> =
 
 /// Characters a progress-bar line may consist of (all bar forms in FORMAT.md §0.4).
 static BAR_LINE_RE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[\[\]=█▒▓░±#>\s\d%]*\d%[\[\]=█▒▓░±#>\s\d%]*$").expect("valid bar regex")
+    // `Û` is the Windows bar's `█` (0xDB) read in Latin-1 (flash_swd_hardrst_rst_start_v2.19.0).
+    Regex::new(r"^[\[\]=█▒▓░±Û#>\s\d%]*\d%[\[\]=█▒▓░±Û#>\s\d%]*$").expect("valid bar regex")
 });
 
 static PERCENT_RE: LazyLock<Regex> =
@@ -192,6 +195,12 @@ pub struct RunReport {
     pub verified: bool,
     /// `Start operation achieved successfully` seen.
     pub started: bool,
+    /// `Software reset is performed` seen (`-rst`).
+    pub software_reset: bool,
+    /// `Hard reset is performed` seen (`-hardRst`).
+    pub hardware_reset: bool,
+    /// `Mass erase successfully achieved` seen (`-e all`).
+    pub mass_erased: bool,
     /// Every failure line in order (without the `Error: ` prefix), consecutive repeats dropped.
     pub errors: Vec<String>,
     /// The errors printed after the last retry notice (`2nd connect tentative ...`);
@@ -722,6 +731,18 @@ pub fn parse_run(raw: &str) -> RunReport {
             report.started = true;
             continue;
         }
+        if starts_with_ci(line, "Software reset is performed") {
+            report.software_reset = true;
+            continue;
+        }
+        if starts_with_ci(line, "Hard reset is performed") {
+            report.hardware_reset = true;
+            continue;
+        }
+        if starts_with_ci(line, "Mass erase successfully achieved") {
+            report.mass_erased = true;
+            continue;
+        }
         if let Some(p) = bar_percent(line) {
             report.progress_percent = Some(p);
             continue;
@@ -779,6 +800,8 @@ pub(crate) mod fixtures {
         fixture!("dfu_connect_read32_v2.3.0_win.txt"),
         fixture!("dfu_fwupgrade_fail_notauthentic_v2.3.0_win.txt"),
         fixture!("dfu_rdu_readout_unprotect_v2.23.0_win.txt"),
+        fixture!("erase_swd_fail_protection_v2.15.0_win.txt"),
+        fixture!("erase_swd_ok_vUnknown_trimmed.txt"),
         fixture!("flash_dfu_F407_v2.14.0_win_truncated.txt"),
         fixture!("flash_dfu_connect_F767_v2.17.0_win_truncated.txt"),
         fixture!("flash_dfu_fail_targetnotfound_arduino_v2.4.0_linux_partial.txt"),
@@ -786,6 +809,7 @@ pub(crate) mod fixtures {
         fixture!("flash_dfu_ok_start_arduino_v2.11.0_win.txt"),
         fixture!("flash_dfu_ok_start_arduino_v2.20.0_linux_indent_lost.txt"),
         fixture!("flash_dfu_ok_verify_v2.17.0_win.txt"),
+        fixture!("flash_swd_hardrst_rst_start_v2.19.0_win.txt"),
         fixture!("flash_swd_ok_start_bin_v2.6.0_linux.txt"),
         fixture!("flash_swd_ok_verify_hardrst_v2.1.0_win.txt"),
         fixture!("flash_swd_ok_verify_v2.12.0_cubeide_gdbserver.txt"),
@@ -839,6 +863,8 @@ pub(crate) mod fixtures {
         "dfu_connect_read32_v2.3.0_win.txt",
         "dfu_fwupgrade_fail_notauthentic_v2.3.0_win.txt",
         "dfu_rdu_readout_unprotect_v2.23.0_win.txt",
+        "erase_swd_fail_protection_v2.15.0_win.txt",
+        "erase_swd_ok_vUnknown_trimmed.txt",
         "flash_dfu_F407_v2.14.0_win_truncated.txt",
         "flash_dfu_connect_F767_v2.17.0_win_truncated.txt",
         "flash_dfu_fail_targetnotfound_arduino_v2.4.0_linux_partial.txt",
@@ -846,6 +872,7 @@ pub(crate) mod fixtures {
         "flash_dfu_ok_start_arduino_v2.11.0_win.txt",
         "flash_dfu_ok_start_arduino_v2.20.0_linux_indent_lost.txt",
         "flash_dfu_ok_verify_v2.17.0_win.txt",
+        "flash_swd_hardrst_rst_start_v2.19.0_win.txt",
         "flash_swd_ok_start_bin_v2.6.0_linux.txt",
         "flash_swd_ok_verify_hardrst_v2.1.0_win.txt",
         "flash_swd_ok_verify_v2.12.0_cubeide_gdbserver.txt",
@@ -936,6 +963,8 @@ mod tests {
                 Some("2.3.0"),
             ),
             ("dfu_rdu_readout_unprotect_v2.23.0_win.txt", Some("2.23.0")),
+            ("erase_swd_fail_protection_v2.15.0_win.txt", Some("2.15.0")),
+            ("erase_swd_ok_vUnknown_trimmed.txt", None),
             ("flash_dfu_F407_v2.14.0_win_truncated.txt", Some("2.14.0")),
             (
                 "flash_dfu_connect_F767_v2.17.0_win_truncated.txt",
@@ -955,6 +984,10 @@ mod tests {
                 Some("2.20.0"),
             ),
             ("flash_dfu_ok_verify_v2.17.0_win.txt", Some("2.17.0")),
+            (
+                "flash_swd_hardrst_rst_start_v2.19.0_win.txt",
+                Some("2.19.0"),
+            ),
             ("flash_swd_ok_start_bin_v2.6.0_linux.txt", Some("2.6.0")),
             ("flash_swd_ok_verify_hardrst_v2.1.0_win.txt", Some("2.1.0")),
             (
@@ -1553,6 +1586,26 @@ ST-Link Probe 0 :
             progress: None,
         },
         Run {
+            name: "erase_swd_fail_protection_v2.15.0_win.txt",
+            interface: SWD,
+            serial: Some("0671FF565588494867121539"),
+            board: Some("32F746GDISCOVERY"),
+            device: Some("STM32F74x/STM32F75x"),
+            markers: (false, false, false),
+            errors: &["Mass erase operation failed."],
+            progress: None,
+        },
+        Run {
+            name: "erase_swd_ok_vUnknown_trimmed.txt",
+            interface: None,
+            serial: None,
+            board: None,
+            device: None,
+            markers: (false, false, false),
+            errors: &[],
+            progress: None,
+        },
+        Run {
             name: "flash_dfu_F407_v2.14.0_win_truncated.txt",
             interface: USB,
             serial: Some("206737645746"),
@@ -1625,6 +1678,16 @@ ST-Link Probe 0 :
             board: None,
             device: F4,
             markers: (true, true, false),
+            errors: &[],
+            progress: Some(100),
+        },
+        Run {
+            name: "flash_swd_hardrst_rst_start_v2.19.0_win.txt",
+            interface: SWD,
+            serial: Some("1200290006000059334D524E"),
+            board: None,
+            device: Some("STM32F101/F102/F103 Medium-density"),
+            markers: (true, false, true),
             errors: &[],
             progress: Some(100),
         },
@@ -1782,6 +1845,41 @@ ST-Link Probe 0 :
         for (line, want) in cases {
             let raw = format!("Download in Progress:\n{line}\nFile download complete\n");
             assert_eq!(parse_run(&raw).progress_percent, *want, "{line:?}");
+        }
+    }
+
+    /// The reset and erase markers: seen exactly in the runs that print them.
+    #[test]
+    fn reset_and_erase_markers() {
+        // (fixture, software reset, hardware reset, mass erase); every other run: none.
+        let seen: &[(&str, bool, bool, bool)] = &[
+            (
+                "flash_swd_hardrst_rst_start_v2.19.0_win.txt",
+                true,
+                true,
+                false,
+            ),
+            (
+                "flash_swd_ok_verify_hardrst_v2.1.0_win.txt",
+                false,
+                true,
+                false,
+            ),
+            ("erase_swd_ok_vUnknown_trimmed.txt", false, false, true),
+        ];
+        for name in RUN {
+            let want = seen
+                .iter()
+                .find(|s| s.0 == *name)
+                .map_or((false, false, false), |s| (s.1, s.2, s.3));
+            for text in [get(name).to_string(), crlf_ansi(get(name))] {
+                let r = parse_run(&text);
+                assert_eq!(
+                    (r.software_reset, r.hardware_reset, r.mass_erased),
+                    want,
+                    "{name}"
+                );
+            }
         }
     }
 

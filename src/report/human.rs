@@ -443,7 +443,7 @@ impl Reporter {
             }
         }
         let bar = &board.bar;
-        if !board.started && step == Step::Flashing {
+        if !board.started && step.runs_programmer() {
             board.started = true;
             bar.reset_elapsed();
         }
@@ -522,19 +522,19 @@ impl Reporter {
 
     /// The end-of-run table; shown at every verbosity. `results` are grouped by server (as
     /// [`crate::jobs::ServerRun`]s list them); with more than one server, each group gets a
-    /// header line.
-    pub fn summary(&mut self, results: &[JobResult], elapsed: Duration) {
-        let text = self.summary_text(results, elapsed);
+    /// header line. `done`: what happened to a good board (`flashed`, `reset`, `erased`).
+    pub fn summary(&mut self, results: &[JobResult], elapsed: Duration, done: &str) {
+        let text = self.summary_text(results, elapsed, done);
         self.emit(&text);
     }
 
-    fn summary_text(&self, results: &[JobResult], elapsed: Duration) -> String {
+    fn summary_text(&self, results: &[JobResult], elapsed: Duration, done: &str) -> String {
         let ok = results.iter().filter(|r| r.ok).count();
         let mut servers: Vec<&str> = results.iter().map(|r| r.server.as_str()).collect();
         servers.dedup();
         let grouped = servers.len() > 1;
         let mut text = format!(
-            "Summary: {ok} of {} board(s) flashed{} in {:.1} s",
+            "Summary: {ok} of {} board(s) {done}{} in {:.1} s",
             results.len(),
             if grouped {
                 format!(" on {} servers", servers.len())
@@ -551,7 +551,7 @@ impl Reporter {
                     .take_while(|x| x.server == r.server)
                     .collect::<Vec<_>>();
                 text.push_str(&format!(
-                    "\nserver `{}`: {} of {} flashed",
+                    "\nserver `{}`: {} of {} {done}",
                     r.server,
                     of_server.iter().filter(|x| x.ok).count(),
                     of_server.len()
@@ -816,7 +816,7 @@ mod tests {
         };
         let r = Reporter::with_terminal(1, plain);
         let one = [result("lab", "dfu1", true), result("lab", "g0", false)];
-        let text = r.summary_text(&one, Duration::from_secs(2));
+        let text = r.summary_text(&one, Duration::from_secs(2), "flashed");
         assert_eq!(
             text,
             "Summary: 1 of 2 board(s) flashed in 2.0 s\n  \
@@ -828,14 +828,14 @@ mod tests {
             result("pi1", "b", true),
             result("pi2", "c", false),
         ];
-        let text = r.summary_text(&fleet, Duration::from_secs(3));
+        let text = r.summary_text(&fleet, Duration::from_secs(3), "erased");
         assert_eq!(
             text,
-            "Summary: 2 of 3 board(s) flashed on 2 servers in 3.0 s\n\
-             server `pi1`: 2 of 2 flashed\n  \
+            "Summary: 2 of 3 board(s) erased on 2 servers in 3.0 s\n\
+             server `pi1`: 2 of 2 erased\n  \
              ok      a     1.0 s  initial\n  \
              ok      b     1.0 s  initial\n\
-             server `pi2`: 0 of 1 flashed\n  \
+             server `pi2`: 0 of 1 erased\n  \
              FAILED  c     1.0 s  cannot reach server"
         );
     }

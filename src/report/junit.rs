@@ -1,6 +1,6 @@
-//! The `flash-auto --junit PATH` report: a JUnit XML file for CI systems (GitLab, Jenkins,
-//! GitHub test reporters), one `<testsuite>` per server (`flash-auto <server>`) and in it one
-//! `<testcase>` per board. Rendering is pure; the file is written atomically (a temp file in
+//! The `--junit PATH` report of `flash-auto`, `reset` and `erase`: a JUnit XML file for CI
+//! systems (GitLab, Jenkins, GitHub test reporters), one `<testsuite>` per server
+//! (`flash-auto <server>`, `reset <server>`, ...) and in it one `<testcase>` per board. Rendering is pure; the file is written atomically (a temp file in
 //! the same directory, then a rename). XML escaping is quick-xml's.
 //!
 //! ```xml
@@ -32,13 +32,15 @@ use crate::jobs::JobResult;
 /// One server's boards in a report.
 #[derive(Debug, Clone, Copy)]
 pub struct Suite<'a> {
+    /// The command that ran (`flash-auto`, `reset`, `erase`): the suite is named after it.
+    pub command: &'a str,
     pub server: &'a str,
     pub results: &'a [JobResult],
     /// From the start of the run to the end of this server's part.
     pub elapsed: Duration,
 }
 
-/// Renders the report of a flash-auto run that took `elapsed` in all: one suite per server.
+/// Renders the report of a run that took `elapsed` in all: one suite per server.
 pub fn render_junit(suites: &[Suite<'_>], elapsed: Duration) -> String {
     let mut w = Writer::new_with_indent(Vec::new(), b' ', 2);
     // Writing into a Vec cannot fail.
@@ -78,7 +80,7 @@ fn write_document(
 }
 
 fn write_suite(w: &mut Writer<Vec<u8>>, suite: &Suite<'_>) -> std::io::Result<()> {
-    let name = format!("flash-auto {}", suite.server);
+    let name = format!("{} {}", suite.command, suite.server);
     let tests = suite.results.len().to_string();
     let failures = suite.results.iter().filter(|r| !r.ok).count().to_string();
     let time = seconds(suite.elapsed.as_secs_f64());
@@ -223,6 +225,7 @@ mod tests {
             ),
         ];
         let suite = Suite {
+            command: "flash-auto",
             server: "lab&co",
             results: &results,
             elapsed: Duration::from_millis(4200),
@@ -235,6 +238,7 @@ mod tests {
     fn a_run_without_failures_counts_zero() {
         let results = [result("a", true, None, None)];
         let suite = Suite {
+            command: "flash-auto",
             server: "lab",
             results: &results,
             elapsed: Duration::from_secs(1),
@@ -246,6 +250,16 @@ mod tests {
         );
         assert!(
             xml.contains(r#"<testcase name="a" classname="lab" time="1.250"/>"#),
+            "{xml}"
+        );
+        // A suite is named after the command that ran.
+        let erase = Suite {
+            command: "erase",
+            ..suite
+        };
+        let xml = render_junit(&[erase], Duration::from_secs(1));
+        assert!(
+            xml.contains(r#"<testsuite name="erase lab" tests="1""#),
             "{xml}"
         );
     }
@@ -269,6 +283,7 @@ mod tests {
         std::fs::write(&path, "old").unwrap();
         let results = [result("a", true, None, None)];
         let suite = Suite {
+            command: "flash-auto",
             server: "lab",
             results: &results,
             elapsed: Duration::ZERO,
@@ -287,11 +302,13 @@ mod tests {
         let b = [result("b1", true, Some("nrst"), None)];
         let suites = [
             Suite {
+                command: "flash-auto",
                 server: "pi1",
                 results: &a,
                 elapsed: Duration::from_millis(3000),
             },
             Suite {
+                command: "flash-auto",
                 server: "pi2",
                 results: &b,
                 elapsed: Duration::from_millis(2000),

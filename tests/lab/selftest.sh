@@ -260,8 +260,28 @@ prog -c "port=swd SN=${SWD_SN,,} reset=HWrst" -hardRst
 check "SWD one-argv connect, lower-case SN" rc_is 0
 check "SWD connect mode Normal" line "Connect mode: Normal"
 check "hardRst" line "Hard reset is performed"
+check "hardRst counted" state_is "b['$SWD_SN'].get('hard_resets')" "1"
 prog -c port=SWD sn=$SWD_SN -rst
 check "rst lines" bash -c "grep -Fxq 'MCU Reset' '$OUT' && grep -Fxq 'Software reset is performed' '$OUT'"
+check "rst blank, MCU Reset, blank, result" bash -c "tail -4 '$OUT' | tr '\n' '|' | grep -Fxq '|MCU Reset||Software reset is performed|'"
+check "rst counted" state_is "b['$SWD_SN'].get('resets')" "1"
+check "rst leaves the firmware" state_is "b['$SWD_SN']['firmware']" "$BIN_SHA"
+
+# -e: the 2.15 capture's lines; the firmware is gone, a mode_ur wedge with it
+set_state 'b["'$SWD_SN'"]["wedged"] = "mode_ur"'
+prog -c port=SWD sn=$SWD_SN mode=UR -e all
+check "erase exit 0" rc_is 0
+check "erase lines" bash -c "tail -5 '$OUT' | tr '\n' '|' | grep -Fxq '||Mass erase ...||Mass erase successfully achieved|'"
+check "erase clears the firmware" state_is "b['$SWD_SN']['firmware']" "None"
+check "erase clears a mode_ur wedge" state_is "b['$SWD_SN']['wedged']" "False"
+check "erase counted" state_is "b['$SWD_SN'].get('erases')" "1"
+set_state 'b["'$SWD_SN'"]["fail"] = "erase"; b["'$SWD_SN'"]["firmware"] = "keep"'
+prog -c port=SWD sn=$SWD_SN -e all
+check "erase fail exit 1" rc_is 1
+check "erase fail lines" bash -c "tail -2 '$OUT' | tr '\n' '|' | grep -Fxq 'Error: Mass erase operation failed.|Please verify flash protection|'"
+check "erase fail keeps the firmware" state_is "b['$SWD_SN']['firmware']" "keep"
+check "erase fail not counted" state_is "b['$SWD_SN'].get('erases')" "1"
+set_state 'b["'$SWD_SN'"]["fail"] = None'
 
 prog -c port=SWD sn=000000000000000000000000 -w "$LAB/app.bin" 0x08000000
 check "SWD no probe exit 1" rc_is 1
@@ -537,6 +557,18 @@ fresh_state 2.20.0
 set_state 's["dfu_start_leaves_dfu"] = True'
 prog -c port=usb1 sn=$DFU_SN -w "$LAB/app.bin" 0x08000000 -s
 check "start leaves DFU" state_is "b['$DFU_SN']['wedged']" "boot_nrst"
+check "start counted" state_is "b['$DFU_SN'].get('starts')" "1"
+# a DFU board's restart without a write: `-s 0x08000000` alone
+prog -c port=usb sn=$DFU2_SN -s 0x08000000
+check "go alone exit 0" rc_is 0
+check "go alone started" line "Start operation achieved successfully"
+check "go alone counted" state_is "b['$DFU2_SN'].get('starts')" "1"
+check "go alone leaves DFU" state_is "b['$DFU2_SN']['wedged']" "boot_nrst"
+# erase over DFU
+set_state 'b["'$DFU_SN'"]["wedged"] = False; b["'$DFU_SN'"]["firmware"] = "old"'
+prog -c port=usb sn=$DFU_SN -e all
+check "DFU erase exit 0" rc_is 0
+check "DFU erase clears the firmware" state_is "b['$DFU_SN']['firmware']" "None"
 
 # ---------------------------------------------------------------- concurrency, calls.log, signals
 

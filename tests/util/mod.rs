@@ -337,13 +337,7 @@ impl TestEnv {
 
     /// A field of the board with this serial in the lab state.
     pub fn board(&self, serial: &str) -> Value {
-        self.state()["boards"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|b| b["serial"] == serial)
-            .cloned()
-            .unwrap_or(Value::Null)
+        self.labs()[0].board(serial)
     }
 
     /// argv of every programmer start, in order.
@@ -588,6 +582,17 @@ impl LabRef<'_> {
         let mut s = self.state();
         f(&mut s);
         self.write_state(&s);
+    }
+
+    /// The board with this serial in this lab's state (`null` when there is none).
+    pub fn board(&self, serial: &str) -> Value {
+        self.state()["boards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["serial"] == serial)
+            .cloned()
+            .unwrap_or(Value::Null)
     }
 
     /// The firmware hash the fake recorded for the board with this serial.
