@@ -1,0 +1,103 @@
+//! sshd's limits on sessions per connection (`MaxSessions`) and on connections being set up at
+//! once (`MaxStartups`): a run finishes every board with the parallelism the server allows,
+//! flashes none twice, and says once at `-v 1` that the server limited it.
+
+use serde_json::{Value, json};
+
+use crate::util::{Run, TestEnv};
+
+/// The start of the `-v 1` note about the server's limits.
+const NOTE: &str = "[INFO] the server ";
+
+fn serial(i: usize) -> String {
+    format!("2070360000{i:02}")
+}
+
+/// `n` DFU boards `b0`.. (no hub port: a flash needs none).
+fn boards(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"serial": serial(i), "interface": "USB"}))
+        .collect()
+}
+
+/// Flashes every board of a lab of `n` with one firmware at `-v 1`.
+fn flash_all(env: &TestEnv, n: usize) -> Run {
+    let fw = env.firmware("app.hex");
+    let args: Vec<String> = (0..n).map(|i| format!("b{i}={fw}")).collect();
+    let mut argv = vec!["-v", "1", "flash-auto", "lab"];
+    argv.extend(args.iter().map(String::as_str));
+    env.run(&argv)
+}
+
+/// Every board was written exactly once (per the lab's calls.log), with the firmware, and
+/// nothing was left on the server.
+#[track_caller]
+fn each_flashed_once(env: &TestEnv, n: usize) {
+    let fw = env.sha256("app.hex");
+    let mut written = env.labs()[0].written_serials();
+    written.sort();
+    let want: Vec<String> = (0..n).map(serial).collect();
+    assert_eq!(written, want, "each board exactly once");
+    for i in 0..n {
+        assert_eq!(env.flashed(&serial(i)), Some(fw.clone()), "board {i}");
+    }
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+}
+
+/// The lines of the `-v 1` note about the server's limits.
+fn notes(run: &Run) -> Vec<String> {
+    run.stderr()
+        .lines()
+        .filter(|l| l.starts_with(NOTE))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn forty_boards_on_a_server_with_max_startups_1_and_max_sessions_2_are_each_flashed_once() {
+    let env = TestEnv::with_sshd_config(boards(40), 40, "MaxStartups 1\nMaxSessions 2");
+    let run = flash_all(&env, 40);
+    run.code(0).stderr_has("Summary: 40 of 40 board(s) flashed");
+    each_flashed_once(&env, 40);
+    let notes = notes(&run);
+    assert_eq!(notes.len(), 1, "said once: {notes:?}\n{}", run.stderr());
+    assert!(
+        notes[0]
+            .starts_with("[INFO] the server allows 2 sessions per connection (sshd MaxSessions)"),
+        "{}",
+        notes[0]
+    );
+    // The server did refuse: sessions past MaxSessions, logins past MaxStartups.
+    let log = env.sshd.log_text();
+    assert!(log.contains("past MaxStartups"), "{log}");
+    assert!(log.contains("no more sessions"), "{log}");
+}
+
+#[test]
+fn a_server_with_max_sessions_1_gets_one_session_per_connection() {
+    let env = TestEnv::with_sshd_config(boards(6), 6, "MaxSessions 1");
+    let run = flash_all(&env, 6);
+    run.code(0).stderr_has("Summary: 6 of 6 board(s) flashed");
+    each_flashed_once(&env, 6);
+    let notes = notes(&run);
+    assert_eq!(notes.len(), 1, "said once: {notes:?}\n{}", run.stderr());
+    assert!(
+        notes[0]
+            .starts_with("[INFO] the server allows 1 session per connection (sshd MaxSessions)"),
+        "{}",
+        notes[0]
+    );
+}
+
+#[test]
+fn a_server_with_default_limits_runs_its_boards_in_parallel_and_says_nothing() {
+    // sshd's defaults, spelled out.
+    let env = TestEnv::with_sshd_config(boards(8), 8, "MaxStartups 10:30:100\nMaxSessions 10");
+    env.edit_state(|s| s["flash_seconds"] = json!(1.0));
+    let run = flash_all(&env, 8);
+    run.code(0).stderr_lacks(NOTE).stderr_lacks("[WARN]");
+    each_flashed_once(&env, 8);
+    // All eight flashes overlapped (the lab's start and end records), over two connections.
+    assert_eq!(env.max_concurrency(), 8, "{:#?}", env.calls());
+    assert_eq!(env.labs()[0].logins(), 2, "{}", env.sshd.log_text());
+}
