@@ -383,6 +383,8 @@ struct State {
     /// Agents over a connection of their own: no multiplexing, or ssh's fallback after a
     /// refused session.
     own: usize,
+    /// No master can be made (no private socket dir): every agent logs in on its own.
+    direct: bool,
     /// The most agents seen running at once over one master.
     most_on_one: usize,
     learned: Learned,
@@ -469,7 +471,11 @@ impl AgentPool {
         loop {
             self.wait_backoff();
             tries += 1;
-            let out = super::mux::start(&self.target, slot, self.login_deadline, started)?;
+            let Some(out) = super::mux::start(&self.target, slot, self.login_deadline, started)
+            else {
+                self.state().direct = true;
+                return None;
+            };
             let mut st = self.state();
             match &out {
                 Ok(c) if c.code == Some(0) => {
@@ -517,7 +523,7 @@ impl AgentPool {
     /// own); `None` when every master is full.
     fn room(&self) -> Option<Option<usize>> {
         let mut st = self.state();
-        if !self.target.multiplex {
+        if !self.target.multiplex || st.direct {
             st.own += 1;
             st.connections();
             return Some(None);
@@ -557,10 +563,13 @@ impl AgentPool {
                         return Some(Err(failed_login(out)));
                     }
                     // More connections are refused: run with those we have.
-                    st.learned.connections_capped = true;
+                    if !cancelled() {
+                        st.learned.connections_capped = true;
+                    }
                     return None;
                 }
-                None => return None,
+                // No masters at all: agents log in on their own.
+                None => {}
             }
         }
     }

@@ -16,7 +16,8 @@ use super::ssh::SshTarget;
 
 /// Parallel jobs (and agents, [`super::agent`]) one master carries at most: sshd's default
 /// `MaxSessions` is 10, and the run's work-dir keeper, its upload and a hub call may need
-/// sessions of their own on the same master.
+/// sessions of their own on the same master. Fewer on a server that refused a session: the
+/// agent pool learns how many.
 pub const JOBS_PER_MASTER: usize = 7;
 
 static DIR: OnceLock<Option<tempfile::TempDir>> = OnceLock::new();
