@@ -104,3 +104,17 @@ fn a_server_with_default_limits_runs_its_boards_in_parallel_and_says_nothing() {
     assert_eq!(env.max_concurrency(), 8, "{:#?}", env.calls());
     assert_eq!(env.labs()[0].logins(), 2, "{}", env.sshd.log_text());
 }
+
+#[test]
+fn without_multiplexing_a_server_with_max_startups_1_gets_one_login_at_a_time() {
+    let env = TestEnv::with_sshd_config(boards(16), 16, "MaxStartups 1");
+    env.edit_server(|s| s["multiplex"] = json!(false));
+    let run = flash_all(&env, 16);
+    run.code(0)
+        .stderr_has("Summary: 16 of 16 board(s) flashed")
+        .stderr_lacks("[WARN]");
+    each_flashed_once(&env, 16);
+    let notes = notes(&run);
+    assert_eq!(notes.len(), 1, "said once: {notes:?}\n{}", run.stderr());
+    assert!(notes[0].contains("(sshd MaxStartups)"), "{}", notes[0]);
+}

@@ -679,12 +679,22 @@ impl AgentPool {
         opts: &RunOptions,
         started: &dyn Fn(String),
     ) -> Result<Result<(Agent, bool), Captured>, ProcessError> {
+        let mut logins = 0;
         loop {
             if let Some(agent) = self.state().idle.pop() {
                 return Ok(Ok((agent, false)));
             }
             match self.spawn(started) {
                 Some(Ok(agent)) => return Ok(Ok((agent, true))),
+                // A checked agent whose login sshd dropped: try another (after the backoff).
+                Some(Err(out))
+                    if Refusal::read(&out.stderr).contains(&Refusal::Startup)
+                        && logins + 1 < LOGIN_TRIES
+                        && !cancelled() =>
+                {
+                    logins += 1;
+                    continue;
+                }
                 Some(Err(out)) => return Ok(Err(out)),
                 None => {}
             }
