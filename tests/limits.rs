@@ -121,3 +121,26 @@ fn without_multiplexing_a_server_with_max_startups_1_gets_one_login_at_a_time() 
     assert_eq!(notes.len(), 1, "said once: {notes:?}\n{}", run.stderr());
     assert!(notes[0].contains("(sshd MaxStartups)"), "{}", notes[0]);
 }
+
+#[test]
+fn a_killed_client_on_a_limited_server_leaves_no_programmer_and_no_work_dir() {
+    let env = TestEnv::with_sshd_config(boards(12), 12, "MaxStartups 1\nMaxSessions 2");
+    env.edit_state(|s| s["flash_seconds"] = json!(30));
+    let fw = env.firmware("app.hex");
+    let args: Vec<String> = (0..12).map(|i| format!("b{i}={fw}")).collect();
+    let mut argv = vec!["flash-auto", "lab"];
+    argv.extend(args.iter().map(String::as_str));
+    let mut child = env.spawn(&argv);
+    env.wait_for_programmer_starts(12, 60);
+    assert_eq!(env.leftovers().len(), 1, "the run's work dir");
+    // SIGKILL: no clean-up code of stm-remote runs; the keeper's EOF must do it.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(env.programmers_end_within(10), "{:#?}", env.calls());
+    let t = std::time::Instant::now();
+    while !env.leftovers().is_empty() && t.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+    assert_eq!(env.programmer_runs().len(), 12);
+}
