@@ -144,3 +144,34 @@ fn a_killed_client_on_a_limited_server_leaves_no_programmer_and_no_work_dir() {
     assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
     assert_eq!(env.programmer_runs().len(), 12);
 }
+
+#[test]
+fn ctrl_c_on_a_limited_server_stops_every_board_cleans_up_and_exits_130() {
+    let env = TestEnv::with_sshd_config(boards(10), 10, "MaxStartups 1\nMaxSessions 1");
+    env.edit_state(|s| s["flash_seconds"] = json!(30));
+    let fw = env.firmware("app.hex");
+    let args: Vec<String> = (0..10).map(|i| format!("b{i}={fw}")).collect();
+    let mut argv = vec!["flash-auto", "lab", "--json"];
+    argv.extend(args.iter().map(String::as_str));
+    let child = env.spawn(&argv);
+    env.wait_for_programmer_starts(2, 60);
+    let st = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let run = crate::util::finish(&env, child, &argv);
+    run.code(130).stderr_has("Summary: 0 of 10");
+    for r in run.json()["results"].as_array().unwrap() {
+        let error = r["error"].as_str().unwrap();
+        assert!(error.contains("interrupted"), "{error}");
+    }
+    assert!(env.programmers_end_within(10), "{:#?}", env.calls());
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+    // No board was started twice.
+    let mut written = env.labs()[0].written_serials();
+    let n = written.len();
+    written.sort();
+    written.dedup();
+    assert_eq!(written.len(), n, "a board was started twice");
+}

@@ -359,7 +359,7 @@ const LOGIN_TRIES: u32 = 8;
 /// - a request whose fresh agent never ran because sshd dropped its login is sent again on
 ///   another agent (nothing ran on the server, so this is safe for a flash);
 /// - once a limit was met, agents start one at a time, each checked with an empty request
-///   before it gets work, so that the run never sets up two logins at once;
+///   before it gets work, so that the run's own logins no longer overlap;
 /// - when no agent is idle and no more may start, a request waits for one.
 #[derive(Debug)]
 pub struct AgentPool {
