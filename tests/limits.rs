@@ -53,26 +53,32 @@ fn notes(run: &Run) -> Vec<String> {
         .collect()
 }
 
+/// Flashes the `n` boards of a limited server: every one flashed once, exit 0, no board saw a
+/// failed ssh (the pool absorbs the refusals, so no board needed a retry of its own), and the
+/// note said once; returns it.
+#[track_caller]
+fn flash_all_limited(env: &TestEnv, n: usize) -> String {
+    let run = flash_all(env, n);
+    run.code(0)
+        .stderr_has(&format!("Summary: {n} of {n} board(s) flashed"))
+        .stderr_lacks("[WARN]");
+    each_flashed_once(env, n);
+    let notes = notes(&run);
+    assert_eq!(notes.len(), 1, "said once: {notes:?}\n{}", run.stderr());
+    notes[0].clone()
+}
+
 #[test]
 fn forty_boards_on_a_server_with_max_startups_1_and_max_sessions_2_are_each_flashed_once() {
     let env = TestEnv::with_sshd_config(boards(40), 40, "MaxStartups 1\nMaxSessions 2");
-    let run = flash_all(&env, 40);
-    // The pool absorbs the refusals: no board saw a failed ssh (nor needed its own retry).
-    run.code(0)
-        .stderr_has("Summary: 40 of 40 board(s) flashed")
-        .stderr_lacks("[WARN]");
-    each_flashed_once(&env, 40);
-    let notes = notes(&run);
-    assert_eq!(notes.len(), 1, "said once: {notes:?}\n{}", run.stderr());
+    let note = flash_all_limited(&env, 40);
     assert!(
-        notes[0]
-            .starts_with("[INFO] the server allows 2 sessions per connection (sshd MaxSessions)"),
-        "{}",
-        notes[0]
+        note.starts_with("[INFO] the server allows 2 sessions per connection (sshd MaxSessions)"),
+        "{note}"
     );
     // MaxStartups limits logins at once, not connections: a dropped master's login was tried
     // again rather than taken as the end of the server's connections.
-    assert!(!notes[0].contains("accepted no more than"), "{}", notes[0]);
+    assert!(!note.contains("accepted no more than"), "{note}");
     // The server did refuse: sessions past MaxSessions, logins past MaxStartups.
     let log = env.sshd.log_text();
     assert!(log.contains("past MaxStartups"), "{log}");
@@ -82,16 +88,10 @@ fn forty_boards_on_a_server_with_max_startups_1_and_max_sessions_2_are_each_flas
 #[test]
 fn a_server_with_max_sessions_1_gets_one_session_per_connection() {
     let env = TestEnv::with_sshd_config(boards(6), 6, "MaxSessions 1");
-    let run = flash_all(&env, 6);
-    run.code(0).stderr_has("Summary: 6 of 6 board(s) flashed");
-    each_flashed_once(&env, 6);
-    let notes = notes(&run);
-    assert_eq!(notes.len(), 1, "said once: {notes:?}\n{}", run.stderr());
+    let note = flash_all_limited(&env, 6);
     assert!(
-        notes[0]
-            .starts_with("[INFO] the server allows 1 session per connection (sshd MaxSessions)"),
-        "{}",
-        notes[0]
+        note.starts_with("[INFO] the server allows 1 session per connection (sshd MaxSessions)"),
+        "{note}"
     );
 }
 
@@ -112,14 +112,8 @@ fn a_server_with_default_limits_runs_its_boards_in_parallel_and_says_nothing() {
 fn without_multiplexing_a_server_with_max_startups_1_gets_one_login_at_a_time() {
     let env = TestEnv::with_sshd_config(boards(16), 16, "MaxStartups 1");
     env.edit_server(|s| s["multiplex"] = json!(false));
-    let run = flash_all(&env, 16);
-    run.code(0)
-        .stderr_has("Summary: 16 of 16 board(s) flashed")
-        .stderr_lacks("[WARN]");
-    each_flashed_once(&env, 16);
-    let notes = notes(&run);
-    assert_eq!(notes.len(), 1, "said once: {notes:?}\n{}", run.stderr());
-    assert!(notes[0].contains("(sshd MaxStartups)"), "{}", notes[0]);
+    let note = flash_all_limited(&env, 16);
+    assert!(note.contains("(sshd MaxStartups)"), "{note}");
 }
 
 #[test]
