@@ -462,6 +462,7 @@ pub fn locate(explicit: Option<&Path>) -> Result<Located, Error> {
     }
     Err(Error::NoConfig {
         tried: tried.join(" and "),
+        init_path: user_config_path(),
     })
 }
 
