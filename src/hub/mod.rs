@@ -7,6 +7,7 @@ mod command;
 mod power;
 mod protocol;
 mod request;
+mod sysfs;
 mod target;
 mod uhubctl;
 mod usb_command;

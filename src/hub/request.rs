@@ -129,6 +129,11 @@ pub fn describe_step(step: &Step) -> String {
         Step::Sleep(s) => format!("a pause of {s} s"),
         Step::Expect(v) => format!("a check that it reads {v}"),
         Step::Run(args) => format!("`uhubctl {}`", args.join(" ")),
+        Step::Sysfs => "a list of the USB devices in /sys/bus/usb/devices".to_string(),
+        Step::SysfsGuard { device, serials } => format!(
+            "a check that USB device {device} (/sys/bus/usb/devices) is none of {}",
+            serials.join(", ")
+        ),
         Step::Guard { port, serials } => format!(
             "a check that port {port} holds none of {}",
             serials.join(", ")
