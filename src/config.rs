@@ -256,11 +256,47 @@ pub enum PowerBackend {
     Uhubctl,
 }
 
+/// Where a server sees which board is plugged into which USB port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// uhubctl's status of every hub it can switch.
+    Uhubctl,
+    /// The kernel's view: `/sys/bus/usb/devices/<device>/serial` (no switching needed).
+    Sysfs,
+}
+
 /// A port of a stock USB hub, as uhubctl names it: hub location and port number.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct UsbPort {
     pub location: String,
     pub port: u8,
+}
+
+impl UsbPort {
+    /// The kernel's name of the device plugged into this port: `1-1.4.3` for port 3 of hub
+    /// `1-1.4`, `1-3` for port 3 of root hub `1`.
+    pub fn sysfs_name(&self) -> String {
+        if self.location.contains('-') {
+            format!("{}.{}", self.location, self.port)
+        } else {
+            format!("{}-{}", self.location, self.port)
+        }
+    }
+
+    /// The port a kernel device name (`1-1.4.3`) is plugged into; `None` for root hubs
+    /// (`usb1`), interfaces (`1-1.4.3:1.0`) and anything else.
+    pub fn from_sysfs_name(name: &str) -> Option<UsbPort> {
+        let (location, port) = match name.rsplit_once('.') {
+            Some((hub, port)) => (hub.to_string(), port),
+            None => {
+                let (bus, port) = name.split_once('-')?;
+                (bus.to_string(), port)
+            }
+        };
+        let digits = port.bytes().all(|b| b.is_ascii_digit()) && !port.starts_with('0');
+        let port: u8 = port.parse().ok().filter(|_| digits)?;
+        is_usb_location(&location).then_some(UsbPort { location, port })
+    }
 }
 
 impl fmt::Display for UsbPort {
@@ -341,6 +377,19 @@ impl Server {
             Some(PowerBackend::CustomHub)
         } else if self.uhubctl.is_some() {
             Some(PowerBackend::Uhubctl)
+        } else {
+            None
+        }
+    }
+
+    /// Where the server sees its boards plugged: uhubctl's status when it has uhubctl, else
+    /// on a custom-hub server the kernel's sysfs (so the custom hub, too, never cuts a board
+    /// that moved to another port).
+    pub fn topology(&self) -> Option<Topology> {
+        if self.uhubctl.is_some() {
+            Some(Topology::Uhubctl)
+        } else if self.hub_cli.is_some() {
+            Some(Topology::Sysfs)
         } else {
             None
         }
@@ -462,6 +511,7 @@ pub fn locate(explicit: Option<&Path>) -> Result<Located, Error> {
     }
     Err(Error::NoConfig {
         tried: tried.join(" and "),
+        init_path: user_config_path(),
     })
 }
 
@@ -1028,6 +1078,27 @@ pub fn expand_tilde(p: &str) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn kernel_device_names_map_to_hub_ports_and_back() {
+        for (name, location, port) in [("1-1.4.3", "1-1.4", 3), ("1-3", "1", 3), ("2-1", "2", 1)] {
+            let at = UsbPort::from_sysfs_name(name).expect(name);
+            assert_eq!((at.location.as_str(), at.port), (location, port), "{name}");
+            assert_eq!(at.sysfs_name(), name);
+        }
+        for not_a_port in [
+            "usb1",
+            "1-1.4.3:1.0",
+            "1-1.04",
+            "1-1.+4",
+            "1",
+            "a-1",
+            "1-1.0",
+            "../1-1.3",
+        ] {
+            assert_eq!(UsbPort::from_sysfs_name(not_a_port), None, "{not_a_port}");
+        }
+    }
     use super::*;
 
     const GOOD: &str = r#"{

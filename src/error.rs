@@ -40,7 +40,11 @@ pub enum Error {
 
     /// No config file could be found in any of the usual places.
     #[error("no config file found (looked for {tried})")]
-    NoConfig { tried: String },
+    NoConfig {
+        tried: String,
+        /// Where `config init` would write the user's config, when there is a home.
+        init_path: Option<PathBuf>,
+    },
 
     /// The config file could not be read or parsed, or a value in it is invalid.
     #[error("config file `{}`: {message}", path.display())]
@@ -156,10 +160,11 @@ impl Error {
             Error::Usage { hint, .. } | Error::Config { hint, .. } | Error::List { hint, .. } => {
                 hint.clone()
             }
-            Error::NoConfig { .. } => Some(format!(
+            Error::NoConfig { init_path, .. } => Some(format!(
                 "run `stm-remote config init` to write a starting config{}, or pass `--config \
                  PATH` or set STM_REMOTE_CONFIG",
-                crate::config::user_config_path()
+                init_path
+                    .as_ref()
                     .map(|p| format!(" to `{}`", p.display()))
                     .unwrap_or_default()
             )),

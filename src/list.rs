@@ -55,13 +55,14 @@ pub struct Row {
         serialize_with = "visible_json"
     )]
     pub visible: Option<Visible>,
-    /// Only with `--live` on a server with uhubctl: where the board is plugged (`1-1.4:3`),
+    /// Only with `--live` on a server with uhubctl or a custom hub (sysfs): where the board is
+    /// plugged (`1-1.4:3`),
     /// and whether that is not where config.json says.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plugged: Option<Plugged>,
 }
 
-/// Where a board was seen plugged, by uhubctl.
+/// Where a board was seen plugged, by uhubctl or in sysfs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Plugged {
     pub at: String,

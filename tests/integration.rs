@@ -24,4 +24,5 @@ mod reset_erase;
 mod terminal;
 mod transport;
 mod uhubctl;
+mod usb_sysfs;
 mod verbosity;

@@ -49,8 +49,9 @@ fn report(config: &Config, name: &str, emit: &mut dyn FnMut(Event)) -> ServerRep
         Err(e) => return ServerReport::failed(name, e.to_string(), e.hint()),
     };
     let mut report = survey(config, name, &list);
-    if server.uhubctl.is_some() {
-        // Where each board is plugged: uhubctl's status of every hub, on the same connection.
+    if server.topology().is_some() {
+        // Where each board is plugged: uhubctl's status of every hub (or, on a custom-hub
+        // server, the kernel's list of USB devices), on the same connection.
         let hub = Hub {
             server_name: name,
             server,
@@ -58,7 +59,7 @@ fn report(config: &Config, name: &str, emit: &mut dyn FnMut(Event)) -> ServerRep
             agents: None,
         };
         let events = std::cell::RefCell::new(Vec::new());
-        let hubs = hub.usb_status(None, Some(name), &|e| events.borrow_mut().push(e));
+        let hubs = hub.topology(Some(name), &|e| events.borrow_mut().push(e));
         events.into_inner().into_iter().for_each(&mut *emit);
         match hubs {
             Ok(hubs) => locate(config, &mut report, hubs),

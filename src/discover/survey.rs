@@ -28,8 +28,8 @@ pub struct Found {
     /// An ST-LINK probe behind the hub's multiplexer: the configured boards it reaches, by
     /// channel (`[{"channel": 1, "alias": "m1"}, ...]`); empty otherwise.
     pub mux: Vec<MuxBoard>,
-    /// Where uhubctl sees it plugged (`1-1.4:3`), when the server has uhubctl and its serial
-    /// shows on a port.
+    /// Where the server sees it plugged (`1-1.4:3`), when the server has uhubctl (or, with a
+    /// custom hub, sysfs) and its serial shows on a port.
     #[serde(serialize_with = "usb_json")]
     pub usb: Option<UsbPort>,
     /// False when the listed serial is not a serial (a busy or wedged ST-LINK shows a Windows
@@ -99,7 +99,8 @@ pub struct ServerReport {
     pub hint: Option<String>,
     /// Things the user should know (ambiguous serials, unidentifiable probes).
     pub warnings: Vec<String>,
-    /// The server's stock hubs as uhubctl showed them (empty without uhubctl).
+    /// The server's hubs as uhubctl (or, on a custom-hub server, sysfs) showed them (empty
+    /// without either).
     pub usb_hubs: Vec<HubStatus>,
     /// Configured boards seen on another USB port than config.json says.
     pub moved: Vec<Moved>,
@@ -269,7 +270,7 @@ pub fn survey(config: &Config, server: &str, list: &ListOutput) -> ServerReport 
     }
 }
 
-/// Adds what uhubctl shows (`hubs`) to a server's report: where each listed board is plugged
+/// Adds what uhubctl or sysfs shows (`hubs`) to a server's report: where each listed board is plugged
 /// (by its serial on a port), and the configured boards plugged elsewhere than config.json
 /// says (also as warnings).
 pub fn locate(config: &Config, report: &mut ServerReport, hubs: Vec<HubStatus>) {

@@ -141,12 +141,12 @@ pub fn ask(
                 _ => continue,
             };
             taken.0.insert(alias.clone());
-            // Where uhubctl saw it: recorded unless the user says no.
+            // Where the server saw it plugged: recorded unless the user says no.
             let usb = match &d.usb {
                 Some(u) => prompter
                     .confirm(
                         &format!(
-                            "uhubctl sees it plugged into {u}: record that (`usb_hub`, `usb_port`)?"
+                            "the server sees it plugged into {u}: record that (`usb_hub`, `usb_port`)?"
                         ),
                         true,
                     )?
@@ -535,7 +535,7 @@ ST-Link Probe 0 :
         assert_eq!(d.hub_port, None);
         assert!(
             p.transcript.join("\n").contains(
-                "confirm: uhubctl sees it plugged into 1-1.4:2: record that (`usb_hub`, \
+                "confirm: the server sees it plugged into 1-1.4:2: record that (`usb_hub`, \
                  `usb_port`)? default true"
             ),
             "{:?}",

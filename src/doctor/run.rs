@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::checks::{Check, Mark, PathState, ServerChecks, parse_probe, probe_argv, probe_checks};
-use crate::config::PowerBackend;
 use crate::config::{self, Server, expand_tilde};
+use crate::config::{PowerBackend, Topology};
 use crate::error::{EXIT_DEVICE_FAILED, EXIT_OK, Error};
 use crate::hub::{Call, Hub, Line};
 use crate::jobs::{Answer, Event, each_server, first_answer};
@@ -133,7 +133,7 @@ fn check_server(
     }
     checks.extend(on_server);
     checks.push(power_check(name, server));
-    if server.uhubctl.is_some() {
+    if server.topology().is_some() {
         let events = std::cell::RefCell::new(Vec::new());
         checks.extend(usb_checks(config, name, server, &answer.target, &|e| {
             events.borrow_mut().push(e)
@@ -206,7 +206,8 @@ fn power_check(name: &str, server: &Server) -> Check {
     }
 }
 
-/// uhubctl runs and may switch the hubs; every board with a USB port in config.json is there.
+/// uhubctl runs and may switch the hubs; every board with a USB port in config.json is there
+/// (as uhubctl, or on a custom-hub server sysfs, sees it: there only when a board has one).
 fn usb_checks(
     config: &config::Config,
     name: &str,
@@ -220,11 +221,20 @@ fn usb_checks(
         target,
         agents: None,
     };
-    let hubs = match hub.usb_status(None, None, emit) {
+    let uhubctl = server.topology() == Some(Topology::Uhubctl);
+    let placed = config
+        .devices
+        .values()
+        .any(|d| d.server == name && d.usb_location(server).is_some());
+    if !uhubctl && !placed {
+        return Vec::new();
+    }
+    let hubs = match hub.topology(None, emit) {
         Ok(hubs) => hubs,
         Err(e) => {
             let hint = e.hint().unwrap_or_default();
-            return vec![Check::fail("uhubctl", e.to_string(), hint)];
+            let check = if uhubctl { "uhubctl" } else { "usb ports" };
+            return vec![Check::fail(check, e.to_string(), hint)];
         }
     };
     let switchable: Vec<&str> = hubs
@@ -232,7 +242,7 @@ fn usb_checks(
         .filter(|h| !h.after_action)
         .map(|h| h.location.as_str())
         .collect();
-    let uhubctl = if switchable.is_empty() {
+    let switching = if switchable.is_empty() {
         Check::fail(
             "uhubctl",
             "uhubctl sees no hub with per-port power switching",
@@ -283,7 +293,11 @@ fn usb_checks(
             ),
         )
     };
-    vec![uhubctl, ports]
+    if uhubctl {
+        vec![switching, ports]
+    } else {
+        vec![ports]
+    }
 }
 
 /// The ssh_config file named in config.json must be a readable local file.

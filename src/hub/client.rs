@@ -444,9 +444,9 @@ pub fn batch_deadline(server: &Server, steps: &[Step]) -> Duration {
     let secs: f64 = steps
         .iter()
         .map(|s| match s {
-            Step::Call(_) | Step::Run(_) => f64::from(HUB_LOCK_WAIT_SECS) + 20.0,
+            Step::Call(_) | Step::Run(_) | Step::Sysfs => f64::from(HUB_LOCK_WAIT_SECS) + 20.0,
             Step::Sleep(t) => *t,
-            Step::Expect(_) | Step::Guard { .. } => 0.0,
+            Step::Expect(_) | Step::Guard { .. } | Step::SysfsGuard { .. } => 0.0,
         })
         .sum();
     Duration::from_secs_f64(secs + f64::from(server.connect_timeout) + 10.0)
@@ -477,7 +477,7 @@ pub fn judge_batch(
     // One entry per reporting step (calls and uhubctl runs); the calls' are judged here.
     steps
         .iter()
-        .filter(|s| matches!(s, Step::Call(_) | Step::Run(_)))
+        .filter(|s| s.reports())
         .zip(pairs)
         .filter_map(|(step, pair)| match step {
             Step::Call(call) => Some((*call, pair)),

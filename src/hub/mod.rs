@@ -6,6 +6,8 @@ mod client;
 mod command;
 mod power;
 mod protocol;
+mod request;
+mod sysfs;
 mod target;
 mod uhubctl;
 mod usb_command;
@@ -14,8 +16,9 @@ pub use client::{
     CallResult, Hub, HubError, Problem, batch_argv_for, cycle_steps, cycle_verdict, hubd_note,
     judge_batch,
 };
-pub use command::{HubAction, HubRequest, hub_command};
+pub use command::hub_command;
 pub use power::{Guard, Op, status_steps, status_verdict};
 pub use protocol::{Call, EXIT_NOT_CONFIRMED, Line, Step, mask_hex, mask_ports};
+pub use request::{HubAction, HubRequest};
 pub use target::{parse_channel, parse_ports};
 pub use uhubctl::{HubStatus, PortStatus};

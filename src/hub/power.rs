@@ -11,29 +11,35 @@
 
 use super::client::{self, CallResult, Hub, HubError, Problem};
 use super::protocol::{self, Call, Line, PairOutput, Ran, Step};
+use super::sysfs;
 use super::uhubctl::{self, HubStatus};
-use crate::config::{Device, PowerPort, Server, UsbPort};
+use crate::config::{Device, PowerPort, Server, Topology, UsbPort};
 use crate::jobs::Event;
 use crate::remote::Captured;
 
 /// What must not be cut: where the ports about to be switched off are seen on USB (with the
-/// board each is for), and the configured boards (alias, serial) that may not be there.
+/// board each is for), and the configured boards (alias, serial) that may not be there;
+/// `source` says how the server sees what is plugged there.
 #[derive(Debug, Clone, Default)]
 pub struct Guard {
     pub places: Vec<(String, UsbPort)>,
     pub foreign: Vec<(String, String)>,
+    pub source: Option<Topology>,
 }
 
 impl Guard {
-    /// The guard of a switch of `port` on `server`: the places where uhubctl (when the server
-    /// has it) sees the boards configured on that port, and every configured board of the
-    /// server not configured on it. `devices` are the server's configured boards.
+    /// The guard of a switch of `port` on `server`: the USB places of the boards configured
+    /// on that port (when the server can see what is plugged there: uhubctl, or sysfs on a
+    /// custom-hub server), and every configured board of the server not configured on it.
+    /// `devices` are the server's configured boards.
     pub fn for_port(devices: &[(String, Device)], server: &Server, port: &PowerPort) -> Guard {
         let on_port = |d: &Device| d.power_port(server).as_ref() == Some(port);
+        let source = server.topology();
         Guard {
+            source,
             places: devices
                 .iter()
-                .filter(|(_, d)| on_port(d) && server.uhubctl.is_some())
+                .filter(|(_, d)| on_port(d) && source.is_some())
                 .filter_map(|(a, d)| d.usb_location(server).map(|at| (a.clone(), at)))
                 .collect(),
             foreign: devices
@@ -49,6 +55,7 @@ impl Guard {
         let mut guard = Guard::default();
         for bit in (0..16).map(|i| 1u16 << i).filter(|b| mask & b != 0) {
             let g = Guard::for_port(devices, server, &PowerPort::Custom(bit));
+            guard.source = g.source;
             guard.places.extend(g.places);
             if guard.foreign.is_empty() {
                 guard.foreign = g.foreign;
@@ -59,22 +66,27 @@ impl Guard {
         guard
     }
 
-    /// The server-side checks before anything goes off: per place, a status of its hub, then
-    /// the check of its port's line.
+    /// The server-side checks before anything goes off: per place, a uhubctl status of its
+    /// hub then the check of its port's line, or the check of the kernel's device there.
     pub fn steps(&self) -> Vec<Step> {
         if self.foreign.is_empty() {
             return Vec::new();
         }
+        let serials: Vec<String> = self.foreign.iter().map(|(_, s)| s.clone()).collect();
         self.places
             .iter()
-            .flat_map(|(_, at)| {
-                [
+            .flat_map(|(_, at)| match self.source {
+                Some(Topology::Sysfs) => vec![Step::SysfsGuard {
+                    device: at.sysfs_name(),
+                    serials: serials.clone(),
+                }],
+                _ => vec![
                     Step::Run(uhubctl::status_args(Some(&at.location))),
                     Step::Guard {
                         port: at.port,
-                        serials: self.foreign.iter().map(|(_, s)| s.clone()).collect(),
+                        serials: serials.clone(),
                     },
-                ]
+                ],
             })
             .collect()
     }
@@ -395,12 +407,8 @@ impl UsbRuns<'_> {
 fn runs(stdout: &str, steps: &[Step]) -> Vec<Option<Ran>> {
     protocol::split_batch(stdout, steps)
         .into_iter()
-        .zip(
-            steps
-                .iter()
-                .filter(|s| matches!(s, Step::Call(_) | Step::Run(_))),
-        )
-        .filter(|(_, s)| matches!(s, Step::Run(_)))
+        .zip(steps.iter().filter(|s| s.reports()))
+        .filter(|(_, s)| matches!(s, Step::Run(_) | Step::Sysfs))
         .map(|(out, _)| match out {
             PairOutput::Ran { call, .. } => Some(call),
             _ => None,
@@ -455,6 +463,31 @@ impl Hub<'_> {
             device,
             emit,
         )
+    }
+
+    /// Where the server sees its boards plugged ([`Server::topology`]): uhubctl's status of
+    /// every hub it can switch, or the kernel's list of USB devices; empty without either.
+    pub fn topology(
+        &self,
+        device: Option<&str>,
+        emit: &dyn Fn(Event),
+    ) -> Result<Vec<HubStatus>, HubError> {
+        match self.server.topology() {
+            Some(Topology::Uhubctl) => self.usb_status(None, device, emit),
+            Some(Topology::Sysfs) => {
+                let steps = vec![Step::Sysfs];
+                let out = self.execute(&steps, device, emit);
+                match runs(&out.stdout, &steps).first() {
+                    Some(Some(ran)) if ran.code == 0 => Ok(sysfs::parse_listing(&ran.output)),
+                    _ => Err(HubError::Failed {
+                        server: self.server_name.to_string(),
+                        call: "the list of USB devices in /sys/bus/usb/devices".into(),
+                        problem: lost(),
+                    }),
+                }
+            }
+            None => Ok(Vec::new()),
+        }
     }
 
     /// uhubctl's status of one hub (and its USB3 dual), or of every hub it can switch.

@@ -167,11 +167,29 @@ pub enum Step {
     /// anything after it runs. A status that failed stops it too (`guard -`): what is
     /// plugged there is not known.
     Guard { port: u8, serials: Vec<String> },
+    /// A list, from the kernel's sysfs, of the USB devices that have a serial: one line
+    /// `<device> <serial>` each (`1-1.4.3 066DFF485457725187092834`), reported like a run.
+    Sysfs,
+    /// A check on the server that the USB device of this kernel name (`1-1.4.3`, read from
+    /// `/sys/bus/usb/devices/<device>/serial`) has none of these serials: else the batch stops
+    /// at once with exit 4. Nothing there, or a device without a serial, passes.
+    SysfsGuard {
+        device: String,
+        serials: Vec<String>,
+    },
+}
+
+impl Step {
+    /// Whether the batch reports this step's output (`call`, `run` and `sysfs` steps).
+    pub fn reports(&self) -> bool {
+        matches!(self, Step::Call(_) | Step::Run(_) | Step::Sysfs)
+    }
 }
 
 /// Runs hub calls on the server: `$1` the hub lock, `$2` seconds to wait for it, `$3` the hub
 /// script (`call` steps), `$4` uhubctl (`run` steps), then the steps: `call <command> <argument or ''> <read-back or ''>`,
-/// `sleep <seconds>`, or `expect <value>`. Each call's output (stdout and stderr) is followed
+/// `sleep <seconds>`, `expect <value>`, `run <uhubctl arguments>`, `guard <port> <serial>... --`,
+/// `sysfs -` or `sysguard <device> <serial>... --`. Each call's output (stdout and stderr) is followed
 /// by a line `stm-remote-hub: rc <exit code>`; a pair whose lock could not be taken by
 /// `stm-remote-hub: lock <flock's exit code>`. `expect` checks the last answer (the read-back
 /// of the call before it): exit 0, no error in it, and the value [`reply_value`] reads equal to
@@ -195,6 +213,13 @@ value() {
   if [ -n "$v" ]; then echo $((v)); return; fi
   printf '%s\n' "$1" | grep -o ':[[:space:]]*[0-9]\{1,10\}' | head -n 1 | tr -dc 0-9
 }
+usbdevs() {
+  set +f
+  for d in /sys/bus/usb/devices/*; do
+    [ -r "$d/serial" ] && printf '%s %s\n' "${d##*/}" "$(cat "$d/serial" 2>/dev/null)"
+  done
+  set -f
+}
 echo "stm-remote-hub: begin"
 while [ $# -ge 2 ]; do
   case $1 in
@@ -214,12 +239,23 @@ while [ $# -ge 2 ]; do
         shift
       done
       shift; continue ;;
+    sysguard)
+      s=$(cat "/sys/bus/usb/devices/$2/serial" 2>/dev/null); shift 2
+      while [ $# -gt 0 ] && [ "$1" != -- ]; do
+        if [ -n "$s" ] && printf '%s\n' "$s" | grep -qixF -- "$1"; then
+          printf '\nstm-remote-hub: guard %s\n' "$1"; exit 4
+        fi
+        shift
+      done
+      shift; continue ;;
     run) a=$2; shift 2; set -- call "$a" '' '' "$@"; run=1 ;;
+    sysfs) shift 2; set -- call '' '' '' "$@"; run=2 ;;
     *) run= ;;
   esac
   lastrc=1 last=
   { if flock -E 75 -w "$wait" 9; then
-      if [ -n "$run" ]; then last=$("$usb" $2 2>&1); else last=$("$hub" "$2" ${3:+"$3"} 2>&1); fi
+      if [ "$run" = 2 ]; then last=$(usbdevs 2>&1)
+      elif [ -n "$run" ]; then last=$("$usb" $2 2>&1); else last=$("$hub" "$2" ${3:+"$3"} 2>&1); fi
       lastrc=$?
       printf '%s\n\nstm-remote-hub: rc %s\n' "$last" "$lastrc"
       if [ -n "$4" ]; then
@@ -292,6 +328,16 @@ pub fn batch_argv(
                 argv.extend(serials.iter().cloned());
                 argv.push("--".into());
             }
+            Step::Sysfs => {
+                argv.push("sysfs".into());
+                argv.push("-".into());
+            }
+            Step::SysfsGuard { device, serials } => {
+                argv.push("sysguard".into());
+                argv.push(device.clone());
+                argv.extend(serials.iter().cloned());
+                argv.push("--".into());
+            }
         }
     }
     argv
@@ -328,7 +374,7 @@ pub fn split_batch(stdout: &str, steps: &[Step]) -> Vec<PairOutput> {
     for step in steps {
         let has_readback = match step {
             Step::Call(call) => call.readback().is_some(),
-            Step::Run(_) => false,
+            Step::Run(_) | Step::Sysfs => false,
             _ => continue,
         };
         let mut chunk = String::new();

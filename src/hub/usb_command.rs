@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use super::command::{HubAction, HubRequest, preview_batch, run_batch_once};
 use super::power::{self, Guard, Op};
+use super::request::{HubAction, HubRequest, preview_batch, run_batch_once};
 use super::target::parse_usb_port;
 use super::uhubctl::HubStatus;
 use super::{HubError, client};

@@ -3,10 +3,26 @@
 //! writes, an ELF file (`.elf`, `.axf`, `.out`) must be a 32-bit ARM ELF and its loadable
 //! segments give the range, and a `.bin` covers its size from its write address. Pure: bytes
 //! in, an [`Image`] or the reason out; naming the file and the device is the caller's job.
+//! An [`Upload`] is one checked file as it goes to the server.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use ihex::{ReaderError, Record};
+
+/// Where a `.bin` is written when no `@address` is given.
+pub const DEFAULT_BIN_ADDRESS: u32 = 0x0800_0000;
+
+/// One checked file to upload (several jobs may share it).
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub local: PathBuf,
+    pub remote_name: String,
+    /// sha256 of the content, lower-case hex.
+    pub sha256: String,
+    /// The content as checked by the plan: exactly these bytes are uploaded.
+    pub data: std::sync::Arc<[u8]>,
+}
 
 /// The addresses a file writes: `first..=last`, `bytes` of data in between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +89,7 @@ pub fn inspect(ext: &str, bytes: &[u8], address: Option<u32>) -> Result<Image, S
         "hex" | "ihex" => Some(hex_extent(bytes)?),
         "elf" | "axf" | "out" => elf_extent(bytes)?,
         "bin" => Some(bin_extent(
-            address.unwrap_or(super::plan::DEFAULT_BIN_ADDRESS),
+            address.unwrap_or(DEFAULT_BIN_ADDRESS),
             file_bytes,
         )?),
         _ => None,

@@ -26,11 +26,9 @@ pub use command::{
 pub use device::JobResult;
 pub use event::{Event, Step};
 pub use fanout::{each_server, each_server_named};
-pub use firmware::human_size;
+pub use firmware::{DEFAULT_BIN_ADDRESS, Upload, human_size};
 pub use operation::{ERASE, FLASH, FlashFile, Operation, RESET, Words};
-pub use plan::{
-    Assignment, DEFAULT_BIN_ADDRESS, Job, Plan, Upload, parse_assignment, plan, plan_boards,
-};
+pub use plan::{Assignment, Job, Plan, parse_assignment, plan, plan_boards};
 pub use preview::{Preview, dry_run};
 pub use run::{ServerRun, run};
 pub use session::{

@@ -9,14 +9,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::event::Event;
-use super::firmware::{self, Image};
+use super::firmware::{self, DEFAULT_BIN_ADDRESS, Image, Upload};
 use super::operation::{FLASH, FlashFile, Operation, Words};
 use super::select::{Pick, select};
 use crate::config::{Config, Device, Server};
 use crate::error::Error;
-
-/// Where a `.bin` is written when no `@address` is given.
-pub const DEFAULT_BIN_ADDRESS: u32 = 0x0800_0000;
 
 /// File extensions STM32_Programmer_CLI reads, and whether they need an address.
 const FORMATS: &[(&str, bool)] = &[
@@ -112,17 +109,6 @@ pub struct Job {
     pub device: Device,
     /// Flash a file, reset, or erase.
     pub op: Operation,
-}
-
-/// One file to upload (several jobs may share it).
-#[derive(Debug, Clone)]
-pub struct Upload {
-    pub local: PathBuf,
-    pub remote_name: String,
-    /// sha256 of the content, lower-case hex.
-    pub sha256: String,
-    /// The content as checked by the plan: exactly these bytes are uploaded.
-    pub data: std::sync::Arc<[u8]>,
 }
 
 /// Everything flash-auto will do, decided before any connection.

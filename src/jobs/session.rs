@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::event::Event;
-use super::plan::Upload;
+use super::firmware::Upload;
 use crate::config::Server;
 use crate::error::Error;
 use crate::remote::{self, SSH_EXIT_CONNECTION, SshFailure, SshTarget};

@@ -64,7 +64,7 @@ pub struct LabRef<'a> {
 
 /// What each lab needs on disk: keys, sshd, lab dir with the fakes. Returns the lab and the
 /// known_hosts line of its sshd.
-fn start_lab(dir: &Path, name: &str, sshd_extra: &str) -> (Lab, String) {
+fn start_lab(dir: &Path, name: &str, sshd_extra: &str, usb_sysfs: bool) -> (Lab, String) {
     let keys = dir.join("keys");
     let lab = dir.join("lab");
     let remote_tmp = lab.join("tmp");
@@ -72,7 +72,9 @@ fn start_lab(dir: &Path, name: &str, sshd_extra: &str) -> (Lab, String) {
         std::fs::create_dir_all(d).unwrap();
     }
     let (client_key, host_pub) = sshd::make_keys(&keys);
-    let sshd = sshd::Sshd::start(&keys, sshd_extra);
+    let sysfs = lab.join("sysfs");
+    std::fs::create_dir_all(&sysfs).unwrap();
+    let sshd = sshd::Sshd::start_with(&keys, sshd_extra, usb_sysfs.then_some(sysfs.as_path()));
     let known = format!("[127.0.0.1]:{} {host_pub}\n", sshd.port);
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/lab");
     for f in ["STM32_Programmer_CLI", "hub_cli.py", "uhubctl"] {
@@ -175,16 +177,74 @@ impl TestEnv {
     /// The sshd and lab of every server in `names` (the first one's in the env's own fields),
     /// one ssh client config knowing all their host keys, and the local dir.
     fn start(names: &[&str], sshd_extra: &str) -> TestEnv {
+        Self::start_with(names, sshd_extra, false)
+    }
+
+    /// A lab with the given boards (as [`TestEnv::new`]) whose server sees `lab/sysfs` as its
+    /// `/sys/bus/usb/devices` (see [`TestEnv::write_usb_sysfs`]); `None` where this machine
+    /// gives the tests no mount namespace.
+    pub fn with_usb_sysfs(boards: Vec<Value>, max_parallel: usize) -> Option<TestEnv> {
+        if !sshd::Sshd::can_fake_usb_sysfs() {
+            eprintln!("SKIPPED: `unshare -m` is not permitted here, so no USB sysfs can be faked");
+            return None;
+        }
+        let env = Self::start_with(&["lab"], "", true);
+        env.write_state(lab_state(boards));
+        let devices: serde_json::Map<String, Value> =
+            devices_of(env.state()["boards"].as_array().unwrap(), "lab")
+                .into_iter()
+                .collect();
+        env.write_config(json!({
+            "servers": {"lab": env.server_json(max_parallel)},
+            "devices": devices,
+        }));
+        Some(env)
+    }
+
+    /// Writes the lab's USB sysfs as the kernel would show it: for each board with a `usb`
+    /// place (`1-1.4:3`), the device `1-1.4.3` with its `serial` (and an interface entry),
+    /// beside the root hub `usb1`. A static picture of the state's boards: it does not follow
+    /// later power changes.
+    pub fn write_usb_sysfs(&self) {
+        let dir = self.lab.join("sysfs");
+        let _ = std::fs::remove_dir_all(&dir);
+        let entry = |name: &str, serial: Option<&str>| {
+            std::fs::create_dir_all(dir.join(name)).unwrap();
+            if let Some(serial) = serial {
+                std::fs::write(dir.join(name).join("serial"), format!("{serial}\n")).unwrap();
+            }
+        };
+        entry("usb1", Some("0000:01:00.0"));
+        for b in self.state()["boards"].as_array().unwrap() {
+            let Some((hub, port)) = b["usb"].as_str().and_then(|u| u.split_once(':')) else {
+                continue;
+            };
+            let name = if hub.contains('-') {
+                format!("{hub}.{port}")
+            } else {
+                format!("{hub}-{port}")
+            };
+            entry(&name, b["serial"].as_str());
+            entry(&format!("{name}:1.0"), None);
+        }
+    }
+
+    fn start_with(names: &[&str], sshd_extra: &str, usb_sysfs: bool) -> TestEnv {
         let root = tempfile::Builder::new()
             .prefix("stm-remote-test.")
             .tempdir()
             .unwrap();
         let local = root.path().join("local");
         std::fs::create_dir_all(&local).unwrap();
-        let (first, mut known) = start_lab(root.path(), names[0], sshd_extra);
+        let (first, mut known) = start_lab(root.path(), names[0], sshd_extra, usb_sysfs);
         let mut others = Vec::new();
         for name in &names[1..] {
-            let (lab, line) = start_lab(&root.path().join("servers").join(name), name, sshd_extra);
+            let (lab, line) = start_lab(
+                &root.path().join("servers").join(name),
+                name,
+                sshd_extra,
+                usb_sysfs,
+            );
             known.push_str(&line);
             others.push(lab);
         }

@@ -80,6 +80,26 @@ fn config_text(extra: &str, ours: &str) -> String {
 impl Sshd {
     /// Starts sshd with keys already made by [`make_keys`] in `dir`.
     pub fn start(dir: &Path, extra_config: &str) -> Sshd {
+        Self::start_with(dir, extra_config, None)
+    }
+
+    /// Whether this machine lets the tests give sshd a mount namespace of its own
+    /// ([`Sshd::start_with`] with a USB sysfs).
+    pub fn can_fake_usb_sysfs() -> bool {
+        Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg("mount -t tmpfs stm-remote-test /sys/bus")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Starts sshd; with `usb_sysfs`, in a mount namespace of its own where
+    /// `/sys/bus/usb/devices` is that directory (so the server's sessions see the lab's USB
+    /// devices there, and nothing else on this machine changes).
+    pub fn start_with(dir: &Path, extra_config: &str, usb_sysfs: Option<&Path>) -> Sshd {
         assert!(
             Path::new(SSHD).exists(),
             "{SSHD} not found: the integration tests need a real OpenSSH server (apt-get install openssh-server)"
@@ -100,7 +120,22 @@ impl Sshd {
                 d = dir.display()
             );
             std::fs::write(&cfg, config_text(extra_config, &ours)).unwrap();
-            let child = Command::new(SSHD)
+            let mut command = match usb_sysfs {
+                None => Command::new(SSHD),
+                Some(sysfs) => {
+                    let mut c = Command::new("unshare");
+                    c.args(["-m", "--propagation", "private", "sh", "-c"])
+                        .arg(
+                            "mount -t tmpfs stm-remote-test /sys/bus && mkdir /sys/bus/usb && \
+                             ln -s \"$1\" /sys/bus/usb/devices && shift && exec \"$@\"",
+                        )
+                        .arg("sh")
+                        .arg(sysfs)
+                        .arg(SSHD);
+                    c
+                }
+            };
+            let child = command
                 .args(["-D", "-e", "-f"])
                 .arg(&cfg)
                 .stdin(Stdio::null())
