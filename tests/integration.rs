@@ -16,6 +16,7 @@ mod flash;
 mod fleet;
 mod hardening;
 mod hub;
+mod limits;
 mod list;
 mod recovery;
 mod reports;

@@ -376,7 +376,8 @@ impl Session {
     /// Tries each hostname in order by creating the work dir there (with `workdir`; else by
     /// running `true`); the first that answers is used for the whole run. On it, the
     /// connection master logs in first (`ssh -f -N`), then the run's `agents` agents start at
-    /// once over it, and the first of them makes the work dir while the others log in.
+    /// once over it (and further masters, see [`remote::AgentPool`]), and the first of them
+    /// makes the work dir while the others log in.
     pub fn open(
         server_name: &str,
         server: &Server,
@@ -400,13 +401,15 @@ impl Session {
             &|_| false,
             emit,
             |target, emit| {
-                let pool = remote::AgentPool::new(target.clone());
-                let master = remote::mux::warm(target, agents, deadline, &mut |c| {
+                let pool = remote::AgentPool::new(target.clone(), deadline);
+                let lines = std::cell::RefCell::new(Vec::new());
+                let master = pool.connect(&|c| lines.borrow_mut().push(c));
+                for command in lines.into_inner() {
                     emit(Event::Command {
                         device: None,
-                        command: c,
-                    })
-                });
+                        command,
+                    });
+                }
                 if let Some(master) = master {
                     match master {
                         Ok(out) if out.code == Some(0) => {}
@@ -626,6 +629,12 @@ impl Session {
     /// Ends the run's agents and removes the work dir; a failure is reported, not fatal.
     pub fn cleanup(&self, emit: &mut dyn FnMut(Event)) {
         self.agents.close();
+        if let Some(message) = self.agents.limits_note() {
+            emit(Event::Info {
+                device: None,
+                message,
+            });
+        }
         let Some(workdir) = self.workdir.as_deref() else {
             return;
         };

@@ -20,16 +20,18 @@
 //! the pool then starts a fresh agent for the next request.
 //!
 //! [`AgentPool`] hands idle agents to callers, starts new ones as needed (at most
-//! [`super::mux::JOBS_PER_MASTER`] per connection master, so sshd's `MaxSessions` is never
-//! reached) and closes them all at the end of a run.
+//! [`super::mux::JOBS_PER_MASTER`] per connection master, so sshd's default `MaxSessions` is
+//! never reached; fewer, and one login at a time, on a server whose limits refused some:
+//! see [`AgentPool`]) and closes them all at the end of a run.
 
-use std::sync::Mutex;
 use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use std::process::Command;
 
 use super::frame::Gate;
+use super::limits::{Learned, Refusal};
 use super::process::{
     Captured, Duplex, LineSink, ProcessError, RunOptions, StreamLine, cancelled, start_duplex, tail,
 };
@@ -145,6 +147,11 @@ pub struct Agent {
     /// Its connection master slot.
     slot: usize,
     dead: bool,
+    /// The pool's books: whether it runs over a connection of its own (not its slot's
+    /// master), whether it was seen running over its master, and whether its start was booked.
+    own: bool,
+    running: bool,
+    booked: bool,
 }
 
 impl Agent {
@@ -165,12 +172,25 @@ impl Agent {
             gates: Default::default(),
             slot,
             dead: false,
+            own: false,
+            running: false,
+            booked: false,
         })
     }
 
     /// Whether the agent can take another request.
     pub fn alive(&self) -> bool {
         !self.dead
+    }
+
+    /// Whether its shell ran (the frame's marker came): it logged in and got a session.
+    pub fn started(&self) -> bool {
+        self.gates[0].is_open()
+    }
+
+    /// The server limits its ssh met on the way (what ssh printed before the marker).
+    pub fn refusals(&self) -> Vec<Refusal> {
+        Refusal::read(self.gates[1].held())
     }
 
     /// Runs one command string (built by [`super::quote_command`]) on the agent, as
@@ -323,23 +343,105 @@ impl Agent {
     }
 }
 
-/// The agents of one server for one run.
+/// How often a request is sent again on a fresh agent whose login sshd dropped before
+/// authentication (`MaxStartups`; nothing ran), and how often a master's login is tried.
+const LOGIN_TRIES: u32 = 8;
+
+/// The agents of one server for one run, and what its sshd's limits taught them.
+///
+/// The pool is where the run meets sshd's limits ([`super::limits`]), and the only place that
+/// acts on them:
+/// - it opens the connection masters one at a time, as agents need them (at most
+///   [`super::mux::JOBS_PER_MASTER`] agents per master), and tries a master's login again,
+///   after a jittered backoff, when sshd dropped it before authentication (`MaxStartups`);
+/// - a session a master refused (`MaxSessions`) sets the agents per master to the most seen
+///   working on one master; later agents go to other masters, opened as needed;
+/// - a request whose fresh agent never ran because sshd dropped its login is sent again on
+///   another agent (nothing ran on the server, so this is safe for a flash);
+/// - once a limit was met, agents start one at a time, each checked with an empty request
+///   before it gets work, so that the run's own logins no longer overlap;
+/// - when no agent is idle and no more may start, a request waits for one.
 #[derive(Debug)]
 pub struct AgentPool {
     target: SshTarget,
-    idle: Mutex<Vec<Agent>>,
-    /// Live agents per connection master slot.
-    live: Mutex<Vec<usize>>,
+    /// Bounds a master's login.
+    login_deadline: Duration,
+    state: Mutex<State>,
+    /// Signalled when an agent becomes idle or goes away.
+    freed: Condvar,
+    /// Held while a master logs in, and while an agent starts once a limit was met.
+    login: Mutex<()>,
+}
+
+/// The pool's books.
+#[derive(Debug, Default)]
+struct State {
+    idle: Vec<Agent>,
+    /// Per connection master (slot 0.., all of them up): agents on it (idle, busy or not yet
+    /// seen running), and those seen running over it.
+    slots: Vec<Slot>,
+    /// Agents over a connection of their own: no multiplexing, or ssh's fallback after a
+    /// refused session.
+    own: usize,
+    /// No master can be made (no private socket dir): every agent logs in on its own.
+    direct: bool,
+    /// The most agents seen running at once over one master.
+    most_on_one: usize,
+    learned: Learned,
+    /// Whether a limit was met: agents then start one at a time, each checked.
+    careful: bool,
+    /// Logins sshd dropped in a row, and when the next may start.
+    drops_in_row: u32,
+    not_before: Option<Instant>,
+    busy: usize,
+    peak_busy: usize,
+    peak_connections: usize,
+    /// The parallel jobs the run asked for ([`AgentPool::prestart`]).
+    wanted: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Slot {
+    agents: usize,
+    running: usize,
+}
+
+impl State {
+    /// Agents one master may carry: [`super::mux::JOBS_PER_MASTER`], or what the server taught.
+    fn per_master(&self) -> usize {
+        self.learned
+            .sessions_per_connection
+            .unwrap_or(super::mux::JOBS_PER_MASTER)
+            .min(super::mux::JOBS_PER_MASTER)
+    }
+
+    fn connections(&mut self) {
+        self.peak_connections = self.peak_connections.max(self.slots.len() + self.own);
+    }
+
+    /// A login sshd dropped before authentication: wait before the next one.
+    fn dropped(&mut self) {
+        self.learned.dropped += 1;
+        self.careful = true;
+        self.drops_in_row += 1;
+        self.not_before = Some(Instant::now() + super::limits::backoff(self.drops_in_row));
+    }
 }
 
 impl AgentPool {
-    /// A pool for `target`; no agent runs yet.
-    pub fn new(target: SshTarget) -> Self {
+    /// A pool for `target` whose masters' logins may take `login_deadline`; no agent runs yet.
+    pub fn new(target: SshTarget, login_deadline: Duration) -> Self {
         AgentPool {
             target,
-            idle: Mutex::new(Vec::new()),
-            live: Mutex::new(Vec::new()),
+            login_deadline,
+            state: Mutex::new(State::default()),
+            freed: Condvar::new(),
+            login: Mutex::new(()),
         }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("agent pool")
     }
 
     /// The address the agents run on.
@@ -347,36 +449,271 @@ impl AgentPool {
         &self.target
     }
 
+    /// Logs in: starts the first connection master. Returns what its ssh left (exit 255 and
+    /// ssh's message if it could not connect, after the retries of a dropped login), or
+    /// `None` when the target does not multiplex. `started` gets the command line.
+    pub fn connect(&self, started: &dyn Fn(String)) -> Option<Result<Captured, ProcessError>> {
+        if !self.target.multiplex {
+            return None;
+        }
+        let _login = self.login.lock().expect("agent pool");
+        if !self.state().slots.is_empty() {
+            return None;
+        }
+        self.open_master(started)
+    }
+
+    /// Opens the next connection master (the login lock held), trying again after a jittered
+    /// backoff while sshd drops the login before authentication. What its last ssh left.
+    fn open_master(&self, started: &dyn Fn(String)) -> Option<Result<Captured, ProcessError>> {
+        let slot = self.state().slots.len();
+        let mut tries = 0;
+        loop {
+            self.wait_backoff();
+            tries += 1;
+            let Some(out) = super::mux::start(&self.target, slot, self.login_deadline, started)
+            else {
+                self.state().direct = true;
+                return None;
+            };
+            let mut st = self.state();
+            match &out {
+                Ok(c) if c.code == Some(0) => {
+                    st.slots.push(Slot::default());
+                    st.drops_in_row = 0;
+                    st.connections();
+                }
+                Ok(c) if Refusal::read(&c.stderr).contains(&Refusal::Startup) => {
+                    st.dropped();
+                    if tries < LOGIN_TRIES && !cancelled() {
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            return Some(out);
+        }
+    }
+
+    /// Sleeps until a login may start after a dropped one.
+    fn wait_backoff(&self) {
+        let until = self.state().not_before;
+        if let Some(wait) = until.map(|t| t.saturating_duration_since(Instant::now())) {
+            std::thread::sleep(wait);
+        }
+    }
+
     /// Starts `n` more agents now, so that they log in while other work (the upload) goes
-    /// on. `started` gets each one's ssh command line.
+    /// on; `n` is also the parallelism the run asks for. `started` gets each one's ssh
+    /// command line.
     pub fn prestart(&self, n: usize, started: &dyn Fn(String)) {
+        self.state().wanted = n;
         for _ in 0..n {
-            if let Ok(agent) = self.spawn(started) {
-                self.idle.lock().expect("agent pool").push(agent);
+            match self.spawn(started) {
+                Some(Ok(agent)) => {
+                    self.state().idle.push(agent);
+                }
+                // A limit already met: the requests start what the server allows.
+                _ => break,
             }
         }
     }
 
-    /// A new agent on the first master slot with room.
-    fn spawn(&self, started: &dyn Fn(String)) -> Result<Agent, ProcessError> {
-        let slot = {
-            let mut live = self.live.lock().expect("agent pool");
-            let slot = live
-                .iter()
-                .position(|n| *n < super::mux::JOBS_PER_MASTER)
-                .unwrap_or(live.len());
-            if slot == live.len() {
-                live.push(0);
-            }
-            live[slot] += 1;
-            slot
-        };
-        Agent::start(&self.target, slot, started).inspect_err(|_| self.gone(slot))
+    /// A slot with room for one more agent, booked for it (`Some(None)`: a connection of its
+    /// own); `None` when every master is full.
+    fn room(&self) -> Option<Option<usize>> {
+        let mut st = self.state();
+        if !self.target.multiplex || st.direct {
+            st.own += 1;
+            st.connections();
+            return Some(None);
+        }
+        let per_master = st.per_master();
+        let slot = st.slots.iter().position(|s| s.agents < per_master)?;
+        st.slots[slot].agents += 1;
+        Some(Some(slot))
     }
 
-    fn gone(&self, slot: usize) {
-        if let Some(n) = self.live.lock().expect("agent pool").get_mut(slot) {
-            *n = n.saturating_sub(1);
+    /// A new agent, on a master with room (opening one when all are full and the server
+    /// allows more); `None` when no more may start now. Once a limit was met, the agent is
+    /// checked before it is returned, and `Err` is what its ssh left when it did not start.
+    fn spawn(&self, started: &dyn Fn(String)) -> Option<Result<Agent, Captured>> {
+        if !self.state().careful
+            && let Some(slot) = self.room()
+        {
+            return Some(self.start_agent(slot, false, started));
+        }
+        let _login = self.login.lock().expect("agent pool");
+        loop {
+            if let Some(slot) = self.room() {
+                let check = self.state().careful;
+                if check {
+                    self.wait_backoff();
+                }
+                return Some(self.start_agent(slot, check, started));
+            }
+            if self.state().learned.connections_capped {
+                return None;
+            }
+            match self.open_master(started) {
+                Some(Ok(c)) if c.code == Some(0) => {}
+                Some(out) => {
+                    let mut st = self.state();
+                    if st.slots.is_empty() {
+                        return Some(Err(failed_login(out)));
+                    }
+                    // More connections are refused: run with those we have.
+                    if !cancelled() {
+                        st.learned.connections_capped = true;
+                    }
+                    return None;
+                }
+                // No masters at all: agents log in on their own.
+                None => {}
+            }
+        }
+    }
+
+    /// Starts an agent on `slot` (`None`: a connection of its own); with `check`, runs an
+    /// empty request on it first and books what that showed.
+    fn start_agent(
+        &self,
+        slot: Option<usize>,
+        check: bool,
+        started: &dyn Fn(String),
+    ) -> Result<Agent, Captured> {
+        let mut agent = match Agent::start(&self.target, slot.unwrap_or(0), started) {
+            Ok(mut a) => {
+                a.own = slot.is_none();
+                a
+            }
+            Err(e) => {
+                self.forget_slot(slot, false);
+                return Err(failed_login(Err(e)));
+            }
+        };
+        if !check {
+            return Ok(agent);
+        }
+        let opts = RunOptions {
+            deadline: Some(self.login_deadline),
+            ..RunOptions::default()
+        };
+        let out = agent.run(":", &opts);
+        self.settle(&mut agent);
+        if agent.alive() && matches!(&out, Ok(c) if c.code == Some(0)) {
+            return Ok(agent);
+        }
+        self.forget(agent);
+        Err(failed_login(out))
+    }
+
+    /// Books what the agent's use showed, once it started or died: whether it runs over its
+    /// master or over a connection of its own, and the limits its ssh met. Returns those.
+    fn settle(&self, agent: &mut Agent) -> Vec<Refusal> {
+        let refusals = agent.refusals();
+        if agent.booked || (agent.alive() && !agent.started()) {
+            return refusals;
+        }
+        agent.booked = true;
+        let mut st = self.state();
+        if refusals.contains(&Refusal::Session) {
+            st.careful = true;
+        }
+        if refusals.contains(&Refusal::Startup) {
+            st.dropped();
+        }
+        if agent.started() {
+            if !refusals.contains(&Refusal::Startup) {
+                st.drops_in_row = 0;
+            }
+            if agent.own {
+                // Over a connection of its own from the start: nothing to move.
+            } else if refusals.contains(&Refusal::Session) {
+                // The master refused it and ssh went on over a connection of its own.
+                st.slots[agent.slot].agents -= 1;
+                st.own += 1;
+                agent.own = true;
+                st.connections();
+            } else {
+                st.slots[agent.slot].running += 1;
+                agent.running = true;
+                st.most_on_one = st.most_on_one.max(st.slots[agent.slot].running);
+            }
+        }
+        // The most seen working on one master is what one may carry (it only grows as more
+        // are seen working).
+        let most = st.most_on_one.max(1);
+        if refusals.contains(&Refusal::Session) || st.learned.sessions_per_connection.is_some() {
+            st.learned.sessions_per_connection = Some(most);
+        }
+        refusals
+    }
+
+    /// Takes a gone agent off the books.
+    fn forget(&self, agent: Agent) {
+        self.forget_slot((!agent.own).then_some(agent.slot), agent.running);
+    }
+
+    fn forget_slot(&self, slot: Option<usize>, running: bool) {
+        let mut st = self.state();
+        match slot {
+            None => st.own = st.own.saturating_sub(1),
+            Some(s) => {
+                if let Some(slot) = st.slots.get_mut(s) {
+                    slot.agents = slot.agents.saturating_sub(1);
+                    if running {
+                        slot.running = slot.running.saturating_sub(1);
+                    }
+                }
+            }
+        }
+        drop(st);
+        self.freed.notify_all();
+    }
+
+    /// An idle agent, else a new one, else waits for one to come free. `Ok(Err(..))`: no
+    /// agent could start, and what its ssh left. The `bool` says whether the agent is new.
+    fn take(
+        &self,
+        opts: &RunOptions,
+        started: &dyn Fn(String),
+    ) -> Result<Result<(Agent, bool), Captured>, ProcessError> {
+        let mut logins = 0;
+        loop {
+            if let Some(agent) = self.state().idle.pop() {
+                return Ok(Ok((agent, false)));
+            }
+            match self.spawn(started) {
+                Some(Ok(agent)) => return Ok(Ok((agent, true))),
+                // A checked agent whose login sshd dropped: try another (after the backoff).
+                Some(Err(out))
+                    if Refusal::read(&out.stderr).contains(&Refusal::Startup)
+                        && logins + 1 < LOGIN_TRIES
+                        && !cancelled() =>
+                {
+                    logins += 1;
+                    continue;
+                }
+                Some(Err(out)) => return Ok(Err(out)),
+                None => {}
+            }
+            if !opts.uncancellable && cancelled() {
+                return Err(ProcessError::Cancelled {
+                    program: "ssh".into(),
+                    stdout: String::new(),
+                    stderr: String::new(),
+                });
+            }
+            let st = self.state();
+            if st.idle.is_empty() {
+                // Every agent the server allows is busy: wait for one (a busy agent always
+                // ends, at its request's deadline at the latest).
+                let _ = self
+                    .freed
+                    .wait_timeout(st, Duration::from_millis(100))
+                    .expect("agent pool");
+            }
         }
     }
 
@@ -392,6 +729,8 @@ impl AgentPool {
     }
 
     /// [`AgentPool::run_raw`] with `input` for the command's stdin; see [`Agent::run_feeding`].
+    /// A request whose agent never ran because sshd dropped its login before authentication
+    /// is sent again on another agent.
     pub fn run_feeding(
         &self,
         command: &str,
@@ -399,27 +738,75 @@ impl AgentPool {
         opts: &RunOptions,
         started: &dyn Fn(String),
     ) -> Result<Captured, ProcessError> {
-        let idle = self.idle.lock().expect("agent pool").pop();
-        let mut agent = match idle {
-            Some(a) => a,
-            None => self.spawn(started)?,
-        };
-        let result = agent.run_feeding(command, input, opts);
-        if agent.alive() {
-            self.idle.lock().expect("agent pool").push(agent);
-        } else {
-            self.gone(agent.slot);
+        let mut fresh_tries = 0;
+        loop {
+            let (mut agent, fresh) = match self.take(opts, started)? {
+                Ok(taken) => taken,
+                Err(out) => return Ok(out),
+            };
+            {
+                let mut st = self.state();
+                st.busy += 1;
+                st.peak_busy = st.peak_busy.max(st.busy);
+            }
+            let result = agent.run_feeding(command, input, opts);
+            self.state().busy -= 1;
+            let refusals = self.settle(&mut agent);
+            // Dropped before authentication: no shell ran, so neither did the command.
+            let never_ran = !agent.alive()
+                && !agent.started()
+                && refusals.contains(&Refusal::Startup)
+                && result.is_ok();
+            if agent.alive() {
+                self.state().idle.push(agent);
+                self.freed.notify_all();
+            } else {
+                self.forget(agent);
+            }
+            if never_ran && !cancelled() {
+                // Agents started before the limit was known cost no try.
+                fresh_tries += u32::from(fresh);
+                if fresh_tries < LOGIN_TRIES {
+                    continue;
+                }
+            }
+            return result;
         }
-        result
+    }
+
+    /// The `-v 1` note about the server's limits, when it had any: what it refused, and the
+    /// parallelism the run reached.
+    pub fn limits_note(&self) -> Option<String> {
+        let st = self.state();
+        st.learned
+            .note(st.peak_busy, st.peak_connections.max(1), st.wanted.max(1))
     }
 
     /// Ends every idle agent.
     pub fn close(&self) {
-        let agents = std::mem::take(&mut *self.idle.lock().expect("agent pool"));
+        let agents = std::mem::take(&mut self.state().idle);
         for a in agents {
-            self.gone(a.slot);
+            self.forget_slot((!a.own).then_some(a.slot), a.running);
             a.close();
         }
+    }
+}
+
+/// What a login that did not happen left, as a dropped one-shot ssh would say it.
+fn failed_login(out: Result<Captured, ProcessError>) -> Captured {
+    match out {
+        Ok(c) if c.code == Some(SSH_EXIT_CONNECTION) => c,
+        Ok(c) => Captured {
+            code: Some(SSH_EXIT_CONNECTION),
+            stderr: format!("{}{DIED}\n", c.stderr),
+            ..c
+        },
+        Err(e) => Captured {
+            code: Some(SSH_EXIT_CONNECTION),
+            stdout: String::new(),
+            stderr: format!("{e}\n"),
+            elapsed: Duration::ZERO,
+        },
     }
 }
 
@@ -452,6 +839,9 @@ mod tests {
             gates: Default::default(),
             slot: 0,
             dead: false,
+            own: true,
+            running: false,
+            booked: false,
         }
     }
 

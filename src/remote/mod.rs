@@ -4,6 +4,7 @@
 pub mod agent;
 mod frame;
 mod key;
+mod limits;
 pub mod mux;
 mod process;
 mod quote;

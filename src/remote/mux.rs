@@ -16,7 +16,8 @@ use super::ssh::SshTarget;
 
 /// Parallel jobs (and agents, [`super::agent`]) one master carries at most: sshd's default
 /// `MaxSessions` is 10, and the run's work-dir keeper, its upload and a hub call may need
-/// sessions of their own on the same master.
+/// sessions of their own on the same master. Fewer on a server that refused a session: the
+/// agent pool learns how many.
 pub const JOBS_PER_MASTER: usize = 7;
 
 static DIR: OnceLock<Option<tempfile::TempDir>> = OnceLock::new();
@@ -51,39 +52,28 @@ pub fn with_slot<T>(slot: usize, f: impl FnOnce() -> T) -> T {
     value
 }
 
-/// Starts the masters that `threads` parallel jobs (or agents) will use, before they start:
-/// jobs that found no master at the same moment would each open a connection of their own.
-/// Each master is an `ssh -f -N` that returns once it has logged in. Returns what the first
-/// one left (exit 255 and ssh's message if it could not connect), or `None` when the target
-/// does not multiplex. A later master that does not start is no error: its jobs connect on
-/// their own. `emit` gets each command line, for `-v 2`.
-pub fn warm(
+/// Starts the master of `slot` for `target` (an `ssh -f -N` that returns once it has logged
+/// in), before the agents of that slot start: agents that found no master at the same moment
+/// would each open a connection of their own. Returns what ssh left (exit 255 and ssh's
+/// message if it could not connect), or `None` when the target does not multiplex. Tried
+/// once: the agent pool ([`super::agent::AgentPool`]) decides about retries and about how
+/// many masters a run opens. `emit` gets the command line, for `-v 2`.
+pub fn start(
     target: &SshTarget,
-    threads: usize,
+    slot: usize,
     deadline: Duration,
-    emit: &mut dyn FnMut(String),
+    emit: &dyn Fn(String),
 ) -> Option<Result<Captured, ProcessError>> {
     if !target.multiplex || dir().is_none() {
         return None;
     }
-    let mut first = None;
-    for s in 0..threads.max(1).div_ceil(JOBS_PER_MASTER) {
-        let mut cmd = with_slot(s, || target.master_command());
-        emit(super::display(&cmd));
-        let opts = RunOptions {
-            deadline: Some(deadline),
-            ..RunOptions::default()
-        };
-        let out = run_with(&mut cmd, opts);
-        if s == 0 {
-            let failed = !matches!(&out, Ok(c) if c.code == Some(0));
-            first = Some(out);
-            if failed {
-                break;
-            }
-        }
-    }
-    first
+    let mut cmd = with_slot(slot, || target.master_command());
+    emit(super::display(&cmd));
+    let opts = RunOptions {
+        deadline: Some(deadline),
+        ..RunOptions::default()
+    };
+    Some(run_with(&mut cmd, opts))
 }
 
 /// The `-o` options that make a command use (or start) the master of `target`; registers the

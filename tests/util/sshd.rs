@@ -61,6 +61,22 @@ pub fn make_keys(dir: &Path) -> (PathBuf, String) {
     (client, host_pub.trim().to_string())
 }
 
+/// The sshd_config of a test: its own lines (`extra`) first, then the harness's (`ours`)
+/// without the keywords the test set. sshd takes the first value of most keywords, but the
+/// last of some (`MaxStartups`): a keyword given twice could go either way.
+fn config_text(extra: &str, ours: &str) -> String {
+    let keyword = |line: &str| line.split_whitespace().next().map(str::to_ascii_lowercase);
+    let set: Vec<String> = extra.lines().filter_map(keyword).collect();
+    let mut text = format!("{extra}\n");
+    for line in ours.lines() {
+        if !keyword(line).is_some_and(|k| set.contains(&k)) {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    text
+}
+
 impl Sshd {
     /// Starts sshd with keys already made by [`make_keys`] in `dir`.
     pub fn start(dir: &Path, extra_config: &str) -> Sshd {
@@ -95,19 +111,15 @@ impl Sshd {
             let port = free_port();
             let cfg = dir.join("sshd_config");
             let log = dir.join("sshd.log");
-            std::fs::write(
-                &cfg,
-                // sshd takes the first value of a keyword: the test's own settings go first.
-                format!(
-                    "{extra_config}\nPort {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
-                     AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
-                     PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-                     PermitRootLogin yes\nMaxStartups 100:30:200\nMaxSessions 100\nLogLevel VERBOSE\n\
-                     Subsystem sftp internal-sftp\n",
-                    d = dir.display()
-                ),
-            )
-            .unwrap();
+            let ours = format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
+                 AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+                 PermitRootLogin yes\nMaxStartups 100:30:200\nMaxSessions 100\nLogLevel VERBOSE\n\
+                 Subsystem sftp internal-sftp\n",
+                d = dir.display()
+            );
+            std::fs::write(&cfg, config_text(extra_config, &ours)).unwrap();
             let mut command = match usb_sysfs {
                 None => Command::new(SSHD),
                 Some(sysfs) => {
