@@ -163,6 +163,15 @@ fn first_answer_by<T>(
             });
         }
     }
+    // Shared connections only through a private directory of ours (see `remote::mux`).
+    if server.multiplex
+        && let Err(e) = remote::mux::control_dir()
+    {
+        return Err(Error::ControlDir {
+            path: e.path.clone(),
+            problem: e.problem.clone(),
+        });
+    }
     let mut failures: Vec<HostFailure> = Vec::new();
     for host in &server.hostnames {
         let target = SshTarget::new(server, host);
