@@ -129,10 +129,16 @@ fn a_second_run_reuses_the_master_and_a_changed_key_or_port_does_not() {
     env.edit_server(|s| s["ssh_options"] = json!(["ServerAliveCountMax=4"]));
     flash(&env, &runtime);
     assert_eq!(lab.logins(), 4, "{}", lab.sshd.log_text());
-    assert_eq!(sockets(&dir).len(), 4, "{:?}", sockets(&dir));
+    // The same ssh_config path with other contents (a user's edit): a master of its own.
+    let mut text = std::fs::read_to_string(&env.ssh_config).unwrap();
+    text.push_str("  ServerAliveCountMax 5\n");
+    std::fs::write(&env.ssh_config, text).unwrap();
+    flash(&env, &runtime);
+    assert_eq!(lab.logins(), 5, "{}", lab.sshd.log_text());
+    assert_eq!(sockets(&dir).len(), 5, "{:?}", sockets(&dir));
     // And each of them is reused in turn.
     flash(&env, &runtime);
-    assert_eq!(lab.logins(), 4, "{}", lab.sshd.log_text());
+    assert_eq!(lab.logins(), 5, "{}", lab.sshd.log_text());
 }
 
 #[test]
