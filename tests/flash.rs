@@ -251,7 +251,7 @@ fn verbosity_levels_follow_the_original_tool() {
         .stderr_lacks("[OUT]");
     let v2 = env.run(&["-v", "2", "flash-auto", "lab", &arg]);
     v2.code(0)
-        .stderr_has("stm-remote-fetch")
+        .stderr_has("stm-remote-open")
         .stderr_has("stm-remote-agent stm-remote-end-")
         .stderr_lacks("[OUT]");
     // From -v 2 every log line says when it happened (seconds since the start), in order.

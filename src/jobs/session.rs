@@ -24,6 +24,9 @@ pub struct Session {
     pub workdir: Option<String>,
     /// Free space in the work dir's file system, when `df` said.
     pub free_kib: Option<u64>,
+    /// The generated names of the files that making the work dir took from the server's
+    /// firmware cache (size and sha256 checked there).
+    cached: Vec<String>,
     /// The keeper: a remote shell that removes the work dir when its stdin closes, i.e. when
     /// this run ends, crashes, or loses its connection.
     keeper: std::sync::Mutex<Option<remote::Background>>,
@@ -251,12 +254,24 @@ pub fn hello_argv() -> Vec<String> {
     vec!["true".to_string()]
 }
 
-/// The remote argv that makes the work dir and prints it and its free space.
-pub fn open_argv(server: &Server) -> Vec<String> {
-    let mut argv: Vec<String> = ["sh", "-c", MKTEMP_AND_DF, "stm-remote-open"]
-        .map(String::from)
-        .to_vec();
+/// The remote argv that makes the work dir and prints it and its free space; with
+/// `firmware_cache` and files to upload, it then copies what the server's cache holds of
+/// `uploads` into the new work dir ([`FETCH`], `hit <name>` lines): the work dir and the cache
+/// in one round trip.
+pub fn open_argv(server: &Server, uploads: &[Upload]) -> Vec<String> {
+    let fetch = server.firmware_cache && !uploads.is_empty();
+    let script = if fetch {
+        // After the work dir: `$1` (the template) gives way to the new dir, for FETCH.
+        format!("{MKTEMP_AND_DF}\nshift\nset -- \"$d\" \"$@\"\n{FETCH}")
+    } else {
+        MKTEMP_AND_DF.to_string()
+    };
+    let mut argv: Vec<String> = vec!["sh".into(), "-c".into(), script, "stm-remote-open".into()];
     argv.push(workdir_template(server));
+    if fetch {
+        argv.push(server.remote_path(CACHE_PREFIX));
+        file_args(&mut argv, uploads);
+    }
     argv
 }
 
@@ -271,8 +286,8 @@ pub fn keeper_argv(workdir: &str) -> Vec<String> {
 /// server, so each user has a cache of their own.
 pub const CACHE_PREFIX: &str = "stm-remote-cache";
 
-/// Copies the files the cache holds into the work dir: `$1` work dir, `$2` cache prefix, then
-/// name, sha256, size for each file. A cached file is used only if it is in a directory of
+/// Copies the files the cache holds into the work dir (the end of [`open_argv`]'s script):
+/// `$1` work dir, `$2` cache prefix, then name, sha256, size for each file. A cached file is used only if it is in a directory of
 /// ours that no one else can write, and its copy in the work dir has the size and the sha256
 /// asked for. Prints `hit <name>` for each file taken.
 const FETCH: &str = r#"d=$1 c=$2-$(id -u)
@@ -329,16 +344,6 @@ fn file_args(argv: &mut Vec<String>, uploads: &[Upload]) {
     }
 }
 
-/// The remote argv that copies what the cache of `server` holds of `uploads` into `workdir`.
-pub fn fetch_argv(server: &Server, workdir: &str, uploads: &[Upload]) -> Vec<String> {
-    let mut argv: Vec<String> = ["sh", "-c", FETCH, "stm-remote-fetch", workdir]
-        .map(String::from)
-        .to_vec();
-    argv.push(server.remote_path(CACHE_PREFIX));
-    file_args(&mut argv, uploads);
-    argv
-}
-
 /// The remote argv that receives `uploads` into `workdir` (and keeps them in the server's
 /// cache when `firmware_cache` is on).
 pub fn upload_argv(server: &Server, workdir: &str, uploads: &[Upload]) -> Vec<String> {
@@ -390,15 +395,14 @@ impl Session {
         server_name: &str,
         server: &Server,
         agents: usize,
-        workdir: bool,
+        workdir: Option<&[Upload]>,
         emit: &mut dyn FnMut(Event),
     ) -> Result<Session, Error> {
-        // One round trip on the first agent: make the work dir, then say how much room it has
-        // (for the upload).
-        let argv = if workdir {
-            open_argv(server)
-        } else {
-            hello_argv()
+        // One round trip on the first agent: make the work dir, say how much room it has (for
+        // the upload) and take what the firmware cache holds of the files.
+        let argv = match workdir {
+            Some(uploads) => open_argv(server, uploads),
+            None => hello_argv(),
         };
         let command = remote::quote_command(&argv).map_err(|e| Error::usage(e.to_string()))?;
         let deadline = server.connect_deadline();
@@ -435,7 +439,7 @@ impl Session {
                 out.map(|out| (out, pool))
             },
         )?;
-        if !workdir {
+        if workdir.is_none() {
             if output.code != Some(0) {
                 return Err(Error::Remote {
                     server: server_name.to_string(),
@@ -453,6 +457,7 @@ impl Session {
                 target,
                 workdir: None,
                 free_kib: None,
+                cached: Vec::new(),
                 keeper: std::sync::Mutex::new(None),
             });
         }
@@ -487,6 +492,7 @@ impl Session {
             target,
             workdir: Some(workdir),
             free_kib,
+            cached: parse_fetch(&output.stdout),
             keeper: std::sync::Mutex::new(keeper),
         })
     }
@@ -510,11 +516,11 @@ impl Session {
             .run_raw(command, opts, &|c| emit(agent_event(None, c)))
     }
 
-    /// Puts every file into the work dir. With `firmware_cache`, one request first copies the
-    /// files the server's cache holds (checked by size and sha256); the rest are uploaded in
-    /// one request to an agent: the bytes follow the request on the agent's stdin, and the
-    /// server writes each file to a `.part` name, checks its size, renames it and keeps a copy
-    /// in the cache.
+    /// Puts every file into the work dir. With `firmware_cache`, making the work dir already
+    /// copied the files the server's cache holds (checked by size and sha256); the rest are
+    /// uploaded in one request to an agent: the bytes follow the request on the agent's stdin,
+    /// and the server writes each file to a `.part` name, checks its size, renames it and
+    /// keeps a copy in the cache.
     pub fn upload(
         &self,
         server: &Server,
@@ -536,7 +542,7 @@ impl Session {
             ..remote::RunOptions::default()
         };
         let hits = if server.firmware_cache {
-            self.fetch(server, workdir, uploads, &opts, emit)?
+            self.cache_hits(uploads, emit)
         } else {
             Vec::new()
         };
@@ -589,31 +595,10 @@ impl Session {
         Ok(())
     }
 
-    /// Copies what the server's cache holds of `uploads` into the work dir; returns the
-    /// generated names it took. A cache that cannot be read is no error: nothing is taken.
-    fn fetch(
-        &self,
-        server: &Server,
-        workdir: &str,
-        uploads: &[Upload],
-        opts: &remote::RunOptions,
-        emit: &mut dyn FnMut(Event),
-    ) -> Result<Vec<String>, Error> {
-        let command = remote::quote_command(&fetch_argv(server, workdir, uploads))
-            .map_err(|e| Error::usage(e.to_string()))?;
-        emit(Event::Command {
-            device: None,
-            command: remote::display(&self.target.ssh_raw(&command)),
-        });
-        let out = with_agent_events(emit, |started| self.agents.run_raw(&command, opts, started))?;
-        if out.code == Some(remote::SSH_EXIT_CONNECTION) {
-            return Err(Error::Remote {
-                server: self.server_name.clone(),
-                step: "looking up the firmware cache".into(),
-                details: out.stderr_tail(),
-            });
-        }
-        let hits = parse_fetch(&out.stdout);
+    /// The generated names of `uploads` that making the work dir took from the server's
+    /// cache; says so (`-v 1`).
+    fn cache_hits(&self, uploads: &[Upload], emit: &mut dyn FnMut(Event)) -> Vec<String> {
+        let hits = self.cached.clone();
         if !hits.is_empty() {
             let bytes: usize = uploads
                 .iter()
@@ -629,16 +614,20 @@ impl Session {
                 ),
             });
         }
-        Ok(hits)
+        hits
     }
 
     /// Ends the run's agents and removes the work dir; a failure is reported, not fatal.
     pub fn cleanup(&self, emit: &mut dyn FnMut(Event)) {
+        // The keeper's EOF and the agents' at once: their sessions end together.
+        let mut keeper = self.keeper.lock().ok().and_then(|mut k| k.take());
+        if let Some(k) = keeper.as_mut() {
+            k.eof();
+        }
         self.agents.close();
         let Some(workdir) = self.workdir.as_deref() else {
             return;
         };
-        let keeper = self.keeper.lock().ok().and_then(|mut k| k.take());
         if let Some(keeper) = keeper
             && matches!(keeper.finish(Duration::from_secs(30)), Ok(out) if out.code == Some(0))
         {
@@ -759,7 +748,7 @@ mod tests {
         for shell in test_shells() {
             let tmp = tempfile::tempdir().unwrap();
             let s = server(tmp.path());
-            let (code, stdout, stderr) = run_under(shell, &open_argv(&s), b"");
+            let (code, stdout, stderr) = run_under(shell, &open_argv(&s, &[]), b"");
             assert_eq!(code, 0, "{shell}: {stderr}");
             let mut lines = stdout.lines();
             let dir = lines.next().unwrap();
@@ -810,12 +799,17 @@ mod tests {
             for u in &files {
                 assert_eq!(std::fs::read(first.join(&u.remote_name)).unwrap(), &*u.data);
             }
-            // A later run takes both from the cache.
-            let second = tmp.path().join("stm-remote.run2BBBB");
-            std::fs::create_dir(&second).unwrap();
-            let workdir = second.to_string_lossy().into_owned();
-            let (code, stdout, stderr) = run_under(shell, &fetch_argv(&s, &workdir, &files), b"");
+            // A later run takes both from the cache, in the round trip that makes its work
+            // dir (and says its room as before).
+            let (code, stdout, stderr) = run_under(shell, &open_argv(&s, &files), b"");
             assert_eq!(code, 0, "{shell}: {stderr}");
+            let mut lines = stdout.lines();
+            let second = std::path::PathBuf::from(lines.next().unwrap());
+            assert!(is_our_workdir(&second.to_string_lossy(), &s.remote_tmp));
+            assert!(
+                lines.next().and_then(parse_df_available).is_some(),
+                "{stdout}"
+            );
             assert_eq!(parse_fetch(&stdout), ["fw1.hex", "fw2.bin"], "{shell}");
             for u in &files {
                 assert_eq!(
