@@ -277,8 +277,8 @@ fn socket_path(dir: &Path, target: &SshTarget) -> PathBuf {
 
 /// Starts the masters that `threads` parallel jobs (or agents) will use, before they start:
 /// jobs that found no master at the same moment would each open a connection of their own.
-/// A master that a run before left up (`persist_seconds`) and that still answers `ssh -O
-/// check` is used as it is; else an `ssh -f -N` logs in and returns. Returns what the first
+/// A master that a run before left up (`persist_seconds`) and that still answers on its
+/// socket is used as it is; else an `ssh -f -N` logs in and returns. Returns what the first
 /// one left (exit 255 and ssh's message if it could not connect), or `None` when the target
 /// does not multiplex. A later master that does not start is no error: its jobs connect on
 /// their own. `emit` gets each command line, for `-v 2`.
@@ -295,7 +295,9 @@ pub fn warm(
     let mut first = None;
     for s in 0..threads.max(1).div_ceil(JOBS_PER_MASTER) {
         let socket = with_slot(s, || socket_path(dir, target));
-        let out = if socket.exists() && alive(target, &socket, emit) {
+        // A kept master answers on its socket (a dead one's refuses): no login, and no
+        // `ssh -O check` process either.
+        let out = if answers(&socket) {
             Ok(Captured {
                 code: Some(0),
                 stdout: String::new(),
@@ -320,17 +322,6 @@ pub fn warm(
         }
     }
     first
-}
-
-/// Whether the master on `socket` answers (`ssh -O check`).
-fn alive(target: &SshTarget, socket: &Path, emit: &mut dyn FnMut(String)) -> bool {
-    let mut cmd = target.control_command("check", socket);
-    emit(super::display(&cmd));
-    let opts = RunOptions {
-        deadline: Some(Duration::from_secs(5)),
-        ..RunOptions::default()
-    };
-    matches!(run_with(&mut cmd, opts), Ok(c) if c.code == Some(0))
 }
 
 /// The `-o` options that make a command use (or start) the master of `target`. Empty when
