@@ -189,23 +189,21 @@ fn a_connection_dir_that_is_not_private_is_refused() {
             .stderr_has("hint: it holds your ssh connections");
         assert!(sockets(&runtime.join("stm-remote")).is_empty());
     };
+    // A runtime dir `name` whose stm-remote dir has `mode`.
+    let with_dir = |name: &str, mode: u32| {
+        let runtime = env.root.path().join(name);
+        std::fs::create_dir_all(runtime.join("stm-remote")).unwrap();
+        std::fs::set_permissions(
+            runtime.join("stm-remote"),
+            std::fs::Permissions::from_mode(mode),
+        )
+        .unwrap();
+        runtime
+    };
     // Open to others.
-    let open = env.root.path().join("open");
-    std::fs::create_dir_all(open.join("stm-remote")).unwrap();
-    std::fs::set_permissions(
-        open.join("stm-remote"),
-        std::fs::Permissions::from_mode(0o755),
-    )
-    .unwrap();
-    check(&open, "has mode 0755");
+    check(&with_dir("open", 0o755), "has mode 0755");
     // Someone else's (the tests run as root: hand it to `nobody`).
-    let foreign = env.root.path().join("foreign");
-    std::fs::create_dir_all(foreign.join("stm-remote")).unwrap();
-    std::fs::set_permissions(
-        foreign.join("stm-remote"),
-        std::fs::Permissions::from_mode(0o700),
-    )
-    .unwrap();
+    let foreign = with_dir("foreign", 0o700);
     std::os::unix::fs::chown(foreign.join("stm-remote"), Some(65534), None).unwrap();
     check(&foreign, "belongs to user id 65534");
     // A symlink to a private dir of ours.

@@ -173,18 +173,33 @@ CLOSED = re.compile(r"^(Disconnected from user |Connection (closed|reset) by use
                     r"Timeout, client not responding)", re.M)
 
 
-def sshd_slice(path, offset, wait=3.0):
+def sshd_slice(path, offset, wait=3.0, kept=False):
     """The sshd log of one run. sshd logs a connection's end a moment after the client has
     gone: poll (up to `wait` s) until every accepted connection has its end logged. Returns
-    (text, connections still open)."""
+    (text, connections still open). `kept`: the run keeps its connection masters up after it
+    (`persist_seconds`), so its connections stay open by design: no wait, none counted."""
     deadline = time.time() + wait
     while True:
         log = read_from(path, offset)
         still = (len(re.findall(r"^Accepted publickey for ", log, re.M))
                  - len(CLOSED.findall(log)))
+        if kept:
+            return log, 0
         if still <= 0 or time.time() > deadline:
             return log, max(still, 0)
         time.sleep(0.1)
+
+
+def keeps_masters(config, server=None):
+    """Whether stm-remote keeps its connection masters up after a run with this config's
+    server (the first one without `server`): `multiplex` on and `persist_seconds` not 0
+    (stm-remote's defaults: true, 60)."""
+    try:
+        servers = json.load(open(config))["servers"]
+        entry = servers[server] if server else next(iter(servers.values()))
+    except (OSError, ValueError, KeyError, StopIteration, TypeError):
+        return True
+    return entry.get("multiplex", True) is not False and entry.get("persist_seconds", 60) != 0
 
 
 def analyse_calls(labdir, p):
@@ -262,7 +277,8 @@ def cmd_record(results, *kv):
     upload = float(a["upload"])
     ideal = math.ceil(n / p) * t + upload
     warm = a.get("cache") == "warm"
-    log, still_open = sshd_slice(a["sshd_log"], a["sshd_off"])
+    log, still_open = sshd_slice(a["sshd_log"], a["sshd_off"],
+                                 kept=keeps_masters(a["config"], a["server"]))
     sftp = read_from(a["sftp_log"], a["sftp_off"])
     conns = len(re.findall(r"^Accepted publickey for ", log, re.M))
     cmd_sessions = len(re.findall(r"^Starting session: command ", log, re.M))
@@ -429,7 +445,7 @@ def cmd_record_fleet(results, *args):
     for spec in specs:
         labdir, log, off = spec.rsplit(":", 2)
         labs.append(labdir)
-        text, still = sshd_slice(log, off)
+        text, still = sshd_slice(log, off, kept="config" in a and keeps_masters(a["config"]))
         conns += len(re.findall(r"^Accepted publickey for ", text, re.M))
         sessions += len(re.findall(r"^Starting session: command ", text, re.M))
         if still:
