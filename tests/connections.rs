@@ -269,6 +269,26 @@ fn a_master_killed_between_runs_is_replaced_without_an_error() {
 }
 
 #[test]
+fn a_kept_master_on_a_frozen_connection_is_given_up_and_the_run_logs_in_again() {
+    let env = one_board();
+    let runtime = runtime_dir(&env);
+    flash(&env, &runtime);
+    // The server side of the kept connection stops answering (a server that froze or
+    // rebooted, a network that changed), while the master still runs and its socket answers.
+    assert!(env.sshd.signal_sessions("STOP") > 0);
+    let fw = env.firmware("app.hex");
+    let run = run_in(&env, &runtime, &["flash-auto", "lab", &format!("b0={fw}")]);
+    env.sshd.signal_sessions("CONT");
+    run.code(0)
+        .stderr_has(
+            "127.0.0.1: the connection kept from an earlier run did not answer; logging in again",
+        )
+        .stderr_lacks("[WARN]");
+    assert_eq!(env.flashed(SERIAL), Some(env.sha256(&fw)));
+    assert_eq!(env.labs()[0].logins(), 2);
+}
+
+#[test]
 fn a_killed_run_leaves_nothing_that_stays_and_the_next_run_sweeps_stale_entries() {
     let env = one_board();
     let runtime = runtime_dir(&env);

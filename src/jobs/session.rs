@@ -386,6 +386,45 @@ pub fn upload_display(target: &SshTarget, command: &str, uploads: &[Upload]) -> 
     )
 }
 
+/// How long the first request may take on a master kept from an earlier run before the run
+/// gives up on it and logs in again.
+const KEPT_MASTER_PATIENCE: Duration = Duration::from_secs(5);
+
+/// On `target`: the connection master (kept or new, [`remote::mux::warm`]), then `agents`
+/// agents at once, and `command` (the work dir, or a hello) on the first of them.
+fn start_agents(
+    target: &SshTarget,
+    agents: usize,
+    command: &str,
+    deadline: Duration,
+    emit: &mut dyn FnMut(Event),
+) -> Result<(remote::Captured, remote::AgentPool), remote::ProcessError> {
+    let pool = remote::AgentPool::new(target.clone());
+    let master = remote::mux::warm(target, agents, deadline, &mut |c| {
+        emit(Event::Command {
+            device: None,
+            command: c,
+        })
+    });
+    if let Some(master) = master {
+        match master {
+            Ok(out) if out.code == Some(0) => {}
+            other => return other.map(|out| (out, pool)),
+        }
+    }
+    with_agent_events(&mut *emit, |started| pool.prestart(agents.max(1), started));
+    emit(Event::Command {
+        device: None,
+        command: remote::display(&target.ssh_raw(command)),
+    });
+    let opts = remote::RunOptions {
+        deadline: Some(deadline),
+        ..remote::RunOptions::default()
+    };
+    let out = pool.run_raw(command, &opts, &|_| {});
+    out.map(|out| (out, pool))
+}
+
 impl Session {
     /// Tries each hostname in order by creating the work dir there (with `workdir`; else by
     /// running `true`); the first that answers is used for the whole run. On it, the
@@ -413,30 +452,34 @@ impl Session {
             &|_| false,
             emit,
             |target, emit| {
-                let pool = remote::AgentPool::new(target.clone());
-                let master = remote::mux::warm(target, agents, deadline, &mut |c| {
-                    emit(Event::Command {
-                        device: None,
-                        command: c,
-                    })
-                });
-                if let Some(master) = master {
-                    match master {
-                        Ok(out) if out.code == Some(0) => {}
-                        other => return other.map(|out| (out, pool)),
-                    }
-                }
-                with_agent_events(&mut *emit, |started| pool.prestart(agents.max(1), started));
-                emit(Event::Command {
-                    device: None,
-                    command: remote::display(&target.ssh_raw(&command)),
-                });
-                let opts = remote::RunOptions {
-                    deadline: Some(deadline),
-                    ..remote::RunOptions::default()
+                // A master kept from an earlier run may sit on a connection that died since
+                // (the server rebooted, the network changed) before its keepalives noticed:
+                // if it does not answer within a few seconds, end it and log in again.
+                let kept = remote::mux::kept(target);
+                let first_deadline = if kept {
+                    deadline.min(KEPT_MASTER_PATIENCE)
+                } else {
+                    deadline
                 };
-                let out = pool.run_raw(&command, &opts, &|_| {});
-                out.map(|out| (out, pool))
+                let first = start_agents(target, agents, &command, first_deadline, emit);
+                let dead = match &first {
+                    Ok((out, _)) => out.code == Some(SSH_EXIT_CONNECTION),
+                    Err(e) => matches!(e, remote::ProcessError::Timeout { .. }),
+                };
+                if !(kept && dead) {
+                    return first;
+                }
+                emit(Event::Info {
+                    device: None,
+                    message: format!(
+                        "{}: the connection kept from an earlier run did not answer; logging \
+                         in again",
+                        target.host
+                    ),
+                });
+                remote::mux::forget(target, agents);
+                drop(first);
+                start_agents(target, agents, &command, deadline, emit)
             },
         )?;
         if workdir.is_none() {

@@ -324,6 +324,26 @@ pub fn warm(
     first
 }
 
+/// Whether `target` has a master kept from an earlier run (or started by this one) that
+/// answers on its socket.
+pub fn kept(target: &SshTarget) -> bool {
+    target.multiplex
+        && control_dir().is_ok_and(|dir| answers(&with_slot(0, || socket_path(dir, target))))
+}
+
+/// Ends the masters that `threads` parallel jobs of `target` use (`ssh -O exit`) and removes
+/// their sockets: for a master whose connection no longer answers.
+pub fn forget(target: &SshTarget, threads: usize) {
+    let Ok(dir) = control_dir() else { return };
+    for s in 0..threads.max(1).div_ceil(JOBS_PER_MASTER) {
+        let socket = with_slot(s, || socket_path(dir, target));
+        if socket.exists() {
+            exit_master(target, &socket);
+            let _ = std::fs::remove_file(&socket);
+        }
+    }
+}
+
 /// The `-o` options that make a command use (or start) the master of `target`. Empty when
 /// the connection directory cannot be used (the run was refused before, see
 /// [`control_dir`]).
