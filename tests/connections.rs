@@ -168,8 +168,22 @@ fn a_long_runtime_dir_path_falls_back_to_a_short_one_and_still_reuses() {
     let long = env.root.path().join("r".repeat(90)).join("s".repeat(90));
     std::fs::create_dir_all(&long).unwrap();
     let lab = &env.labs()[0];
-    flash(&env, &long);
-    flash(&env, &long);
+    let fw = env.firmware("app.hex");
+    let long_s = long.to_string_lossy().into_owned();
+    // HOME and TMPDIR as long: they play no part in the socket paths.
+    for _ in 0..2 {
+        env.run_with(
+            &["flash-auto", "lab", &format!("b0={fw}")],
+            &[
+                ("XDG_RUNTIME_DIR", Some(&long_s)),
+                ("HOME", Some(&long_s)),
+                ("TMPDIR", Some(&long_s)),
+            ],
+        )
+        .code(0)
+        .stderr_lacks("[WARN]");
+        assert_eq!(env.flashed(SERIAL), Some(env.sha256(&fw)));
+    }
     assert_eq!(lab.logins(), 1, "{}", lab.sshd.log_text());
     assert!(!long.join("stm-remote").exists());
 }
