@@ -10,7 +10,7 @@ use std::process::Command;
 
 use super::attempt::{deadline_secs, programmer_argv, wrapped_argv};
 use super::operation::{FLASH, Words};
-use super::plan::{Plan, Upload};
+use super::plan::Plan;
 use super::recovery::ladder;
 use super::session::{
     hello_argv, keeper_argv, open_argv, upload_argv, upload_display, workdir_template,
@@ -18,6 +18,7 @@ use super::session::{
 use super::wrapper;
 use crate::config::Server;
 use crate::error::Error;
+use crate::jobs::Upload;
 use crate::remote::{self, SshTarget};
 use crate::report::Reporter;
 
