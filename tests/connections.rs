@@ -148,6 +148,7 @@ fn other_commands_reuse_a_kept_master_and_zero_persist_seconds_keeps_none() {
         &["hub", "lab", "get_power_state"][..],
         &["list", "--live"],
         &["doctor"],
+        &["discover", "--json"],
     ] {
         run_in(&env, &runtime, args).code(0);
     }
