@@ -222,6 +222,12 @@ pub enum Command {
                       stm-remote -v 2 doctor pi1      # also show the ssh commands")]
     Doctor(DoctorArgs),
 
+    /// End the ssh connections that runs keep open for `persist_seconds` (60 s by default, so
+    /// that the next run makes no new login), now.
+    #[command(after_help = "Examples:\n  stm-remote disconnect\n  \
+                      stm-remote disconnect pi1 pi2")]
+    Disconnect(DisconnectArgs),
+
     /// Show which config.json the commands use, or write a starting one.
     #[command(
         subcommand,
@@ -731,6 +737,14 @@ impl ListArgs {
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Names of the flash servers to check. Default: every server in config.json.
+    #[arg(value_name = "SERVER", add = ArgValueCandidates::new(complete::servers))]
+    pub servers: Vec<String>,
+}
+
+/// Arguments of `disconnect`.
+#[derive(Debug, Args)]
+pub struct DisconnectArgs {
+    /// Names of the flash servers. Default: every server in config.json.
     #[arg(value_name = "SERVER", add = ArgValueCandidates::new(complete::servers))]
     pub servers: Vec<String>,
 }

@@ -109,6 +109,11 @@ pub struct Server {
     /// `false` opens a connection per command (stm-remote extension).
     #[serde(default = "default_true")]
     pub multiplex: bool,
+    /// Seconds a connection master stays up after the last run that used it, so that the
+    /// next run within that time makes no new ssh login (OpenSSH ControlPersist); 0: each run
+    /// ends its own masters (stm-remote extension).
+    #[serde(default = "default_persist_seconds")]
+    pub persist_seconds: u32,
     /// Keep uploaded firmware on the server (`<remote_tmp>/stm-remote-cache-<uid>`), so that a
     /// later run skips uploading content the server already holds; a cached file is used
     /// only after its copy's size and sha256 matched (stm-remote extension).
@@ -153,6 +158,9 @@ fn default_programmer_timeout() -> f64 {
 }
 fn default_connect_timeout() -> u32 {
     10
+}
+fn default_persist_seconds() -> u32 {
+    60
 }
 fn default_true() -> bool {
     true

@@ -82,6 +82,10 @@ pub enum Error {
         hint: Option<String>,
     },
 
+    /// The local directory of the shared ssh connections cannot be used safely.
+    #[error("the ssh connection directory `{}` {problem}; stm-remote does not use it", path.display())]
+    ControlDir { path: PathBuf, problem: String },
+
     /// A setup step on the server (work dir, upload) failed before any board was touched.
     #[error("server `{server}`: {step} failed: {details}")]
     Remote {
@@ -143,6 +147,7 @@ impl Error {
             | Error::Firmware { .. }
             | Error::Unreachable { .. }
             | Error::Key { .. }
+            | Error::ControlDir { .. }
             | Error::Remote { .. }
             | Error::List { .. }
             | Error::Process(_)
@@ -184,6 +189,12 @@ impl Error {
                 "fix `key` of server `{server}` in config.json, or remove it to use ssh's own keys"
             )),
             Error::Key { hint, .. } => hint.clone(),
+            Error::ControlDir { path, .. } => Some(format!(
+                "it holds your ssh connections to the flash servers, so it must be a directory \
+                 of yours that only you can use (mode 0700, not a symlink): remove it (`rm -rf \
+                 {}`) and stm-remote makes it again; or set `\"multiplex\": false` for the server",
+                path.display()
+            )),
             Error::Remote { .. } => Some(
                 "check free space and permissions of the server's temp dir (`remote_tmp` in \
                  config.json, default /tmp)"

@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod disconnect;
 pub mod discover;
 pub mod doctor;
 pub mod error;
@@ -115,6 +116,10 @@ fn run(cli: &Cli, reporter: &mut Reporter) -> Result<u8, Error> {
         Command::Hub(args) => {
             let config = config::load(Some(&locate_config(cli, reporter)?))?;
             hub::hub_command(&config, &args.request(), reporter)
+        }
+        Command::Disconnect(args) => {
+            let config = config::load(Some(&locate_config(cli, reporter)?))?;
+            disconnect::disconnect_command(&config, &args.servers, reporter)
         }
         Command::Config(ConfigCommand::Path) => {
             let path = locate_config(cli, reporter)?;

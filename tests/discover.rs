@@ -569,7 +569,7 @@ fn esc_or_ctrl_c_at_a_prompt_leaves_config_json_untouched() {
     let run = run_in_pty(
         &env,
         &["-v", "2", "discover"],
-        &[("[CMD][lab] ssh ", "\x03")],
+        &[("[CMD][lab] +", "\x03")],
         Some("\x03"),
     );
     let explain = format!("{} {:?}\n{}", run.status, run.code, run.transcript);

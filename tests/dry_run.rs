@@ -101,15 +101,15 @@ fn flash_auto_dry_run_prints_the_commands_and_touches_nothing() {
         "1. log in once: the connection master",
         "2. start the run's agents (2, one per parallel job)",
         "stm-remote-agent stm-remote-end-XXXXXXXX",
-        "3. make this run's work dir on the server",
-        "5. take what the server's firmware cache holds of the 1 file(s)",
-        "6. upload the files the cache did not hold",
+        "3. make this run's work dir on the server, read its free space and take what the \
+         server's firmware cache holds of the 1 file(s)",
+        "5. upload the files the cache did not hold",
         "   fw1.hex <- app.hex",
         "stm-remote-receive",
         " 54\" < app.hex\n",
-        "7. [dfu1] write, verify and start app.hex (0x08000000–0x08000006, 7 bytes) over USB, \
+        "6. [dfu1] write, verify and start app.hex (0x08000000–0x08000006, 7 bytes) over USB, \
          serial 207036B25853",
-        "8. [b1] write, verify and start app.hex",
+        "7. [b1] write, verify and start app.hex",
         "if the board cannot be connected: recovery power_cycle\n",
         "if the board cannot be connected: recovery connect_under_reset\n",
         "Then one command per board on an agent, 2 at a time",
@@ -130,9 +130,9 @@ fn flash_auto_dry_run_prints_the_commands_and_touches_nothing() {
     real.code(0);
     let real_err = normalized(&real.stderr());
     let shown = commands(&normalized(&out));
-    // master, agents, make the work dir, keeper, cache, upload, two flashes (the keeper is
-    // not logged by a real run).
-    assert_eq!(shown.len(), 8, "{shown:#?}");
+    // master, agents, make the work dir (with the cache lookup), keeper, upload, two flashes
+    // (the keeper is not logged by a real run).
+    assert_eq!(shown.len(), 7, "{shown:#?}");
     for cmd in shown.iter().filter(|c| !c.contains("stm-remote-keeper")) {
         assert!(
             real_err.contains(cmd.as_str()),

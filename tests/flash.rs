@@ -251,10 +251,35 @@ fn verbosity_levels_follow_the_original_tool() {
         .stderr_lacks("[OUT]");
     let v2 = env.run(&["-v", "2", "flash-auto", "lab", &arg]);
     v2.code(0)
-        .stderr_has("[CMD][b0] ssh ")
-        .stderr_has("stm-remote-fetch")
+        .stderr_has("stm-remote-open")
         .stderr_has("stm-remote-agent stm-remote-end-")
         .stderr_lacks("[OUT]");
+    // From -v 2 every log line says when it happened (seconds since the start), in order.
+    let stamp = regex::Regex::new(r"^\[(CMD|INFO)\](\[b0\])? \+(\d+\.\d{3}) s (.*)$").unwrap();
+    let stderr = v2.stderr();
+    let stamped: Vec<(f64, &str)> = stderr
+        .lines()
+        .filter(|l| l.starts_with("[CMD]") || l.starts_with("[INFO]"))
+        .map(|l| {
+            let c = stamp
+                .captures(l)
+                .unwrap_or_else(|| panic!("no time stamp: {l}"));
+            (c[3].parse().unwrap(), c.get(4).unwrap().as_str())
+        })
+        .collect();
+    assert!(
+        stamped.iter().any(|(_, m)| m.starts_with("ssh ")),
+        "{stderr}"
+    );
+    assert!(
+        stamped.windows(2).all(|w| w[0].0 <= w[1].0),
+        "time stamps go back: {stderr}"
+    );
+    assert!(
+        !v1.stderr().lines().any(|l| stamp.is_match(l)),
+        "time stamps below -v 2: {}",
+        v1.stderr()
+    );
     let v3 = env.run(&["-v", "3", "flash-auto", "lab", &arg]);
     v3.code(0)
         .stderr_has("[OUT][b0] Download verified successfully")

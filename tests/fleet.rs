@@ -504,7 +504,7 @@ fn ssh_left(env: &TestEnv) -> Vec<String> {
 }
 
 #[test]
-fn two_servers_on_one_machine_share_one_login_and_leave_no_connection() {
+fn two_servers_on_one_machine_share_one_login_and_disconnect_leaves_no_connection() {
     let env = three_servers();
     // pi2's entry names pi1's machine (same address, port and user): another lab dir there.
     let mut cfg = env.config();
@@ -515,10 +515,16 @@ fn two_servers_on_one_machine_share_one_login_and_leave_no_connection() {
     run.code(0);
     flashed_exactly(&env, "pi1", &[("a1", "a.hex"), ("b1", "b.hex")]);
     flashed_exactly(&env, "pi2", &[("a2", "b.hex"), ("b2", "c.hex")]);
-    // One connection master for both, ended at exit; pi2's own sshd was never used.
+    // One connection master for both, kept for the next run (persist_seconds); pi2's own
+    // sshd was never used.
     let pi1 = env.lab_named("pi1");
     assert_eq!(pi1.logins(), 1, "{}", pi1.sshd.log_text());
     assert_eq!(env.lab_named("pi2").logins(), 0);
+    assert_eq!(ssh_left(&env).len(), 1, "{:#?}", ssh_left(&env));
+    // `disconnect` ends it (named through either server).
+    env.run(&["disconnect", "pi2"])
+        .code(0)
+        .stderr_has("`pi2`: ended 1 connection(s)");
     let t = std::time::Instant::now();
     while !ssh_left(&env).is_empty() {
         assert!(

@@ -607,12 +607,13 @@ fn bad_targets_and_missing_hub_support_are_refused_before_connecting() {
 }
 
 #[test]
-fn a_hub_command_is_one_login_and_one_round_trip() {
+fn hub_commands_share_one_login_and_are_one_round_trip_each() {
     let env = env();
     env.run(&["hub", "lab", "power_off", "USB3"]).code(0);
+    // The second call reuses the connection the first one left up (persist_seconds).
     env.run(&["hub", "lab", "get_power_state"]).code(0);
     let logins = env.sshd.log_text().matches("Accepted publickey").count();
-    assert_eq!(logins, 2, "{}", env.sshd.log_text());
+    assert_eq!(logins, 1, "{}", env.sshd.log_text());
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod cache;
 mod completions;
 mod config_errors;
 mod config_lookup;
+mod connections;
 mod demo;
 mod discover;
 mod doctor;

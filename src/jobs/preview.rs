@@ -13,11 +13,12 @@ use super::operation::{FLASH, Words};
 use super::plan::Plan;
 use super::recovery::ladder;
 use super::session::{
-    fetch_argv, hello_argv, keeper_argv, open_argv, upload_argv, upload_display, workdir_template,
+    hello_argv, keeper_argv, open_argv, upload_argv, upload_display, workdir_template,
 };
 use super::wrapper;
 use crate::config::Server;
 use crate::error::Error;
+use crate::jobs::Upload;
 use crate::remote::{self, SshTarget};
 use crate::report::Reporter;
 
@@ -102,12 +103,25 @@ impl Preview {
         server: &Server,
         target: &SshTarget,
         agents: usize,
+        uploads: &[Upload],
     ) -> Result<String, Error> {
         let workdir = workdir_template(server);
         self.start_agents(target, agents)?;
-        let open = target.ssh(&open_argv(server)).map_err(quote_error)?;
+        let open = target
+            .ssh(&open_argv(server, uploads))
+            .map_err(quote_error)?;
+        let what = if server.firmware_cache && !uploads.is_empty() {
+            format!(
+                "make this run's work dir on the server, read its free space and take what the \
+                 server's firmware cache holds of the {} file(s) (on an agent; each copy checked \
+                 by size and sha256)",
+                uploads.len()
+            )
+        } else {
+            "make this run's work dir on the server and read its free space (on an agent)".into()
+        };
         self.step(
-            "make this run's work dir on the server and read its free space (on an agent)",
+            &what,
             &[format!("mktemp picks the name; shown below as {workdir}")],
             &open,
         );
@@ -214,7 +228,7 @@ fn server_plan(plan: &Plan) -> Result<String, Error> {
     let (mut preview, target) = Preview::server(&plan.server_name, &plan.server);
     let parallel = plan.server.max_parallel.clamp(1, plan.jobs.len().max(1));
     let workdir = if plan.needs_workdir() {
-        let workdir = preview.open_session(&plan.server, &target, parallel)?;
+        let workdir = preview.open_session(&plan.server, &target, parallel, &plan.uploads)?;
         upload_step(&mut preview, plan, &target, &workdir)?;
         Some(workdir)
     } else {
@@ -283,7 +297,7 @@ fn server_plan(plan: &Plan) -> Result<String, Error> {
 }
 
 /// The one upload of the run: each distinct file under its generated name, its bytes sent
-/// on the agent's stdin; with `firmware_cache`, the files the server's cache holds first.
+/// on the agent's stdin (with `firmware_cache`, those the cache did not hold).
 fn upload_step(
     preview: &mut Preview,
     plan: &Plan,
@@ -301,20 +315,6 @@ fn upload_step(
             )
         })
         .collect();
-    if plan.server.firmware_cache {
-        let fetch = target
-            .ssh(&fetch_argv(&plan.server, workdir, &plan.uploads))
-            .map_err(quote_error)?;
-        preview.step(
-            &format!(
-                "take what the server's firmware cache holds of the {} file(s) (on an agent; \
-                 each copy checked by size and sha256)",
-                plan.uploads.len()
-            ),
-            &details,
-            &fetch,
-        );
-    }
     let command = remote::quote_command(&upload_argv(&plan.server, workdir, &plan.uploads))
         .map_err(quote_error)?;
     preview.step_text(

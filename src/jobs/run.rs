@@ -199,7 +199,7 @@ fn run_plan(plan: &Plan, started: Instant, emit: &mut dyn FnMut(Event)) -> Serve
         &plan.server_name,
         &plan.server,
         threads,
-        plan.needs_workdir(),
+        plan.needs_workdir().then_some(&plan.uploads[..]),
         emit,
     ) {
         Ok(s) => s,

@@ -24,6 +24,9 @@ pub struct Session {
     pub workdir: Option<String>,
     /// Free space in the work dir's file system, when `df` said.
     pub free_kib: Option<u64>,
+    /// The generated names of the files that making the work dir took from the server's
+    /// firmware cache (size and sha256 checked there).
+    cached: Vec<String>,
     /// The keeper: a remote shell that removes the work dir when its stdin closes, i.e. when
     /// this run ends, crashes, or loses its connection.
     keeper: std::sync::Mutex<Option<remote::Background>>,
@@ -163,6 +166,15 @@ fn first_answer_by<T>(
             });
         }
     }
+    // Shared connections only through a private directory of ours (see `remote::mux`).
+    if server.multiplex
+        && let Err(e) = remote::mux::control_dir()
+    {
+        return Err(Error::ControlDir {
+            path: e.path.clone(),
+            problem: e.problem.clone(),
+        });
+    }
     let mut failures: Vec<HostFailure> = Vec::new();
     for host in &server.hostnames {
         let target = SshTarget::new(server, host);
@@ -242,12 +254,24 @@ pub fn hello_argv() -> Vec<String> {
     vec!["true".to_string()]
 }
 
-/// The remote argv that makes the work dir and prints it and its free space.
-pub fn open_argv(server: &Server) -> Vec<String> {
-    let mut argv: Vec<String> = ["sh", "-c", MKTEMP_AND_DF, "stm-remote-open"]
-        .map(String::from)
-        .to_vec();
+/// The remote argv that makes the work dir and prints it and its free space; with
+/// `firmware_cache` and files to upload, it then copies what the server's cache holds of
+/// `uploads` into the new work dir ([`FETCH`], `hit <name>` lines): the work dir and the cache
+/// in one round trip.
+pub fn open_argv(server: &Server, uploads: &[Upload]) -> Vec<String> {
+    let fetch = server.firmware_cache && !uploads.is_empty();
+    let script = if fetch {
+        // After the work dir: `$1` (the template) gives way to the new dir, for FETCH.
+        format!("{MKTEMP_AND_DF}\nshift\nset -- \"$d\" \"$@\"\n{FETCH}")
+    } else {
+        MKTEMP_AND_DF.to_string()
+    };
+    let mut argv: Vec<String> = vec!["sh".into(), "-c".into(), script, "stm-remote-open".into()];
     argv.push(workdir_template(server));
+    if fetch {
+        argv.push(server.remote_path(CACHE_PREFIX));
+        file_args(&mut argv, uploads);
+    }
     argv
 }
 
@@ -262,8 +286,8 @@ pub fn keeper_argv(workdir: &str) -> Vec<String> {
 /// server, so each user has a cache of their own.
 pub const CACHE_PREFIX: &str = "stm-remote-cache";
 
-/// Copies the files the cache holds into the work dir: `$1` work dir, `$2` cache prefix, then
-/// name, sha256, size for each file. A cached file is used only if it is in a directory of
+/// Copies the files the cache holds into the work dir (the end of [`open_argv`]'s script):
+/// `$1` work dir, `$2` cache prefix, then name, sha256, size for each file. A cached file is used only if it is in a directory of
 /// ours that no one else can write, and its copy in the work dir has the size and the sha256
 /// asked for. Prints `hit <name>` for each file taken.
 const FETCH: &str = r#"d=$1 c=$2-$(id -u)
@@ -320,16 +344,6 @@ fn file_args(argv: &mut Vec<String>, uploads: &[Upload]) {
     }
 }
 
-/// The remote argv that copies what the cache of `server` holds of `uploads` into `workdir`.
-pub fn fetch_argv(server: &Server, workdir: &str, uploads: &[Upload]) -> Vec<String> {
-    let mut argv: Vec<String> = ["sh", "-c", FETCH, "stm-remote-fetch", workdir]
-        .map(String::from)
-        .to_vec();
-    argv.push(server.remote_path(CACHE_PREFIX));
-    file_args(&mut argv, uploads);
-    argv
-}
-
 /// The remote argv that receives `uploads` into `workdir` (and keeps them in the server's
 /// cache when `firmware_cache` is on).
 pub fn upload_argv(server: &Server, workdir: &str, uploads: &[Upload]) -> Vec<String> {
@@ -372,6 +386,47 @@ pub fn upload_display(target: &SshTarget, command: &str, uploads: &[Upload]) -> 
     )
 }
 
+/// How long the first request may take on a master kept from an earlier run before the run
+/// gives up on it and logs in again.
+const KEPT_MASTER_PATIENCE: Duration = Duration::from_secs(5);
+
+/// On `target`: the connection master (kept or new, [`remote::mux::start`], through the
+/// pool, which opens more as the server allows), then `agents` agents at once, and `command` (the work dir, or a hello) on the first of them.
+fn start_agents(
+    target: &SshTarget,
+    agents: usize,
+    command: &str,
+    deadline: Duration,
+    emit: &mut dyn FnMut(Event),
+) -> Result<(remote::Captured, remote::AgentPool), remote::ProcessError> {
+    let pool = remote::AgentPool::new(target.clone(), deadline);
+    let lines = std::cell::RefCell::new(Vec::new());
+    let master = pool.connect(&|c| lines.borrow_mut().push(c));
+    for command in lines.into_inner() {
+        emit(Event::Command {
+            device: None,
+            command,
+        });
+    }
+    if let Some(master) = master {
+        match master {
+            Ok(out) if out.code == Some(0) => {}
+            other => return other.map(|out| (out, pool)),
+        }
+    }
+    with_agent_events(&mut *emit, |started| pool.prestart(agents.max(1), started));
+    emit(Event::Command {
+        device: None,
+        command: remote::display(&target.ssh_raw(command)),
+    });
+    let opts = remote::RunOptions {
+        deadline: Some(deadline),
+        ..remote::RunOptions::default()
+    };
+    let out = pool.run_raw(command, &opts, &|_| {});
+    out.map(|out| (out, pool))
+}
+
 impl Session {
     /// Tries each hostname in order by creating the work dir there (with `workdir`; else by
     /// running `true`); the first that answers is used for the whole run. On it, the
@@ -382,15 +437,14 @@ impl Session {
         server_name: &str,
         server: &Server,
         agents: usize,
-        workdir: bool,
+        workdir: Option<&[Upload]>,
         emit: &mut dyn FnMut(Event),
     ) -> Result<Session, Error> {
-        // One round trip on the first agent: make the work dir, then say how much room it has
-        // (for the upload).
-        let argv = if workdir {
-            open_argv(server)
-        } else {
-            hello_argv()
+        // One round trip on the first agent: make the work dir, say how much room it has (for
+        // the upload) and take what the firmware cache holds of the files.
+        let argv = match workdir {
+            Some(uploads) => open_argv(server, uploads),
+            None => hello_argv(),
         };
         let command = remote::quote_command(&argv).map_err(|e| Error::usage(e.to_string()))?;
         let deadline = server.connect_deadline();
@@ -401,35 +455,37 @@ impl Session {
             &|_| false,
             emit,
             |target, emit| {
-                let pool = remote::AgentPool::new(target.clone(), deadline);
-                let lines = std::cell::RefCell::new(Vec::new());
-                let master = pool.connect(&|c| lines.borrow_mut().push(c));
-                for command in lines.into_inner() {
-                    emit(Event::Command {
-                        device: None,
-                        command,
-                    });
-                }
-                if let Some(master) = master {
-                    match master {
-                        Ok(out) if out.code == Some(0) => {}
-                        other => return other.map(|out| (out, pool)),
-                    }
-                }
-                with_agent_events(&mut *emit, |started| pool.prestart(agents.max(1), started));
-                emit(Event::Command {
-                    device: None,
-                    command: remote::display(&target.ssh_raw(&command)),
-                });
-                let opts = remote::RunOptions {
-                    deadline: Some(deadline),
-                    ..remote::RunOptions::default()
+                // A master kept from an earlier run may sit on a connection that died since
+                // (the server rebooted, the network changed) before its keepalives noticed:
+                // if it does not answer within a few seconds, end it and log in again.
+                let kept = remote::mux::kept(target);
+                let first_deadline = if kept {
+                    deadline.min(KEPT_MASTER_PATIENCE)
+                } else {
+                    deadline
                 };
-                let out = pool.run_raw(&command, &opts, &|_| {});
-                out.map(|out| (out, pool))
+                let first = start_agents(target, agents, &command, first_deadline, emit);
+                let dead = match &first {
+                    Ok((out, _)) => out.code == Some(SSH_EXIT_CONNECTION),
+                    Err(e) => matches!(e, remote::ProcessError::Timeout { .. }),
+                };
+                if !(kept && dead) {
+                    return first;
+                }
+                emit(Event::Info {
+                    device: None,
+                    message: format!(
+                        "{}: the connection kept from an earlier run did not answer; logging \
+                         in again",
+                        target.host
+                    ),
+                });
+                remote::mux::forget(target, agents);
+                drop(first);
+                start_agents(target, agents, &command, deadline, emit)
             },
         )?;
-        if !workdir {
+        if workdir.is_none() {
             if output.code != Some(0) {
                 return Err(Error::Remote {
                     server: server_name.to_string(),
@@ -447,6 +503,7 @@ impl Session {
                 target,
                 workdir: None,
                 free_kib: None,
+                cached: Vec::new(),
                 keeper: std::sync::Mutex::new(None),
             });
         }
@@ -481,6 +538,7 @@ impl Session {
             target,
             workdir: Some(workdir),
             free_kib,
+            cached: parse_fetch(&output.stdout),
             keeper: std::sync::Mutex::new(keeper),
         })
     }
@@ -504,11 +562,11 @@ impl Session {
             .run_raw(command, opts, &|c| emit(agent_event(None, c)))
     }
 
-    /// Puts every file into the work dir. With `firmware_cache`, one request first copies the
-    /// files the server's cache holds (checked by size and sha256); the rest are uploaded in
-    /// one request to an agent: the bytes follow the request on the agent's stdin, and the
-    /// server writes each file to a `.part` name, checks its size, renames it and keeps a copy
-    /// in the cache.
+    /// Puts every file into the work dir. With `firmware_cache`, making the work dir already
+    /// copied the files the server's cache holds (checked by size and sha256); the rest are
+    /// uploaded in one request to an agent: the bytes follow the request on the agent's stdin,
+    /// and the server writes each file to a `.part` name, checks its size, renames it and
+    /// keeps a copy in the cache.
     pub fn upload(
         &self,
         server: &Server,
@@ -530,7 +588,7 @@ impl Session {
             ..remote::RunOptions::default()
         };
         let hits = if server.firmware_cache {
-            self.fetch(server, workdir, uploads, &opts, emit)?
+            self.cache_hits(uploads, emit)
         } else {
             Vec::new()
         };
@@ -583,31 +641,10 @@ impl Session {
         Ok(())
     }
 
-    /// Copies what the server's cache holds of `uploads` into the work dir; returns the
-    /// generated names it took. A cache that cannot be read is no error: nothing is taken.
-    fn fetch(
-        &self,
-        server: &Server,
-        workdir: &str,
-        uploads: &[Upload],
-        opts: &remote::RunOptions,
-        emit: &mut dyn FnMut(Event),
-    ) -> Result<Vec<String>, Error> {
-        let command = remote::quote_command(&fetch_argv(server, workdir, uploads))
-            .map_err(|e| Error::usage(e.to_string()))?;
-        emit(Event::Command {
-            device: None,
-            command: remote::display(&self.target.ssh_raw(&command)),
-        });
-        let out = with_agent_events(emit, |started| self.agents.run_raw(&command, opts, started))?;
-        if out.code == Some(remote::SSH_EXIT_CONNECTION) {
-            return Err(Error::Remote {
-                server: self.server_name.clone(),
-                step: "looking up the firmware cache".into(),
-                details: out.stderr_tail(),
-            });
-        }
-        let hits = parse_fetch(&out.stdout);
+    /// The generated names of `uploads` that making the work dir took from the server's
+    /// cache; says so (`-v 1`).
+    fn cache_hits(&self, uploads: &[Upload], emit: &mut dyn FnMut(Event)) -> Vec<String> {
+        let hits = self.cached.clone();
         if !hits.is_empty() {
             let bytes: usize = uploads
                 .iter()
@@ -623,11 +660,16 @@ impl Session {
                 ),
             });
         }
-        Ok(hits)
+        hits
     }
 
     /// Ends the run's agents and removes the work dir; a failure is reported, not fatal.
     pub fn cleanup(&self, emit: &mut dyn FnMut(Event)) {
+        // The keeper's EOF and the agents' at once: their sessions end together.
+        let mut keeper = self.keeper.lock().ok().and_then(|mut k| k.take());
+        if let Some(k) = keeper.as_mut() {
+            k.eof();
+        }
         self.agents.close();
         if let Some(message) = self.agents.limits_note() {
             emit(Event::Info {
@@ -638,7 +680,6 @@ impl Session {
         let Some(workdir) = self.workdir.as_deref() else {
             return;
         };
-        let keeper = self.keeper.lock().ok().and_then(|mut k| k.take());
         if let Some(keeper) = keeper
             && matches!(keeper.finish(Duration::from_secs(30)), Ok(out) if out.code == Some(0))
         {
@@ -759,7 +800,7 @@ mod tests {
         for shell in test_shells() {
             let tmp = tempfile::tempdir().unwrap();
             let s = server(tmp.path());
-            let (code, stdout, stderr) = run_under(shell, &open_argv(&s), b"");
+            let (code, stdout, stderr) = run_under(shell, &open_argv(&s, &[]), b"");
             assert_eq!(code, 0, "{shell}: {stderr}");
             let mut lines = stdout.lines();
             let dir = lines.next().unwrap();
@@ -810,12 +851,17 @@ mod tests {
             for u in &files {
                 assert_eq!(std::fs::read(first.join(&u.remote_name)).unwrap(), &*u.data);
             }
-            // A later run takes both from the cache.
-            let second = tmp.path().join("stm-remote.run2BBBB");
-            std::fs::create_dir(&second).unwrap();
-            let workdir = second.to_string_lossy().into_owned();
-            let (code, stdout, stderr) = run_under(shell, &fetch_argv(&s, &workdir, &files), b"");
+            // A later run takes both from the cache, in the round trip that makes its work
+            // dir (and says its room as before).
+            let (code, stdout, stderr) = run_under(shell, &open_argv(&s, &files), b"");
             assert_eq!(code, 0, "{shell}: {stderr}");
+            let mut lines = stdout.lines();
+            let second = std::path::PathBuf::from(lines.next().unwrap());
+            assert!(is_our_workdir(&second.to_string_lossy(), &s.remote_tmp));
+            assert!(
+                lines.next().and_then(parse_df_available).is_some(),
+                "{stdout}"
+            );
             assert_eq!(parse_fetch(&stdout), ["fw1.hex", "fw2.bin"], "{shell}");
             for u in &files {
                 assert_eq!(

@@ -203,6 +203,7 @@ mod tests {
             config_file: Some("/dev/null".into()),
             connect_timeout: 5,
             multiplex: false,
+            persist_seconds: 60,
         }
     }
 

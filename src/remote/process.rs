@@ -215,6 +215,12 @@ impl std::fmt::Debug for Background {
 }
 
 impl Background {
+    /// Closes the child's stdin without waiting: its signal to finish, while other work
+    /// goes on; [`Background::finish`] then waits.
+    pub fn eof(&mut self) {
+        drop(self.stdin.take());
+    }
+
     /// Closes the child's stdin and waits for it (killing it after `deadline`).
     pub fn finish(mut self, deadline: Duration) -> Result<Captured, ProcessError> {
         drop(self.stdin.take());
@@ -338,6 +344,11 @@ impl Duplex {
     /// The next output line, waiting at most `timeout`.
     pub fn recv(&self, timeout: Duration) -> Result<StreamLine, std::sync::mpsc::RecvTimeoutError> {
         self.lines.recv_timeout(timeout)
+    }
+
+    /// Closes the child's stdin without waiting (several children can then end at once).
+    pub fn eof(&mut self) {
+        drop(self.stdin.take());
     }
 
     /// Kills the child (if it still runs) and reaps it.

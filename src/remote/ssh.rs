@@ -40,6 +40,8 @@ pub struct SshTarget {
     pub connect_timeout: u32,
     /// Share one connection per address between commands (ControlMaster).
     pub multiplex: bool,
+    /// Seconds the shared connection stays up after its last use (0: this run ends it).
+    pub persist_seconds: u32,
 }
 
 impl SshTarget {
@@ -54,6 +56,7 @@ impl SshTarget {
             config_file: server.ssh_config.as_deref().map(expand_tilde),
             connect_timeout: server.connect_timeout,
             multiplex: server.multiplex,
+            persist_seconds: server.persist_seconds,
         }
     }
 
@@ -75,6 +78,12 @@ impl SshTarget {
     }
 
     fn common_options(&self) -> Vec<OsString> {
+        self.options_with(self.multiplex)
+    }
+
+    /// The options of every ssh to this target; with `mux`, those that share a connection
+    /// master ([`super::mux::options`]).
+    fn options_with(&self, mux: bool) -> Vec<OsString> {
         let mut v: Vec<OsString> = Vec::new();
         if let Some(f) = &self.config_file {
             v.push("-F".into());
@@ -107,7 +116,7 @@ impl SshTarget {
         for o in &self.options {
             opt(o.clone());
         }
-        if self.multiplex {
+        if mux {
             for o in super::mux::options(self) {
                 opt(o);
             }
@@ -117,6 +126,40 @@ impl SshTarget {
             v.push(k.into());
         }
         v
+    }
+
+    /// What makes a connection master this target's own, as 16 hex digits: a hash of the
+    /// whole ssh invocation but the master's own options (every `-o`, the `-F` file, the key,
+    /// the port, user and host), and of the identity (device, inode, size, modification time)
+    /// of the files ssh reads: the `-F` file (else `~/.ssh/config` and `/etc/ssh/ssh_config`)
+    /// and the key. A master started with another key, port, option or ssh config is never
+    /// reused. (OpenSSH's `%C` hashes only host, port and user.)
+    pub fn master_id(&self) -> String {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        for arg in self.options_with(false) {
+            hash.update(arg.as_encoded_bytes());
+            hash.update([0]);
+        }
+        hash.update(format!("-p\0{}\0--\0{}\0", self.port, self.destination()));
+        let files: Vec<PathBuf> = match &self.config_file {
+            Some(f) => vec![f.clone()],
+            None => {
+                let mut v: Vec<PathBuf> = dirs::home_dir()
+                    .map(|h| h.join(".ssh/config"))
+                    .into_iter()
+                    .collect();
+                v.push("/etc/ssh/ssh_config".into());
+                v
+            }
+        };
+        for f in files.iter().chain(&self.key) {
+            hash.update(file_identity(f));
+        }
+        hash.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 
     fn destination(&self) -> String {
@@ -183,6 +226,26 @@ impl SshTarget {
             .arg(remote);
         cmd
     }
+}
+
+/// `path\0dev ino size mtime\0` (`missing` for a file that cannot be read): changes when the
+/// file is edited or replaced.
+fn file_identity(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let id = std::fs::metadata(path).map_or_else(
+        |_| "missing".to_string(),
+        |m| {
+            format!(
+                "{} {} {} {}.{}",
+                m.dev(),
+                m.ino(),
+                m.size(),
+                m.mtime(),
+                m.mtime_nsec()
+            )
+        },
+    );
+    format!("{}\0{id}\0", path.display())
 }
 
 /// Why ssh itself failed (exit 255), read from its stderr.
@@ -318,6 +381,7 @@ mod tests {
             config_file: Some("/c/ssh_config".into()),
             connect_timeout: 5,
             multiplex: false,
+            persist_seconds: 60,
         }
     }
 

@@ -11,8 +11,9 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use console::{Style, Term};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -260,9 +261,22 @@ fn overall_style() -> ProgressStyle {
     )
 }
 
+/// When this process's first reporter was made (about when it started): `-v 2` stamps each
+/// log line with the time since then.
+static STARTED: OnceLock<Instant> = OnceLock::new();
+
+/// `+1.234 s`: the time since [`STARTED`].
+fn since_start() -> String {
+    format!(
+        "+{:.3} s",
+        STARTED.get_or_init(Instant::now).elapsed().as_secs_f64()
+    )
+}
+
 impl Reporter {
     /// A reporter for verbosity 0..=3 on this process's stderr.
     pub fn new(verbosity: u8) -> Self {
+        STARTED.get_or_init(Instant::now);
         Self::with_terminal(verbosity, Terminal::detect())
     }
 
@@ -409,7 +423,13 @@ impl Reporter {
         } else {
             super::escape::escape(message)
         };
-        self.emit(&format!("{prefix} {message}"));
+        // From `-v 2`, each line says when it happened, so a user can see where time goes (the
+        // programmer's own output lines stay as it printed them).
+        if self.verbosity >= 2 && level != "OUT" {
+            self.emit(&format!("{prefix} {} {message}", since_start()));
+        } else {
+            self.emit(&format!("{prefix} {message}"));
+        }
     }
 
     /// Moves a board's live line to `step`.

@@ -439,12 +439,18 @@ impl TestEnv {
 
     /// Starts stm-remote in the background (same environment as [`TestEnv::run`]).
     pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.spawn_with(args, &[])
+    }
+
+    /// [`TestEnv::spawn`] with these environment variables set.
+    pub fn spawn_with(&self, args: &[&str], vars: &[(&str, &str)]) -> std::process::Child {
         let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("stm-remote"));
         cmd.current_dir(&self.local)
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", self.root.path())
             .env("STM_REMOTE_CONFIG", self.config_path())
+            .envs(vars.iter().copied())
             .args(args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())

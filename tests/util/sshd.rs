@@ -17,6 +17,9 @@ pub struct Sshd {
 
 impl Drop for Sshd {
     fn drop(&mut self) {
+        // The connections first: a connection master that a run kept up (`persist_seconds`)
+        // then ends at once instead of a minute after the test.
+        self.signal_sessions("KILL");
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
