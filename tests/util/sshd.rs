@@ -66,10 +66,16 @@ pub fn make_keys(dir: &Path) -> (PathBuf, String) {
 
 /// The sshd_config of a test: its own lines (`extra`) first, then the harness's (`ours`)
 /// without the keywords the test set. sshd takes the first value of most keywords, but the
-/// last of some (`MaxStartups`): a keyword given twice could go either way.
+/// last of some (`MaxStartups`): a keyword given twice could go either way. Keywords that add
+/// up (`Port`, `ListenAddress`, `HostKey`) are kept: a test's second `Port` is one more port.
 fn config_text(extra: &str, ours: &str) -> String {
+    const CUMULATIVE: [&str; 3] = ["port", "listenaddress", "hostkey"];
     let keyword = |line: &str| line.split_whitespace().next().map(str::to_ascii_lowercase);
-    let set: Vec<String> = extra.lines().filter_map(keyword).collect();
+    let set: Vec<String> = extra
+        .lines()
+        .filter_map(keyword)
+        .filter(|k| !CUMULATIVE.contains(&k.as_str()))
+        .collect();
     let mut text = format!("{extra}\n");
     for line in ours.lines() {
         if !keyword(line).is_some_and(|k| set.contains(&k)) {
