@@ -137,7 +137,18 @@ impl TestEnv {
 
     /// Like [`TestEnv::new`], with extra sshd_config lines (they take precedence).
     pub fn with_sshd_config(boards: Vec<Value>, max_parallel: usize, sshd_extra: &str) -> TestEnv {
-        let env = Self::start(&["lab"], sshd_extra);
+        Self::one_server(boards, max_parallel, sshd_extra, false)
+    }
+
+    /// The server `lab` with these boards, its sshd with `sshd_extra` (and, with `usb_sysfs`,
+    /// in a mount namespace of its own: [`TestEnv::with_usb_sysfs`]).
+    fn one_server(
+        boards: Vec<Value>,
+        max_parallel: usize,
+        sshd_extra: &str,
+        usb_sysfs: bool,
+    ) -> TestEnv {
+        let env = Self::start_with(&["lab"], sshd_extra, usb_sysfs);
         env.write_state(lab_state(boards));
         let devices: serde_json::Map<String, Value> =
             devices_of(env.state()["boards"].as_array().unwrap(), "lab")
@@ -188,17 +199,7 @@ impl TestEnv {
             eprintln!("SKIPPED: `unshare -m` is not permitted here, so no USB sysfs can be faked");
             return None;
         }
-        let env = Self::start_with(&["lab"], "", true);
-        env.write_state(lab_state(boards));
-        let devices: serde_json::Map<String, Value> =
-            devices_of(env.state()["boards"].as_array().unwrap(), "lab")
-                .into_iter()
-                .collect();
-        env.write_config(json!({
-            "servers": {"lab": env.server_json(max_parallel)},
-            "devices": devices,
-        }));
-        Some(env)
+        Some(Self::one_server(boards, max_parallel, "", true))
     }
 
     /// Writes the lab's USB sysfs as the kernel would show it: for each board with a `usb`
