@@ -154,10 +154,16 @@ fn first_answer_by<T>(
         &mut dyn FnMut(Event),
     ) -> Result<(remote::Captured, T), remote::ProcessError>,
 ) -> Result<(Answer, T), Error> {
-    // A key that ssh cannot use would only say "Permission denied" on every hostname.
+    // A key that ssh cannot use would only say "Permission denied" on every hostname (over a
+    // kept master no login uses it: its file is checked, not its passphrase).
     if let Some(first) = server.hostnames.first() {
         let target = SshTarget::new(server, first);
-        if let (Some(path), Err(e)) = (&target.key, remote::check_key(&target)) {
+        let check = if remote::mux::kept(&target) {
+            remote::check_key_file
+        } else {
+            remote::check_key
+        };
+        if let (Some(path), Err(e)) = (&target.key, check(&target)) {
             return Err(Error::Key {
                 server: server_name.to_string(),
                 path: path.clone(),
