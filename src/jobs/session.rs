@@ -295,11 +295,11 @@ pub const CACHE_PREFIX: &str = "stm-remote-cache";
 /// Copies the files the cache holds into the work dir (the end of [`open_argv`]'s script):
 /// `$1` work dir, `$2` cache prefix, then name, sha256, size for each file. A cached file is
 /// used only if it is in a directory of ours that no one else can write, and its copy in the
-/// work dir has the sha256 asked for (and so its bytes and size). Prints `hit <name>` for
-/// each file taken; a copy that does not match is removed, and so is its cache entry. Every
-/// run's first request waits for this script, so it costs one process per file (its `cp`)
-/// and one `sha256sum` and one `touch` for all: the work dir is new, so it holds only the
-/// copies, which are checked at once under their final names before the run sees them.
+/// work dir has the size and the sha256 asked for. Prints `hit <name>` for each file taken; a
+/// copy that does not match is removed, and so is its cache entry. Every run's first request
+/// waits for this script, so it costs one process per file (its `cp`) and one `sha256sum`,
+/// one `wc` and one `touch` for all: the work dir is new, so it holds only the copies, which
+/// are checked at once under their final names before the run sees them.
 const FETCH: &str = r#"d=$1 c=$2-$(id -u)
 shift 2
 [ -d "$c" ] && [ -O "$c" ] && [ ! -L "$c" ] && command -v sha256sum >/dev/null 2>&1 || exit 0
@@ -316,6 +316,8 @@ done
 [ $k -gt 0 ] || exit 0
 sums="
 $(cd "$d" && sha256sum -- * 2>/dev/null)
+" sizes="
+$(cd "$d" && wc -c -- * 2>/dev/null)
 "
 i=$#
 while [ $i -ge 3 ]; do
@@ -323,9 +325,20 @@ while [ $i -ge 3 ]; do
     case $sums in
       *"
 $2  $1
-"*) echo "hit $1"; set -- "$@" "$c/$2" ;;
-      *) rm -f -- "$d/$1" "$c/$2" ;;
+"*) ok=1 ;;
+      *) ok= ;;
     esac
+    case $sizes in
+      *[!0-9]"$3 $1
+"*) ;;
+      *) ok= ;;
+    esac
+    if [ -n "$ok" ]; then
+      echo "hit $1"
+      set -- "$@" "$c/$2"
+    else
+      rm -f -- "$d/$1" "$c/$2"
+    fi
   fi
   shift 3
   i=$((i - 3))
@@ -943,6 +956,13 @@ mod tests {
                 "{shell}: the bad entry stayed"
             );
             assert!(cache.join(&files[0].sha256).exists());
+            // Alone, and asked with another size than the cached bytes have: not taken either.
+            let mut odd = files[0].clone();
+            odd.data = b"good file, longer".to_vec().into();
+            let (_, stdout, _) = run_under(shell, &open_argv(&s, &[files[0].clone()]), b"");
+            assert_eq!(parse_fetch(&stdout), ["fw1.hex"], "{shell}");
+            let (_, stdout, _) = run_under(shell, &open_argv(&s, &[odd]), b"");
+            assert!(parse_fetch(&stdout).is_empty(), "{shell}: {stdout}");
         }
     }
 
