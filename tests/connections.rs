@@ -354,3 +354,56 @@ fn a_killed_run_leaves_nothing_that_stays_and_the_next_run_sweeps_stale_entries(
     assert!(!legacy.exists(), "stale per-run dir left");
     assert_eq!(sockets(&dir).len(), 1, "{:?}", sockets(&dir));
 }
+
+#[test]
+fn a_run_over_a_kept_master_starts_no_key_check_process() {
+    let env = one_board();
+    let runtime = runtime_dir(&env);
+    // An `ssh-keygen` ahead on PATH that logs its calls and runs the real one.
+    let bin = env.root.path().join("logbin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let log = env.root.path().join("ssh-keygen.log");
+    let real = String::from_utf8(
+        std::process::Command::new("sh")
+            .args(["-c", "command -v ssh-keygen"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let shim = bin.join("ssh-keygen");
+    std::fs::write(
+        &shim,
+        format!(
+            "#!/bin/sh\necho \"$*\" >>'{}'\nexec '{}' \"$@\"\n",
+            log.display(),
+            real.trim()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let fw = env.firmware("app.hex");
+    let vars = [
+        ("XDG_RUNTIME_DIR", Some(runtime.to_str().unwrap())),
+        ("PATH", Some(path.as_str())),
+    ];
+    let args = ["flash-auto", "lab", &format!("b0={fw}")];
+    env.run_with(&args, &vars).code(0);
+    let calls = || std::fs::read_to_string(&log).unwrap_or_default();
+    // The cold run asks whether the key needs a passphrase before it logs in.
+    assert!(calls().contains("-y"), "{}", calls());
+    let before = calls();
+    env.run_with(&args, &vars).code(0);
+    assert_eq!(env.labs()[0].logins(), 1);
+    assert_eq!(
+        calls(),
+        before,
+        "the warm run checked the key with ssh-keygen"
+    );
+    assert_eq!(env.flashed(SERIAL), Some(env.sha256(&fw)));
+}

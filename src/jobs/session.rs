@@ -154,10 +154,16 @@ fn first_answer_by<T>(
         &mut dyn FnMut(Event),
     ) -> Result<(remote::Captured, T), remote::ProcessError>,
 ) -> Result<(Answer, T), Error> {
-    // A key that ssh cannot use would only say "Permission denied" on every hostname.
+    // A key that ssh cannot use would only say "Permission denied" on every hostname (over a
+    // kept master no login uses it: its file is checked, not its passphrase).
     if let Some(first) = server.hostnames.first() {
         let target = SshTarget::new(server, first);
-        if let (Some(path), Err(e)) = (&target.key, remote::check_key(&target)) {
+        let check = if remote::mux::kept(&target) {
+            remote::check_key_file
+        } else {
+            remote::check_key
+        };
+        if let (Some(path), Err(e)) = (&target.key, check(&target)) {
             return Err(Error::Key {
                 server: server_name.to_string(),
                 path: path.clone(),
@@ -287,25 +293,57 @@ pub fn keeper_argv(workdir: &str) -> Vec<String> {
 pub const CACHE_PREFIX: &str = "stm-remote-cache";
 
 /// Copies the files the cache holds into the work dir (the end of [`open_argv`]'s script):
-/// `$1` work dir, `$2` cache prefix, then name, sha256, size for each file. A cached file is used only if it is in a directory of
-/// ours that no one else can write, and its copy in the work dir has the size and the sha256
-/// asked for. Prints `hit <name>` for each file taken.
+/// `$1` work dir, `$2` cache prefix, then name, sha256, size for each file. A cached file is
+/// used only if it is in a directory of ours that no one else can write, and its copy in the
+/// work dir has the size and the sha256 asked for. Prints `hit <name>` for each file taken; a
+/// copy that does not match is removed, and so is its cache entry. Every run's first request
+/// waits for this script, so it costs one process per file (its `cp`) and one `sha256sum`,
+/// one `wc` and one `touch` for all: the work dir is new, so it holds only the copies, which
+/// are checked at once under their final names before the run sees them.
 const FETCH: &str = r#"d=$1 c=$2-$(id -u)
 shift 2
 [ -d "$c" ] && [ -O "$c" ] && [ ! -L "$c" ] && command -v sha256sum >/dev/null 2>&1 || exit 0
 chmod 700 "$c" 2>/dev/null || exit 0
-while [ $# -ge 3 ]; do
-  if [ -f "$c/$2" ] && cp -- "$c/$2" "$d/$1.part" 2>/dev/null; then
-    n=$(wc -c <"$d/$1.part") h=$(sha256sum <"$d/$1.part")
-    if [ $n -eq "$3" ] && [ "${h%% *}" = "$2" ] && mv -f -- "$d/$1.part" "$d/$1"; then
-      touch -c -- "$c/$2" 2>/dev/null
+k=0 i=$#
+while [ $i -ge 3 ]; do
+  if [ -f "$c/$2" ]; then
+    if cp -- "$c/$2" "$d/$1" 2>/dev/null; then k=$((k + 1)); else rm -f -- "$d/$1"; fi
+  fi
+  set -- "$@" "$1" "$2" "$3"
+  shift 3
+  i=$((i - 3))
+done
+[ $k -gt 0 ] || exit 0
+sums="
+$(cd "$d" && sha256sum -- * 2>/dev/null)
+" sizes="
+$(cd "$d" && wc -c -- * 2>/dev/null)
+"
+i=$#
+while [ $i -ge 3 ]; do
+  if [ -f "$d/$1" ]; then
+    case $sums in
+      *"
+$2  $1
+"*) ok=1 ;;
+      *) ok= ;;
+    esac
+    case $sizes in
+      *[!0-9]"$3 $1
+"*) ;;
+      *) ok= ;;
+    esac
+    if [ -n "$ok" ]; then
       echo "hit $1"
+      set -- "$@" "$c/$2"
     else
-      rm -f -- "$d/$1.part" "$c/$2"
+      rm -f -- "$d/$1" "$c/$2"
     fi
   fi
   shift 3
+  i=$((i - 3))
 done
+[ $# -eq 0 ] || touch -c -- "$@" 2>/dev/null
 exit 0"#;
 
 /// Receives the files of an upload on stdin, in order: `$1` is the work dir, `$2` the cache
@@ -880,6 +918,51 @@ mod tests {
                 stderr.contains("fw1.hex: 5 of 10 bytes arrived"),
                 "{shell}: {stderr}"
             );
+        }
+    }
+
+    #[test]
+    fn a_cached_copy_that_does_not_match_is_dropped_with_its_entry_under_each_shell() {
+        for shell in test_shells() {
+            let tmp = tempfile::tempdir().unwrap();
+            let mut s = server(tmp.path());
+            s.firmware_cache = true;
+            let files = [upload("fw1.hex", b"good file"), upload("fw2.bin", b"other")];
+            let first = tmp.path().join("stm-remote.run1AAAA");
+            std::fs::create_dir(&first).unwrap();
+            let input: Vec<u8> = files.iter().flat_map(|u| u.data.to_vec()).collect();
+            let workdir = first.to_string_lossy().into_owned();
+            let (code, _, stderr) = run_under(shell, &upload_argv(&s, &workdir, &files), &input);
+            assert_eq!(code, 0, "{shell}: {stderr}");
+            // fw2's entry: same size, other bytes.
+            let cache = std::fs::read_dir(tmp.path())
+                .unwrap()
+                .flatten()
+                .find(|e| e.file_name().to_string_lossy().starts_with(CACHE_PREFIX))
+                .unwrap()
+                .path();
+            std::fs::write(cache.join(&files[1].sha256), b"OTHER").unwrap();
+            let (code, stdout, stderr) = run_under(shell, &open_argv(&s, &files), b"");
+            assert_eq!(code, 0, "{shell}: {stderr}");
+            assert_eq!(parse_fetch(&stdout), ["fw1.hex"], "{shell}");
+            let second = std::path::PathBuf::from(stdout.lines().next().unwrap());
+            assert_eq!(std::fs::read(second.join("fw1.hex")).unwrap(), b"good file");
+            assert!(
+                !second.join("fw2.bin").exists(),
+                "{shell}: the bad copy stayed"
+            );
+            assert!(
+                !cache.join(&files[1].sha256).exists(),
+                "{shell}: the bad entry stayed"
+            );
+            assert!(cache.join(&files[0].sha256).exists());
+            // Alone, and asked with another size than the cached bytes have: not taken either.
+            let mut odd = files[0].clone();
+            odd.data = b"good file, longer".to_vec().into();
+            let (_, stdout, _) = run_under(shell, &open_argv(&s, &[files[0].clone()]), b"");
+            assert_eq!(parse_fetch(&stdout), ["fw1.hex"], "{shell}");
+            let (_, stdout, _) = run_under(shell, &open_argv(&s, &[odd]), b"");
+            assert!(parse_fetch(&stdout).is_empty(), "{shell}: {stdout}");
         }
     }
 

@@ -14,9 +14,14 @@
 //! failed redirection on the special builtin `exec` ends the shell at once: the lock file is
 //! therefore checked and opened so that every failure is reported with its cause (exit 97).
 //! A programmer that ignores SIGTERM at its deadline is killed by `timeout -k` 5 s later
-//! (exit 137); the wrapper tells that apart from an outside SIGKILL by the time it ran and
-//! reports it as a deadline (124). Other exits of 128+n are a death by signal n, named by
-//! [`crate::programmer::signal_death`].
+//! (exit 137); the wrapper tells that apart from an outside SIGKILL by the time it ran (read
+//! from `/proc/uptime`, no process) and reports it as a deadline (124). Other exits of 128+n
+//! are a death by signal n, named by [`crate::programmer::signal_death`].
+//!
+//! Every board's job pays the wrapper's processes before its programmer starts, so the usual
+//! path forks little: the lock file is opened without a subshell (the cause of a failure is
+//! only looked up then), and a free lock is taken by `flock -n` at once; only a held one gets
+//! the waiting `flock` with its EOF watchdog.
 //!
 //! (4) For a board behind the hub's ST-LINK multiplexer, it runs the mux switch (a hub batch
 //! that reads the channel back and exits non-zero when the hub did not confirm it) while it
@@ -53,17 +58,21 @@ case $prog in "~/"*) prog=$HOME/${prog#"~/"} ;; esac
 nolock() { echo "stm-remote: cannot open the board lock $lock: $1" >&2; exit 97; }
 if [ -L "$lock" ]; then nolock "it is a symbolic link (to $(readlink -- "$lock" 2>/dev/null)), not a lock file of stm-remote; remove it"; fi
 if [ ! -e "$lock" ]; then why=$( (umask 0; : >>"$lock") 2>&1 ) || nolock "${why##*: }"; fi
-why=$( (: <"$lock") 2>&1 ) || nolock "${why##*: }"
-command exec 9<"$lock" || nolock "the shell could not open it"
+if ! { command exec 9<"$lock"; } 2>/dev/null; then
+  why=$( (: <"$lock") 2>&1 ) || nolock "${why##*: }"
+  nolock "the shell could not open it"
+fi
 exec 8<&0
-flock -w "$wait" 9 </dev/null 8<&- &
-f=$!
-( while read -r _ <&8; do :; done; kill "$f" ) </dev/null >/dev/null 2>&1 9<&- &
-watch=$!
-wait "$f"
-got=$?
-kill "$watch" 2>/dev/null
-wait "$watch" 2>/dev/null
+if flock -n 9 </dev/null 8<&-; then got=0; else
+  flock -w "$wait" 9 </dev/null 8<&- &
+  f=$!
+  ( while read -r _ <&8; do :; done; kill "$f" ) </dev/null >/dev/null 2>&1 9<&- &
+  watch=$!
+  wait "$f"
+  got=$?
+  kill "$watch" 2>/dev/null
+  wait "$watch" 2>/dev/null
+fi
 case $got in
   0) ;;
   1) echo "stm-remote: busy (held by $(cat "$lock" 2>/dev/null || echo unknown))" >&2; exit 98 ;;
@@ -79,7 +88,7 @@ if [ -n "$pre" ]; then
   fi
 fi
 echo "stm-remote: started" >&2
-t0=$(date +%s 2>/dev/null)
+read -r t0 _ 2>/dev/null </proc/uptime || t0=
 timeout -k 5 "$limit" "$prog" "$@" </dev/null 8<&- &
 pid=$!
 ( while read -r _ <&8; do :; done; kill -TERM -- "-$pid"; kill -TERM "$pid"; sleep 3; kill -KILL -- "-$pid"; kill -KILL "$pid" ) </dev/null >/dev/null 2>&1 9<&- &
@@ -91,9 +100,9 @@ wait "$watch" 2>/dev/null
 case $rc in
   124) echo "stm-remote: the programmer ran past its deadline of $limit s (programmer_timeout) and was stopped" >&2 ;;
   137)
-    t1=$(date +%s 2>/dev/null)
+    read -r t1 _ 2>/dev/null </proc/uptime || t1=
     case $t0,$t1 in [0-9]*,[0-9]*)
-      if [ $((t1 - t0)) -ge "$limit" ]; then
+      if [ $((${t1%.*} - ${t0%.*})) -ge "$limit" ]; then
         echo "stm-remote: the programmer ran past its deadline of $limit s (programmer_timeout), ignored SIGTERM and was killed" >&2
         rc=124
       fi ;;

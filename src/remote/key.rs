@@ -56,6 +56,13 @@ pub fn check_key(target: &SshTarget) -> Result<(), KeyProblem> {
     }
 }
 
+/// [`check_key`] for a target whose connection master, kept from an earlier run, carries the
+/// run: no login will use the key, so only the file is checked, and whether it needs a
+/// passphrase is not asked (no `ssh-keygen` process on a warm run).
+pub fn check_key_file(target: &SshTarget) -> Result<(), KeyProblem> {
+    target.key.as_deref().map_or(Ok(()), check_file)
+}
+
 /// The file exists, is a readable regular file, and (as ssh requires of a key of one's own)
 /// no one else may read it.
 fn check_file(path: &Path) -> Result<(), KeyProblem> {

@@ -13,7 +13,7 @@ mod target;
 
 pub use agent::AgentPool;
 pub use frame::{Greeting, gated_sink, unframe};
-pub use key::{KeyProblem, check_key};
+pub use key::{KeyProblem, check_key, check_key_file};
 pub use process::{
     Background, Captured, LineSink, ProcessError, RunOptions, cancel, cancelled, run, run_with,
     start_background, tail,
