@@ -254,10 +254,7 @@ fn mux_board(m: &Mode) {
         assert_eq!(env.state()["hub"]["mux"], 2);
     } else {
         run.code(1);
-        let err = run.json()["results"][0]["error"]
-            .as_str()
-            .unwrap()
-            .to_string();
+        let err = run.error_of(0);
         assert!(
             err.starts_with("the ST-LINK mux was not switched to channel 2, so nothing was flashed: hub `stlink_mux 2`"),
             "{}: {err}",

@@ -209,10 +209,7 @@ fn a_board_held_longer_than_lock_wait_is_reported_busy_with_its_holder() {
     second.code(1);
     // The run that gave up has exited while the first one's programmer still runs.
     assert_eq!(env.programmer_running(), 1, "{:#?}", env.calls());
-    let err = second.json()["results"][0]["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let err = second.error_of(0);
     assert!(
         err.starts_with(&format!("board {SERIAL} busy (held by ")),
         "{err}"
@@ -238,10 +235,7 @@ fn a_dropped_connection_mid_flash_stops_the_remote_programmer() {
     assert!(env.sshd.kill_sessions() > 0);
     let run = finish(&env, child, &args);
     run.code(1);
-    let err = run.json()["results"][0]["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let err = run.error_of(0);
     assert!(err.contains("was lost during the flash"), "{err}");
     assert!(
         env.programmers_end_within(10),
@@ -261,10 +255,7 @@ fn a_hung_programmer_is_killed_at_its_deadline() {
     env.firmware("app.hex");
     let run = env.run(&["flash-auto", "lab", "b0=app.hex", "--json"]);
     run.code(1).stderr_has("hint: raise `programmer_timeout`");
-    let err = run.json()["results"][0]["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let err = run.error_of(0);
     assert_eq!(
         err,
         "the programmer ran past its deadline of 2 s (programmer_timeout) and was stopped"

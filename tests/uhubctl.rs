@@ -115,10 +115,7 @@ fn the_wrong_board_on_the_port_is_never_cut() {
     let run = env.run(&["flash-auto", "lab", &format!("dfu1={fw}"), "--json"]);
     run.code(1)
         .stderr_has("hint: the boards were moved: run `stm-remote discover lab`");
-    let err = run.json()["results"][0]["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let err = run.error_of(0);
     assert!(
         err.contains(&format!(
             "refused: `g0` (serial {G0}) is plugged into 1-1.4:3 (`dfu1`'s place); nothing was switched"
@@ -147,10 +144,7 @@ fn a_hub_that_gangs_its_ports_is_caught_and_switched_back_on() {
     let fw = env.firmware("app.hex");
     let run = env.run(&["flash-auto", "lab", &format!("dfu1={fw}"), "--json"]);
     run.code(1).stderr_has("gangs its ports");
-    let err = run.json()["results"][0]["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let err = run.error_of(0);
     assert!(
         err.contains("hub 1-1.4 switched port(s) 1, 2, 4 along with port 3 (it gangs its ports), cutting `g0` on port 2, `dfu2` on port 4"),
         "{err}"
@@ -171,10 +165,7 @@ fn no_permission_on_the_hubs_is_a_clear_error() {
     let fw = env.firmware("app.hex");
     let run = env.run(&["flash-auto", "lab", &format!("dfu1={fw}"), "--json"]);
     run.code(1).stderr_has("udev");
-    let err = run.json()["results"][0]["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let err = run.error_of(0);
     assert!(
         err.contains("recovery failed: power_cycle: hub `power_cycle 1-1.4:3` on server `lab`: uhubctl may not switch"),
         "{err}"
@@ -256,10 +247,7 @@ fn a_custom_hub_with_uhubctl_beside_it_checks_the_port_before_cutting() {
     let fw = env.firmware("app.hex");
     let run = env.run(&["flash-auto", "lab", &format!("dfu1={fw}"), "--json"]);
     run.code(1);
-    let err = run.json()["results"][0]["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let err = run.error_of(0);
     assert!(err.contains("refused: `g0`"), "{err}");
     assert!(
         env.hub_calls().is_empty(),

@@ -58,10 +58,7 @@ fn the_custom_hub_never_cuts_a_port_where_sysfs_shows_another_board() {
     let fw = env.firmware("app.hex");
     let run = env.run(&["flash-auto", "lab", &format!("dfu1={fw}"), "--json"]);
     run.code(1);
-    let err = run.json()["results"][0]["error"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let err = run.error_of(0);
     assert!(
         err.contains(&format!(
             "refused: `g0` (serial {G0}) is plugged into 1-1.4:3 (`dfu1`'s place)"

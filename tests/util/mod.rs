@@ -782,6 +782,15 @@ impl Run {
         serde_json::from_str(&self.stdout())
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", self.explain()))
     }
+
+    /// The `error` of the `i`-th result of the `--json` document.
+    #[track_caller]
+    pub fn error_of(&self, i: usize) -> String {
+        self.json()["results"][i]["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("result {i} has no error\n{}", self.explain()))
+            .to_string()
+    }
 }
 
 /// A valid Intel HEX file (written by the `ihex` crate) holding `data` from `address`, in 16-byte
