@@ -99,10 +99,12 @@ fn flash_auto_dry_run_prints_the_commands_and_touches_nothing() {
         "Dry run: nothing is connected, uploaded, flashed or switched.",
         "Server `lab`: commands shown for 127.0.0.1, its first hostname.",
         "1. log in once: the connection master",
-        "2. start the run's agents (2, one per parallel job)",
+        "2. start the run's agent: it runs the commands below that it is sent over its one ssh \
+         session, up to 2 board(s) at a time",
         "stm-remote-agent stm-remote-end-XXXXXXXX",
         "3. make this run's work dir on the server, read its free space and take what the \
          server's firmware cache holds of the 1 file(s)",
+        "4. tell the agent to remove the work dir when it ends",
         "5. upload the files the cache did not hold",
         "   fw1.hex <- app.hex",
         "stm-remote-receive",
@@ -130,10 +132,10 @@ fn flash_auto_dry_run_prints_the_commands_and_touches_nothing() {
     real.code(0);
     let real_err = normalized(&real.stderr());
     let shown = commands(&normalized(&out));
-    // master, agents, make the work dir (with the cache lookup), keeper, upload, two flashes
-    // (the keeper is not logged by a real run).
+    // master, agent, make the work dir (with the cache lookup), its removal at the agent's
+    // end, upload, two flashes.
     assert_eq!(shown.len(), 7, "{shown:#?}");
-    for cmd in shown.iter().filter(|c| !c.contains("stm-remote-keeper")) {
+    for cmd in &shown {
         assert!(
             real_err.contains(cmd.as_str()),
             "{cmd}\nnot in the real run's\n{real_err}"

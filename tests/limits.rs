@@ -1,6 +1,8 @@
 //! sshd's limits on sessions per connection (`MaxSessions`) and on connections being set up at
-//! once (`MaxStartups`): a run finishes every board with the parallelism the server allows,
-//! flashes none twice, and says once at `-v 1` that the server limited it.
+//! once (`MaxStartups`): a run makes one login and one session (its agent runs every board),
+//! so `MaxSessions` never limits it; a login that sshd dropped because another client was
+//! logging in at the same moment is tried again; no board is flashed twice, and the run says
+//! once at `-v 1` that the server limited it.
 
 use serde_json::{Value, json};
 
@@ -68,31 +70,63 @@ fn flash_all_limited(env: &TestEnv, n: usize) -> String {
     notes[0].clone()
 }
 
-#[test]
-fn forty_boards_on_a_server_with_max_startups_1_and_max_sessions_2_are_each_flashed_once() {
-    let env = TestEnv::with_sshd_config(boards(40), 40, "MaxStartups 1\nMaxSessions 2");
-    let note = flash_all_limited(&env, 40);
-    assert!(
-        note.starts_with("[INFO] the server allows 2 sessions per connection (sshd MaxSessions)"),
-        "{note}"
-    );
-    // MaxStartups limits logins at once, not connections: a dropped master's login was tried
-    // again rather than taken as the end of the server's connections.
-    assert!(!note.contains("accepted no more than"), "{note}");
-    // The server did refuse: sessions past MaxSessions, logins past MaxStartups.
-    let log = env.sshd.log_text();
-    assert!(log.contains("past MaxStartups"), "{log}");
-    assert!(log.contains("no more sessions"), "{log}");
+/// Holds an unauthenticated connection to the lab's sshd for `secs` (a client that is slow to
+/// log in): with `MaxStartups 1`, sshd drops every other new connection before
+/// authentication meanwhile.
+fn hold_a_login_open(env: &TestEnv, secs: f64) -> std::thread::JoinHandle<()> {
+    // sshd counts it once it has accepted it: wait for its banner (an earlier connection,
+    // the harness's own check, may still count for a moment: then it says "Exceeded").
+    let t = std::time::Instant::now();
+    let stream = loop {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", env.sshd.port)).unwrap();
+        let mut banner = [0u8; 4];
+        std::io::Read::read_exact(&mut &stream, &mut banner).unwrap();
+        if &banner == b"SSH-" {
+            break stream;
+        }
+        assert!(t.elapsed().as_secs() < 10, "sshd kept refusing");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+        drop(stream);
+    })
 }
 
 #[test]
-fn a_server_with_max_sessions_1_gets_one_session_per_connection() {
-    let env = TestEnv::with_sshd_config(boards(6), 6, "MaxSessions 1");
-    let note = flash_all_limited(&env, 6);
+fn forty_boards_on_a_server_with_max_startups_1_and_max_sessions_2_are_each_flashed_once() {
+    let env = TestEnv::with_sshd_config(boards(40), 40, "MaxStartups 1\nMaxSessions 2");
+    // Another client is logging in when the run starts: the run's login is dropped.
+    let other = hold_a_login_open(&env, 1.5);
+    let note = flash_all_limited(&env, 40);
+    other.join().unwrap();
     assert!(
-        note.starts_with("[INFO] the server allows 1 session per connection (sshd MaxSessions)"),
+        note.starts_with(
+            "[INFO] the server dropped 1 login started at the same time as another (sshd \
+             MaxStartups); each was tried again after a pause"
+        ) || note.contains("logins started at the same time"),
         "{note}"
     );
+    assert!(note.ends_with("over 1 session"), "{note}");
+    let log = env.sshd.log_text();
+    assert!(log.contains("past MaxStartups"), "{log}");
+    // Far more boards at a time than MaxSessions would allow sessions, over one login and one
+    // session.
+    assert!(env.max_concurrency() > 10, "{:#?}", env.calls());
+    assert_eq!(env.labs()[0].logins(), 1, "{log}");
+    assert_eq!(log.matches("Starting session:").count(), 1, "{log}");
+}
+
+#[test]
+fn a_server_with_max_sessions_1_runs_every_board_in_its_one_session() {
+    let env = TestEnv::with_sshd_config(boards(6), 6, "MaxSessions 1");
+    env.edit_state(|s| s["flash_seconds"] = json!(1.0));
+    let run = flash_all(&env, 6);
+    run.code(0).stderr_lacks(NOTE).stderr_lacks("[WARN]");
+    each_flashed_once(&env, 6);
+    assert_eq!(env.max_concurrency(), 6, "{:#?}", env.calls());
+    let log = env.sshd.log_text();
+    assert!(!log.contains("no more sessions"), "{log}");
 }
 
 #[test]
@@ -103,17 +137,22 @@ fn a_server_with_default_limits_runs_its_boards_in_parallel_and_says_nothing() {
     let run = flash_all(&env, 8);
     run.code(0).stderr_lacks(NOTE).stderr_lacks("[WARN]");
     each_flashed_once(&env, 8);
-    // All eight flashes overlapped (the lab's start and end records), over two connections.
+    // All eight flashes overlapped (the lab's start and end records), over one connection.
     assert_eq!(env.max_concurrency(), 8, "{:#?}", env.calls());
-    assert_eq!(env.labs()[0].logins(), 2, "{}", env.sshd.log_text());
+    assert_eq!(env.labs()[0].logins(), 1, "{}", env.sshd.log_text());
 }
 
 #[test]
-fn without_multiplexing_a_server_with_max_startups_1_gets_one_login_at_a_time() {
+fn without_multiplexing_a_dropped_login_of_the_agent_is_tried_again_and_no_board_runs_twice() {
     let env = TestEnv::with_sshd_config(boards(16), 16, "MaxStartups 1");
     env.edit_server(|s| s["multiplex"] = json!(false));
+    // The agent logs in on its own: its first login is dropped, so the first request (the
+    // work dir) never ran and is sent again on the next agent.
+    let other = hold_a_login_open(&env, 1.5);
     let note = flash_all_limited(&env, 16);
+    other.join().unwrap();
     assert!(note.contains("(sshd MaxStartups)"), "{note}");
+    assert!(env.sshd.log_text().contains("past MaxStartups"));
 }
 
 #[test]

@@ -13,7 +13,7 @@ use super::operation::{FLASH, Words};
 use super::plan::Plan;
 use super::recovery::ladder;
 use super::session::{
-    hello_argv, keeper_argv, open_argv, upload_argv, upload_display, workdir_template,
+    hello_argv, open_argv, remove_argv, upload_argv, upload_display, workdir_template,
 };
 use super::wrapper;
 use crate::config::Server;
@@ -96,7 +96,7 @@ impl Preview {
         self.out.push_str(&format!("\n{text}\n"));
     }
 
-    /// The steps that open a run's session (work dir and its keeper); returns the work dir as
+    /// The steps that open a run's session (the agent and the work dir); returns the work dir as
     /// the commands after it name it.
     pub fn open_session(
         &mut self,
@@ -125,11 +125,13 @@ impl Preview {
             &[format!("mktemp picks the name; shown below as {workdir}")],
             &open,
         );
-        let keeper = target.ssh(&keeper_argv(&workdir)).map_err(quote_error)?;
+        let remove = target.ssh(&remove_argv(&workdir)).map_err(quote_error)?;
         self.step(
-            "keep the work dir while the run lasts (removed when this ssh ends, also on a crash)",
+            "tell the agent to remove the work dir when it ends: at the end of the run, and \
+             also when stm-remote dies or the connection drops (sent on the agent, no answer \
+             awaited)",
             &[],
-            &keeper,
+            &remove,
         );
         Ok(workdir)
     }
@@ -160,8 +162,8 @@ impl Preview {
         let agent = remote::agent::command(target, &format!("stm-remote-end-{}", "X".repeat(32)));
         self.step(
             &format!(
-                "start the run's agents ({agents}, one per parallel job): each runs the \
-                 commands below that it is sent over its one ssh session"
+                "start the run's agent: it runs the commands below that it is sent over its one \
+                 ssh session, up to {agents} board(s) at a time"
             ),
             &[],
             &agent,
@@ -177,8 +179,9 @@ impl Preview {
     /// The plan, ending with how the run cleans up.
     pub fn finish(mut self, workdir: &str) -> String {
         self.note(&format!(
-            "At the end the keeper's ssh is closed, which removes {workdir} (if the keeper lost \
-             its connection: `rm -rf -- <work dir>` over ssh instead)."
+            "At the end the agent's stdin is closed: it ends what still runs and removes \
+             {workdir} (if the agent lost its connection: `rm -rf -- <work dir>` over ssh \
+             instead)."
         ));
         self.out
     }

@@ -193,12 +193,9 @@ fn run_plan(plan: &Plan, started: Instant, emit: &mut dyn FnMut(Event)) -> Serve
         failed_run(plan, started, e)
     };
     mark_all(plan, emit, &Step::Connecting);
-    // One agent per pool thread, all started while connecting.
-    let threads = plan.server.max_parallel.clamp(1, plan.jobs.len().max(1));
     let session = match Session::open(
         &plan.server_name,
         &plan.server,
-        threads,
         plan.needs_workdir().then_some(&plan.uploads[..]),
         emit,
     ) {

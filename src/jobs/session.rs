@@ -27,15 +27,11 @@ pub struct Session {
     /// The generated names of the files that making the work dir took from the server's
     /// firmware cache (size and sha256 checked there).
     cached: Vec<String>,
-    /// The keeper: a remote shell that removes the work dir when its stdin closes, i.e. when
-    /// this run ends, crashes, or loses its connection.
-    keeper: std::sync::Mutex<Option<remote::Background>>,
-    /// The run's agents on the server: every job's remote commands go through them.
+    /// The run's agent on the server: every job's remote commands go through it, and it
+    /// removes the work dir when its stdin closes, i.e. when this run ends, crashes, or loses
+    /// its connection ([`remote::AgentPool::at_end`]).
     agents: remote::AgentPool,
 }
-
-/// Waits for EOF on stdin, then removes the work dir (`$1`).
-const KEEPER: &str = r#"while read -r _; do :; done; rm -rf -- "$1""#;
 
 /// The `-v 2` event of an agent's start.
 pub fn agent_event(device: Option<&str>, command: String) -> Event {
@@ -281,11 +277,9 @@ pub fn open_argv(server: &Server, uploads: &[Upload]) -> Vec<String> {
     argv
 }
 
-/// The remote argv of the keeper of `workdir`.
-pub fn keeper_argv(workdir: &str) -> Vec<String> {
-    ["sh", "-c", KEEPER, "stm-remote-keeper", workdir]
-        .map(String::from)
-        .to_vec()
+/// The remote argv that removes `workdir`: run by the agent when its stdin closes.
+pub fn remove_argv(workdir: &str) -> Vec<String> {
+    ["rm", "-rf", "--", workdir].map(String::from).to_vec()
 }
 
 /// Name (under `remote_tmp`) of the server's firmware cache; the user id is appended on the
@@ -429,10 +423,9 @@ pub fn upload_display(target: &SshTarget, command: &str, uploads: &[Upload]) -> 
 const KEPT_MASTER_PATIENCE: Duration = Duration::from_secs(5);
 
 /// On `target`: the connection master (kept or new, [`remote::mux::start`], through the
-/// pool, which opens more as the server allows), then `agents` agents at once, and `command` (the work dir, or a hello) on the first of them.
+/// pool), then the agent, and `command` (the work dir, or a hello) on it.
 fn start_agents(
     target: &SshTarget,
-    agents: usize,
     command: &str,
     deadline: Duration,
     emit: &mut dyn FnMut(Event),
@@ -452,7 +445,7 @@ fn start_agents(
             other => return other.map(|out| (out, pool)),
         }
     }
-    with_agent_events(&mut *emit, |started| pool.prestart(agents.max(1), started));
+    with_agent_events(&mut *emit, |started| pool.prestart(started));
     emit(Event::Command {
         device: None,
         command: remote::display(&target.ssh_raw(command)),
@@ -468,13 +461,12 @@ fn start_agents(
 impl Session {
     /// Tries each hostname in order by creating the work dir there (with `workdir`; else by
     /// running `true`); the first that answers is used for the whole run. On it, the
-    /// connection master logs in first (`ssh -f -N`), then the run's `agents` agents start at
-    /// once over it (and further masters, see [`remote::AgentPool`]), and the first of them
-    /// makes the work dir while the others log in.
+    /// connection master logs in first (`ssh -f -N`), then the run's agent starts over it
+    /// ([`remote::AgentPool`]) and makes the work dir; it removes the work dir again when it
+    /// ends.
     pub fn open(
         server_name: &str,
         server: &Server,
-        agents: usize,
         workdir: Option<&[Upload]>,
         emit: &mut dyn FnMut(Event),
     ) -> Result<Session, Error> {
@@ -502,7 +494,7 @@ impl Session {
                 } else {
                     deadline
                 };
-                let first = start_agents(target, agents, &command, first_deadline, emit);
+                let first = start_agents(target, &command, first_deadline, emit);
                 let dead = match &first {
                     Ok((out, _)) => out.code == Some(SSH_EXIT_CONNECTION),
                     Err(e) => matches!(e, remote::ProcessError::Timeout { .. }),
@@ -518,9 +510,9 @@ impl Session {
                         target.host
                     ),
                 });
-                remote::mux::forget(target, agents);
+                remote::mux::forget(target, 1);
                 drop(first);
-                start_agents(target, agents, &command, deadline, emit)
+                start_agents(target, &command, deadline, emit)
             },
         )?;
         if workdir.is_none() {
@@ -542,7 +534,6 @@ impl Session {
                 workdir: None,
                 free_kib: None,
                 cached: Vec::new(),
-                keeper: std::sync::Mutex::new(None),
             });
         }
         let mut lines = output.stdout.lines();
@@ -566,10 +557,14 @@ impl Session {
                 target.host
             ),
         });
-        let keeper = target
-            .ssh(&keeper_argv(&workdir))
-            .ok()
-            .and_then(|mut cmd| remote::start_background(&mut cmd).ok());
+        // Sent without waiting for an answer: the first flashes follow at once.
+        if let Ok(rm) = remote::quote_command(&remove_argv(&workdir)) {
+            emit(Event::Command {
+                device: None,
+                command: remote::display(&target.ssh_raw(&rm)),
+            });
+            agents.at_end(&rm);
+        }
         Ok(Session {
             server_name: server_name.to_string(),
             agents,
@@ -577,7 +572,6 @@ impl Session {
             workdir: Some(workdir),
             free_kib,
             cached: parse_fetch(&output.stdout),
-            keeper: std::sync::Mutex::new(keeper),
         })
     }
 
@@ -703,12 +697,8 @@ impl Session {
 
     /// Ends the run's agents and removes the work dir; a failure is reported, not fatal.
     pub fn cleanup(&self, emit: &mut dyn FnMut(Event)) {
-        // The keeper's EOF and the agents' at once: their sessions end together.
-        let mut keeper = self.keeper.lock().ok().and_then(|mut k| k.take());
-        if let Some(k) = keeper.as_mut() {
-            k.eof();
-        }
-        self.agents.close();
+        // The agent's EOF: it ends what still runs and removes the work dir.
+        let removed = self.agents.close();
         if let Some(message) = self.agents.limits_note() {
             emit(Event::Info {
                 device: None,
@@ -718,12 +708,10 @@ impl Session {
         let Some(workdir) = self.workdir.as_deref() else {
             return;
         };
-        if let Some(keeper) = keeper
-            && matches!(keeper.finish(Duration::from_secs(30)), Ok(out) if out.code == Some(0))
-        {
+        if removed {
             return;
         }
-        // No keeper, or it lost its connection: remove the dir explicitly.
+        // The agent lost its connection (or could not be asked): remove the dir explicitly.
         let result = remote::quote_command(&["rm", "-rf", "--", workdir])
             .map(|rm| self.target.ssh_framed(&rm))
             .map_err(|e| e.to_string())
@@ -848,25 +836,6 @@ mod tests {
                 lines.next().and_then(parse_df_available).is_some(),
                 "{stdout}"
             );
-        }
-    }
-
-    #[test]
-    fn the_keeper_removes_the_work_dir_when_its_stdin_closes_under_each_shell() {
-        for shell in test_shells() {
-            let tmp = tempfile::tempdir().unwrap();
-            let dir = tmp.path().join("stm-remote.abcdEFGH");
-            std::fs::create_dir(&dir).unwrap();
-            std::fs::write(dir.join("fw1.hex"), "x").unwrap();
-            let argv = under(shell, &keeper_argv(&dir.to_string_lossy()));
-            let mut cmd = Command::new(shell);
-            cmd.arg("-c").arg(remote::quote_command(&argv).unwrap());
-            let keeper = remote::start_background(&mut cmd).unwrap();
-            std::thread::sleep(Duration::from_millis(200));
-            assert!(dir.exists(), "{shell}: removed while the run lasts");
-            let out = keeper.finish(Duration::from_secs(10)).unwrap();
-            assert_eq!(out.code, Some(0), "{shell}: {out:?}");
-            assert!(!dir.exists(), "{shell}: left behind");
         }
     }
 

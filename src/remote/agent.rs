@@ -1,31 +1,44 @@
-//! Remote agents: long-lived shells on the flash server that run one command after another
-//! over a single ssh session, so that a board's job costs no new session, no login shell and
-//! no `.bashrc` on the server, only a fork.
+//! The remote agent: one long-lived shell per server and run that runs every command of the
+//! run (each board's job, the hub calls, the upload) over a single ssh session, several at
+//! once, so that a job costs no new session, no login shell and no `.bashrc` on the server,
+//! only a few forks.
 //!
-//! An agent is `ssh … -- dest 'sh -c <AGENT> stm-remote-agent <end>'`. Each request is a line
-//! `<length> <mode>` followed by exactly `<length>` bytes: a command string built by
-//! [`super::quote_command`], the same string a one-shot `ssh` would carry. The agent runs it
-//! (`mode` `i`: with the agent's stdin, so the job wrapper's EOF watchdog still sees the client
-//! go away; `n`: with stdin from /dev/null), then prints a newline and `<end> <exit code>` on
-//! stdout and a newline and `<end>` on stderr. `<end>` is a random token per agent, so no
-//! output of the command can end it early. The newline before it is removed again, so the
-//! command's output arrives byte for byte.
+//! The agent is `ssh … -- dest 'sh -c <AGENT> stm-remote-agent <end>'`. Each request is a line
+//! `<id> <length> <mode> <input length>` followed by exactly `<length>` bytes: a command string
+//! built by [`super::quote_command`], the same string a one-shot `ssh` would carry, then, in
+//! mode `f`, `<input length>` bytes for the command's stdin. The agent starts each command in
+//! the background at once, so requests never wait for each other, and tags every line it
+//! prints with the request's id and stream (`<id> o <line>`, `<id> e <line>`; a line longer
+//! than 1000 characters comes in parts, `<id> o+<part>`, so that each write stays under the
+//! pipe's atomic size and lines of commands running at once never mix). After the command it
+//! prints a newline and `<end> <exit code>` on the request's stdout and a newline and `<end>`
+//! on its stderr. `<end>` is a random token per agent, so no output of the command can end it
+//! early; the newline before it is removed again, so the command's output arrives byte for
+//! byte.
+//!
+//! Modes:
+//! - `i`: the command's stdin is a pipe that stays open (never written) until the request is
+//!   cancelled (`k`) or the agent's own stdin closes (the client went away, or the run
+//!   ended): the job wrapper's EOF watchdog sees exactly what it saw on a one-shot ssh's stdin;
+//! - `n`: stdin from /dev/null; `f`: stdin is the input that followed the request (the agent
+//!   stores it first, so a command that leaves it unread cannot confuse the next request);
+//! - `k`: cancel request `<id>`: its stdin (mode `i`) closes now;
+//! - `x`: a command to run when the agent's stdin closes (no answer): the run's work dir is
+//!   removed this way when the run ends, crashes or loses its connection.
 //!
 //! The agent is started framed ([`super::frame`]): what the login shell prints before it runs
 //! (a greeting in `.bashrc`) is dropped, so the first request's output is the command's alone.
+//! An agent whose connection drops answers every running request as a one-shot ssh would:
+//! exit code 255 and ssh's message; the pool then starts a fresh agent for the next request.
 //!
-//! The client writes the next request only after both end lines arrived, so while a command
-//! runs nothing is in the agent's stdin but, possibly, its EOF. An agent whose connection
-//! drops answers the running request as a one-shot ssh would: exit code 255 and ssh's message;
-//! the pool then starts a fresh agent for the next request.
-//!
-//! [`AgentPool`] hands idle agents to callers, starts new ones as needed (at most
-//! [`super::mux::JOBS_PER_MASTER`] per connection master, so sshd's default `MaxSessions` is
-//! never reached; fewer, and one login at a time, on a server whose limits refused some:
-//! see [`AgentPool`]) and closes them all at the end of a run.
+//! [`AgentPool`] is where a run meets the server: it logs in (the connection master), starts
+//! the agent, starts a new one when it died, and tries a login that sshd dropped before
+//! authentication (`MaxStartups`) again after a jittered backoff.
 
-use std::sync::mpsc::RecvTimeoutError;
-use std::sync::{Condvar, Mutex};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use std::process::Command;
@@ -37,18 +50,79 @@ use super::process::{
 };
 use super::ssh::{SSH_EXIT_CONNECTION, SshTarget};
 
-/// The agent's loop. `$1` is the end token.
+/// The agent's loop. `$1` is the end token. `t` tags a stream's lines; `q` is 1000 `?`s, the
+/// longest part of a line written at once. Each request runs under a subshell of its own
+/// (`$!`, kept as `s_<id>` for a cancel), which in mode `i` holds the only write end of the
+/// command's stdin pipe (a fifo, unlinked at once) while it waits for the command: a cancel or
+/// the end of the agent's stdin kills that subshell (only while it is still a child of the
+/// agent: `/proc/<pid>/stat` says), and the command reads EOF.
 const AGENT: &str = r#"e=$1
+d=$(mktemp -d "${TMPDIR:-/tmp}/stm-remote-agent.XXXXXX") || exit 2
+q=??????????
+q=$q$q$q$q$q$q$q$q$q$q
+q=$q$q$q$q$q$q$q$q$q$q
+t() {
+  while IFS= read -r l; do
+    while [ ${#l} -gt 1000 ]; do
+      r=${l#$q}
+      printf '%s+%s\n' "$1" "${l%"$r"}"
+      l=$r
+    done
+    printf '%s %s\n' "$1" "$l"
+  done
+  [ -z "$l" ] || printf '%s %s\n' "$1" "$l"
+}
+o() {
+  read -r v 2>/dev/null </proc/"$1"/stat || return 1
+  set -- ${v##*) }
+  [ "$2" = $$ ]
+}
+p= x= b=0
 while IFS= read -r h; do
-  n=${h% *} m=${h##* }
-  case $n in ''|*[!0-9]*) m=bad ;; esac
-  case $m in i|n) ;; *) echo "stm-remote: agent: bad request" >&2; exit 2 ;; esac
+  i=${h%% *} r=${h#* }
+  n=${r%% *} r=${r#* }
+  m=${r%% *} z=${r#* }
+  case $i/$n/$z in *[!0-9/]*|/*|*//*|*/) b=1; break ;; esac
   c=$(head -c "$n")
-  if [ "$m" = i ]; then (eval "$c"); else (eval "$c") </dev/null; fi
-  r=$?
-  printf '\n%s %s\n' "$e" "$r"
-  printf '\n%s\n' "$e" >&2
-done"#;
+  case $m in
+    k) eval "s=\${s_$i-}"
+       [ -z "$s" ] || ! o "$s" || kill "$s" 2>/dev/null
+       continue ;;
+    x) x="$x
+$c"
+       continue ;;
+    f) head -c "$z" | { cat >"$d/$i" || cat >/dev/null; } ;;
+    i|n) ;;
+    *) b=1; break ;;
+  esac
+  (
+    case $m in
+      i) mkfifo "$d/$i" && command exec 7<>"$d/$i" 8<"$d/$i"; rm -f "$d/$i" ;;
+      f) command exec 8<"$d/$i"; rm -f "$d/$i" ;;
+      *) command exec 8</dev/null ;;
+    esac
+    {
+      {
+        {
+          (eval "$c") <&8 8<&-
+          printf '\n%s %s\n' "$e" "$?"
+          printf '\n%s\n' "$e" >&2
+        } 2>&1 1>&3 3>&- 4>&- | t "$i e" >&4 8<&-
+      } 3>&1 | t "$i o" 8<&-
+    } 4>&1 7>&- &
+    wait $!
+  ) &
+  p="$p $!"
+  eval "s_$i=\$!"
+done
+for s in $p; do
+  ! o "$s" || kill "$s" 2>/dev/null
+done
+r=0
+[ -z "$x" ] || { (eval "$x") </dev/null >/dev/null 2>&1; r=$?; }
+rm -rf -- "$d"
+[ $b = 0 ] || { echo "stm-remote: agent: bad request" >&2; exit 2; }
+exit $r"#;
 
 /// What the agent's stderr says when its connection ends while a command runs (it contains
 /// "connection closed", so [`super::SshFailure::classify`] reads it as a dropped connection).
@@ -68,11 +142,39 @@ pub fn command(target: &SshTarget, end: &str) -> Command {
     target.ssh_framed(&argv)
 }
 
-/// One request: the header line and the command.
-pub fn request(command: &str, keep_stdin_open: bool) -> Vec<u8> {
-    let mode = if keep_stdin_open { 'i' } else { 'n' };
-    let mut bytes = format!("{} {mode}\n", command.len()).into_bytes();
+/// How a request's command gets its stdin, or what else the request asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A pipe held open until the request is cancelled or the agent's stdin closes.
+    Held,
+    /// /dev/null.
+    Null,
+    /// The input that follows the command.
+    Fed,
+    /// Cancel the request of that id.
+    Cancel,
+    /// Run at the agent's end.
+    AtEnd,
+}
+
+impl Mode {
+    fn letter(self) -> char {
+        match self {
+            Mode::Held => 'i',
+            Mode::Null => 'n',
+            Mode::Fed => 'f',
+            Mode::Cancel => 'k',
+            Mode::AtEnd => 'x',
+        }
+    }
+}
+
+/// One request: the header line, the command and its input.
+fn request(id: u64, command: &str, mode: Mode, input: &[u8]) -> Vec<u8> {
+    let mut bytes =
+        format!("{id} {} {} {}\n", command.len(), mode.letter(), input.len()).into_bytes();
     bytes.extend_from_slice(command.as_bytes());
+    bytes.extend_from_slice(input);
     bytes
 }
 
@@ -98,7 +200,6 @@ struct Stream {
     /// An empty line held back: it may be the newline the agent prints before the end line.
     held_empty: bool,
     ended: bool,
-    closed: bool,
 }
 
 impl Stream {
@@ -137,81 +238,204 @@ impl Stream {
     }
 }
 
-/// One agent on the server.
-#[derive(Debug)]
-pub struct Agent {
-    duplex: Duplex,
-    end: String,
+/// What the agent's reader hands a waiting request.
+enum Msg {
+    /// A line (with its newline) of the request's stdout (`false`) or stderr (`true`).
+    Line(bool, String),
+    /// The agent is gone.
+    Died,
+}
+
+/// A tagged line of the agent: `(id, is_err, whole, text)`; `whole` is false for a part of a
+/// long line (`<id> o+<part>`), whose text has no newline of its own.
+fn untag(line: &str) -> Option<(u64, bool, bool, &str)> {
+    let (id, rest) = line.split_once(' ')?;
+    let id = id.parse().ok()?;
+    let is_err = match rest.as_bytes().first()? {
+        b'o' => false,
+        b'e' => true,
+        _ => return None,
+    };
+    let whole = match rest.as_bytes().get(1)? {
+        b' ' => true,
+        b'+' => false,
+        _ => return None,
+    };
+    let text = &rest[2..];
+    Some((
+        id,
+        is_err,
+        whole,
+        if whole {
+            text
+        } else {
+            text.trim_end_matches('\n')
+        },
+    ))
+}
+
+/// The agent's books, shared with its reader.
+#[derive(Default)]
+struct Books {
+    /// The requests waiting for their answer.
+    waiting: HashMap<u64, Sender<Msg>>,
+    /// The first parts of long lines, per request and stream.
+    parts: HashMap<(u64, bool), String>,
     /// stdout and stderr before the frame's marker: the login shell's, not a request's.
     gates: [Gate; 2],
-    /// Its connection master slot.
-    slot: usize,
+    /// The agent's own stderr after the marker (its complaints, ssh's last words), and
+    /// stdout lines that carry no request's tag.
+    said: String,
+    closed: [bool; 2],
     dead: bool,
-    /// The pool's books: whether it runs over a connection of its own (not its slot's
-    /// master), whether it was seen running over its master, and whether its start was booked.
-    own: bool,
-    running: bool,
-    booked: bool,
+    /// ssh's exit code, once the agent is gone and it was reaped.
+    ssh_code: Option<Option<i32>>,
+}
+
+impl Books {
+    /// Hands one output line of the agent to the request it belongs to.
+    fn route(&mut self, is_err: bool, line: &str) {
+        let Some(line) = self.gates[usize::from(is_err)]
+            .pass(line)
+            .map(str::to_string)
+        else {
+            return;
+        };
+        let tagged = if is_err { None } else { untag(&line) };
+        let Some((id, stream, whole, text)) = tagged else {
+            self.said.push_str(&line);
+            return;
+        };
+        if !whole {
+            self.parts.entry((id, stream)).or_default().push_str(text);
+            return;
+        }
+        let mut whole_line = self.parts.remove(&(id, stream)).unwrap_or_default();
+        whole_line.push_str(text);
+        // A request that gave up (deadline, cancel) no longer listens.
+        if let Some(tx) = self.waiting.get(&id) {
+            let _ = tx.send(Msg::Line(stream, whole_line));
+        }
+    }
+
+    fn die(&mut self) {
+        self.dead = true;
+        for (_, tx) in self.waiting.drain() {
+            let _ = tx.send(Msg::Died);
+        }
+    }
+}
+
+/// Reads the agent's output until it ends, handing each line to its request.
+fn read(lines: Receiver<StreamLine>, books: Arc<Mutex<Books>>) {
+    loop {
+        let next = lines.recv();
+        let Ok(mut b) = books.lock() else { return };
+        match next {
+            Ok(StreamLine {
+                is_err,
+                line: Some(l),
+            }) => b.route(is_err, &l),
+            Ok(StreamLine { is_err, line: None }) => {
+                b.closed[usize::from(is_err)] = true;
+                if b.closed == [true, true] {
+                    b.die();
+                    return;
+                }
+            }
+            Err(_) => {
+                b.die();
+                return;
+            }
+        }
+    }
+}
+
+/// The agent on a server: many requests at once, from any thread.
+pub struct Agent {
+    duplex: Mutex<Duplex>,
+    books: Arc<Mutex<Books>>,
+    end: String,
+    next: AtomicU64,
+    /// Whether the pool booked the limits it met, and its end.
+    booked: AtomicBool,
+    retired: AtomicBool,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent").field("end", &self.end).finish()
+    }
 }
 
 impl Agent {
     /// Starts an agent on `target` (the ssh runs in the background; the first request waits
-    /// for it to log in).
-    /// `started` gets the ssh command line, for `-v 2`.
-    pub fn start(
-        target: &SshTarget,
-        slot: usize,
-        started: &dyn Fn(String),
-    ) -> Result<Agent, ProcessError> {
+    /// for it to log in). `started` gets the ssh command line, for `-v 2`.
+    pub fn start(target: &SshTarget, started: &dyn Fn(String)) -> Result<Agent, ProcessError> {
         let end = token();
-        let mut cmd = super::mux::with_slot(slot, || command(target, &end));
+        let mut cmd = super::mux::with_slot(0, || command(target, &end));
         started(super::display(&cmd));
-        Ok(Agent {
-            duplex: start_duplex(&mut cmd)?,
+        Ok(Agent::over(start_duplex(&mut cmd)?, end))
+    }
+
+    /// An agent on a started child.
+    fn over(mut duplex: Duplex, end: String) -> Agent {
+        let books = Arc::new(Mutex::new(Books::default()));
+        if let Some(lines) = duplex.take_lines() {
+            let b = books.clone();
+            std::thread::spawn(move || read(lines, b));
+        }
+        Agent {
+            duplex: Mutex::new(duplex),
+            books,
             end,
-            gates: Default::default(),
-            slot,
-            dead: false,
-            own: false,
-            running: false,
-            booked: false,
-        })
+            next: AtomicU64::new(1),
+            booked: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+        }
+    }
+
+    fn books(&self) -> std::sync::MutexGuard<'_, Books> {
+        self.books.lock().expect("agent books")
     }
 
     /// Whether the agent can take another request.
     pub fn alive(&self) -> bool {
-        !self.dead
+        !self.books().dead
     }
 
     /// Whether its shell ran (the frame's marker came): it logged in and got a session.
     pub fn started(&self) -> bool {
-        self.gates[0].is_open()
+        self.books().gates[0].is_open()
     }
 
     /// The server limits its ssh met on the way (what ssh printed before the marker).
     pub fn refusals(&self) -> Vec<Refusal> {
-        Refusal::read(self.gates[1].held())
+        Refusal::read(self.books().gates[1].held())
+    }
+
+    fn send(&self, bytes: &[u8]) -> std::io::Result<()> {
+        self.duplex.lock().expect("agent").send(bytes)
     }
 
     /// Runs one command string (built by [`super::quote_command`]) on the agent, as
     /// [`super::run_with`] runs a one-shot ssh: `Ok` with the command's exit code and output,
     /// or 255 with ssh's message when the connection dropped; `Err` on the deadline or on a
-    /// cancel, after which the agent is gone (its EOF stops the job on the server).
-    pub fn run(&mut self, command: &str, opts: &RunOptions) -> Result<Captured, ProcessError> {
+    /// cancel, after which the command's stdin closes (its EOF stops a job on the server) and
+    /// its output is ignored.
+    pub fn run(&self, command: &str, opts: &RunOptions) -> Result<Captured, ProcessError> {
         self.run_feeding(command, &[], opts)
     }
 
-    /// [`Agent::run`] with `input` written to the command's stdin right after the request (the
-    /// command must read exactly `input.len()` bytes). A command that fails may have left
-    /// input unread, so the agent is ended then.
+    /// [`Agent::run`] with `input` for the command's stdin.
     pub fn run_feeding(
-        &mut self,
+        &self,
         command: &str,
         input: &[u8],
         opts: &RunOptions,
     ) -> Result<Captured, ProcessError> {
         let start = Instant::now();
-        let program = self.duplex.program().to_string();
+        let program = "ssh".to_string();
         if !opts.uncancellable && cancelled() {
             return Err(ProcessError::Cancelled {
                 program,
@@ -219,21 +443,32 @@ impl Agent {
                 stderr: String::new(),
             });
         }
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let mut b = self.books();
+            if b.dead {
+                drop(b);
+                return Ok(self.died(Stream::default(), Stream::default(), start));
+            }
+            b.waiting.insert(id, tx);
+        }
+        let mode = if !input.is_empty() {
+            Mode::Fed
+        } else if opts.keep_stdin_open {
+            Mode::Held
+        } else {
+            Mode::Null
+        };
+        // A failed write means the agent is gone: its reader says so.
+        let _ = self.send(&request(id, command, mode, input));
         let (mut out, mut err) = (Stream::default(), Stream::default());
         let mut code = None;
-        let keep_stdin_open = opts.keep_stdin_open || !input.is_empty();
-        let sent = self
-            .duplex
-            .send(&request(command, keep_stdin_open))
-            .and_then(|()| self.duplex.send(input));
-        // A failed write means the agent's stdin is closed: it has answered (a command that
-        // left its input unread) or it is gone, and its output says which.
-        let unread = sent.is_err();
         let slice = Duration::from_millis(50);
-        while !((out.ended && err.ended) || (out.closed && err.closed)) {
+        loop {
             let left = opts.deadline.map(|d| d.saturating_sub(start.elapsed()));
             if left.is_some_and(|l| l.is_zero()) {
-                self.kill();
+                self.abandon(id);
                 return Err(ProcessError::Timeout {
                     program,
                     after: start.elapsed(),
@@ -242,104 +477,115 @@ impl Agent {
                 });
             }
             if !opts.uncancellable && cancelled() {
-                self.kill();
+                self.abandon(id);
                 return Err(ProcessError::Cancelled {
                     program,
                     stdout: out.text,
                     stderr: err.text,
                 });
             }
-            match self.duplex.recv(left.unwrap_or(slice).min(slice)) {
-                Ok(StreamLine { is_err, line }) => {
+            match rx.recv_timeout(left.unwrap_or(slice).min(slice)) {
+                Ok(Msg::Line(is_err, line)) => {
                     let stream = if is_err { &mut err } else { &mut out };
-                    let gate = &mut self.gates[usize::from(is_err)];
-                    match line {
-                        None => stream.closed = true,
-                        // Lines after the end line belong to no request (ssh's own last words
-                        // are read when the agent has died, below).
-                        Some(_) if stream.ended => {}
-                        Some(l) => {
-                            if let Some(l) = gate.pass(&l)
-                                && let Some(c) =
-                                    stream.take(l, &self.end, is_err, opts.sink.as_ref())
-                                && !is_err
-                            {
-                                code = c;
-                            }
-                        }
+                    // Lines after the end line belong to no request.
+                    if stream.ended {
+                        continue;
                     }
+                    if let Some(c) = stream.take(&line, &self.end, is_err, opts.sink.as_ref())
+                        && !is_err
+                    {
+                        code = c;
+                    }
+                    if out.ended && err.ended {
+                        self.books().waiting.remove(&id);
+                        if code.is_none() {
+                            return Ok(self.died(out, err, start));
+                        }
+                        return Ok(Captured {
+                            code,
+                            stdout: out.text,
+                            stderr: err.text,
+                            elapsed: start.elapsed(),
+                        });
+                    }
+                }
+                Ok(Msg::Died) | Err(RecvTimeoutError::Disconnected) => {
+                    return Ok(self.died(out, err, start));
                 }
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    out.closed = true;
-                    err.closed = true;
-                }
             }
         }
-        if out.ended && err.ended && code.is_some() {
-            if unread || (!input.is_empty() && code != Some(0)) {
-                self.kill();
-            }
-            return Ok(Captured {
-                code,
-                stdout: out.text,
-                stderr: err.text,
-                elapsed: start.elapsed(),
-            });
-        }
-        // The agent died: collect ssh's last words, then answer like a dropped one-shot ssh.
-        let grace = Instant::now();
-        while !(out.closed && err.closed) && grace.elapsed() < Duration::from_secs(5) {
-            match self.duplex.recv(Duration::from_millis(100)) {
-                Ok(StreamLine { is_err, line: None }) => {
-                    if is_err { &mut err } else { &mut out }.closed = true;
-                }
-                Ok(StreamLine {
-                    is_err: true,
-                    line: Some(l),
-                }) => {
-                    if let Some(l) = self.gates[1].pass(&l) {
-                        err.text.push_str(l);
-                    }
-                }
-                Ok(_) | Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        let ssh_code = self.duplex.close(Duration::from_secs(2));
-        self.dead = true;
-        // An agent that never started (ssh could not log in, the login shell refused): what
-        // came instead of the marker is the reason.
-        let [gate_out, gate_err] = &self.gates;
+    }
+
+    /// Gives up on request `id`: its answer is ignored, and its stdin closes on the server.
+    fn abandon(&self, id: u64) {
+        self.books().waiting.remove(&id);
+        let _ = self.send(&request(id, "", Mode::Cancel, &[]));
+    }
+
+    /// The answer to a request whose agent died: what the request printed, then ssh's last
+    /// words, with exit code 255 as a dropped one-shot ssh would say it.
+    fn died(&self, out: Stream, err: Stream, start: Instant) -> Captured {
+        let ssh_code = self.ssh_code();
+        let b = self.books();
+        let [gate_out, gate_err] = &b.gates;
         let mut stdout = out.text;
         let mut stderr = err.text;
+        // An agent that never started (ssh could not log in, the login shell refused): what
+        // came instead of the marker is the reason.
         if !gate_out.is_open() {
             stdout.insert_str(0, gate_out.held());
         }
         if !gate_err.is_open() {
             stderr.insert_str(0, gate_err.held());
         }
+        stderr.push_str(&b.said);
         if ssh_code != Some(SSH_EXIT_CONNECTION) || stderr.trim().is_empty() {
             stderr.push_str(DIED);
             stderr.push('\n');
         }
-        Ok(Captured {
+        Captured {
             code: Some(SSH_EXIT_CONNECTION),
             stdout,
             stderr,
             elapsed: start.elapsed(),
-        })
+        }
     }
 
-    fn kill(&mut self) {
-        self.duplex.kill();
-        self.dead = true;
+    /// ssh's exit code once the agent is gone (waited for once, briefly).
+    fn ssh_code(&self) -> Option<i32> {
+        if let Some(code) = self.books().ssh_code {
+            return code;
+        }
+        // Every stream closed, so ssh is ending: reap it.
+        let code = self
+            .duplex
+            .lock()
+            .expect("agent")
+            .close(Duration::from_secs(2));
+        self.books().ssh_code = Some(code);
+        code
     }
 
-    /// Ends the agent: closes its stdin (it exits at once between requests).
-    pub fn close(mut self) {
-        self.duplex.close(Duration::from_secs(5));
-        self.dead = true;
+    /// Has `command` (built by [`super::quote_command`]) run on the server when the agent's
+    /// stdin closes: at the end of the run, or when the client dies or its connection drops.
+    pub fn at_end(&self, command: &str) -> std::io::Result<()> {
+        self.send(&request(0, command, Mode::AtEnd, &[]))
+    }
+
+    /// Closes the agent's stdin without waiting (several agents can then end at once).
+    fn eof(&self) {
+        self.duplex.lock().expect("agent").eof();
+    }
+
+    /// Ends the agent: closes its stdin (the agent ends the commands still running, runs what
+    /// [`Agent::at_end`] asked, and exits) and waits up to `grace` for it. Its exit code: that
+    /// of the commands run at the end (0 when none).
+    pub fn close(&self, grace: Duration) -> Option<i32> {
+        let code = self.duplex.lock().expect("agent").close(grace);
+        let mut b = self.books();
+        b.ssh_code = Some(code);
+        code
     }
 }
 
@@ -347,84 +593,55 @@ impl Agent {
 /// authentication (`MaxStartups`; nothing ran), and how often a master's login is tried.
 const LOGIN_TRIES: u32 = 8;
 
-/// The agents of one server for one run, and what its sshd's limits taught them.
+/// The agent of one server for one run, and what its sshd's limits taught it.
 ///
-/// The pool is where the run meets sshd's limits ([`super::limits`]), and the only place that
-/// acts on them:
-/// - it opens the connection masters one at a time, as agents need them (at most
-///   [`super::mux::JOBS_PER_MASTER`] agents per master), and tries a master's login again,
-///   after a jittered backoff, when sshd dropped it before authentication (`MaxStartups`);
-/// - a session a master refused (`MaxSessions`) sets the agents per master to the most seen
-///   working on one master; later agents go to other masters, opened as needed;
-/// - a request whose fresh agent never ran because sshd dropped its login is sent again on
-///   another agent (nothing ran on the server, so this is safe for a flash);
-/// - once a limit was met, agents start one at a time, each checked with an empty request
-///   before it gets work, so that the run's own logins no longer overlap;
-/// - when no agent is idle and no more may start, a request waits for one.
+/// The pool is where the run meets sshd's limits ([`super::limits`]): a run makes one login
+/// (the connection master, or the agent's own with `"multiplex": false`) and one session (the
+/// agent), so `MaxSessions` is never reached by a run alone; a login that sshd dropped before
+/// authentication (`MaxStartups`, when other clients log in at the same moment) is tried
+/// again after a jittered backoff, and a request whose fresh agent never ran because of that
+/// is sent again on the next agent (nothing ran on the server, so this is safe for a flash).
 #[derive(Debug)]
 pub struct AgentPool {
     target: SshTarget,
     /// Bounds a master's login.
     login_deadline: Duration,
     state: Mutex<State>,
-    /// Signalled when an agent becomes idle or goes away.
-    freed: Condvar,
-    /// Held while a master logs in, and while an agent starts once a limit was met.
+    /// Held while a login or an agent starts.
     login: Mutex<()>,
 }
 
 /// The pool's books.
 #[derive(Debug, Default)]
 struct State {
-    idle: Vec<Agent>,
-    /// Per connection master (slot 0.., all of them up): agents on it (idle, busy or not yet
-    /// seen running), and those seen running over it.
-    slots: Vec<Slot>,
-    /// Agents over a connection of their own: no multiplexing, or ssh's fallback after a
-    /// refused session.
-    own: usize,
-    /// No master can be made (no private socket dir): every agent logs in on its own.
+    agent: Option<Arc<Agent>>,
+    /// The agent that carries the commands of [`AgentPool::at_end`].
+    at_end: Option<Arc<Agent>>,
+    /// The connection master is up (it is checked again after an agent died).
+    master: bool,
+    /// No master can be made (no private socket dir): the agent logs in on its own.
     direct: bool,
-    /// The most agents seen running at once over one master.
-    most_on_one: usize,
     learned: Learned,
-    /// Whether a limit was met: agents then start one at a time, each checked.
-    careful: bool,
     /// Logins sshd dropped in a row, and when the next may start.
     drops_in_row: u32,
     not_before: Option<Instant>,
     busy: usize,
     peak_busy: usize,
-    peak_connections: usize,
-    /// The parallel jobs the run asked for ([`AgentPool::prestart`]).
-    wanted: usize,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Slot {
+    /// Agents started.
     agents: usize,
-    running: usize,
 }
 
 impl State {
-    /// Agents one master may carry: [`super::mux::JOBS_PER_MASTER`], or what the server taught.
-    fn per_master(&self) -> usize {
-        self.learned
-            .sessions_per_connection
-            .unwrap_or(super::mux::JOBS_PER_MASTER)
-            .min(super::mux::JOBS_PER_MASTER)
-    }
-
-    fn connections(&mut self) {
-        self.peak_connections = self.peak_connections.max(self.slots.len() + self.own);
-    }
-
     /// A login sshd dropped before authentication: wait before the next one.
     fn dropped(&mut self) {
         self.learned.dropped += 1;
-        self.careful = true;
         self.drops_in_row += 1;
         self.not_before = Some(Instant::now() + super::limits::backoff(self.drops_in_row));
+    }
+
+    /// The live agent, if there is one.
+    fn live(&self) -> Option<Arc<Agent>> {
+        self.agent.clone().filter(|a| a.alive())
     }
 }
 
@@ -435,7 +652,6 @@ impl AgentPool {
             target,
             login_deadline,
             state: Mutex::new(State::default()),
-            freed: Condvar::new(),
             login: Mutex::new(()),
         }
     }
@@ -444,44 +660,41 @@ impl AgentPool {
         self.state.lock().expect("agent pool")
     }
 
-    /// The address the agents run on.
+    /// The address the agent runs on.
     pub fn target(&self) -> &SshTarget {
         &self.target
     }
 
-    /// Logs in: starts the first connection master. Returns what its ssh left (exit 255 and
-    /// ssh's message if it could not connect, after the retries of a dropped login), or
-    /// `None` when the target does not multiplex. `started` gets the command line.
+    /// Logs in: starts the connection master. Returns what its ssh left (exit 255 and ssh's
+    /// message if it could not connect, after the retries of a dropped login), or `None` when
+    /// the target does not multiplex. `started` gets the command line.
     pub fn connect(&self, started: &dyn Fn(String)) -> Option<Result<Captured, ProcessError>> {
         if !self.target.multiplex {
             return None;
         }
         let _login = self.login.lock().expect("agent pool");
-        if !self.state().slots.is_empty() {
+        if self.state().master {
             return None;
         }
         self.open_master(started)
     }
 
-    /// Opens the next connection master (the login lock held), trying again after a jittered
+    /// Opens the connection master (the login lock held), trying again after a jittered
     /// backoff while sshd drops the login before authentication. What its last ssh left.
     fn open_master(&self, started: &dyn Fn(String)) -> Option<Result<Captured, ProcessError>> {
-        let slot = self.state().slots.len();
         let mut tries = 0;
         loop {
             self.wait_backoff();
             tries += 1;
-            let Some(out) = super::mux::start(&self.target, slot, self.login_deadline, started)
-            else {
+            let Some(out) = super::mux::start(&self.target, 0, self.login_deadline, started) else {
                 self.state().direct = true;
                 return None;
             };
             let mut st = self.state();
             match &out {
                 Ok(c) if c.code == Some(0) => {
-                    st.slots.push(Slot::default());
+                    st.master = true;
                     st.drops_in_row = 0;
-                    st.connections();
                 }
                 Ok(c) if Refusal::read(&c.stderr).contains(&Refusal::Startup) => {
                     st.dropped();
@@ -503,222 +716,70 @@ impl AgentPool {
         }
     }
 
-    /// Starts `n` more agents now, so that they log in while other work (the upload) goes
-    /// on; `n` is also the parallelism the run asks for. `started` gets each one's ssh
-    /// command line.
-    pub fn prestart(&self, n: usize, started: &dyn Fn(String)) {
-        self.state().wanted = n;
-        for _ in 0..n {
-            match self.spawn(started) {
-                Some(Ok(agent)) => {
-                    self.state().idle.push(agent);
-                }
-                // A limit already met: the requests start what the server allows.
-                _ => break,
-            }
-        }
+    /// Starts the agent now, so that it logs in while other work goes on. `started` gets its
+    /// ssh command line.
+    pub fn prestart(&self, started: &dyn Fn(String)) {
+        let _ = self.take(started);
     }
 
-    /// A slot with room for one more agent, booked for it (`Some(None)`: a connection of its
-    /// own); `None` when every master is full.
-    fn room(&self) -> Option<Option<usize>> {
-        let mut st = self.state();
-        if !self.target.multiplex || st.direct {
-            st.own += 1;
-            st.connections();
-            return Some(None);
-        }
-        let per_master = st.per_master();
-        let slot = st.slots.iter().position(|s| s.agents < per_master)?;
-        st.slots[slot].agents += 1;
-        Some(Some(slot))
-    }
-
-    /// A new agent, on a master with room (opening one when all are full and the server
-    /// allows more); `None` when no more may start now. Once a limit was met, the agent is
-    /// checked before it is returned, and `Err` is what its ssh left when it did not start.
-    fn spawn(&self, started: &dyn Fn(String)) -> Option<Result<Agent, Captured>> {
-        if !self.state().careful
-            && let Some(slot) = self.room()
-        {
-            return Some(self.start_agent(slot, false, started));
+    /// The live agent, else a new one (the master checked first, opened again if it went
+    /// away); `Err` is what the login left when none could start. The `bool` says whether
+    /// the agent is new.
+    fn take(&self, started: &dyn Fn(String)) -> Result<(Arc<Agent>, bool), Captured> {
+        if let Some(agent) = self.state().live() {
+            return Ok((agent, false));
         }
         let _login = self.login.lock().expect("agent pool");
-        loop {
-            if let Some(slot) = self.room() {
-                let check = self.state().careful;
-                if check {
-                    self.wait_backoff();
-                }
-                return Some(self.start_agent(slot, check, started));
-            }
-            if self.state().learned.connections_capped {
-                return None;
-            }
+        if let Some(agent) = self.state().live() {
+            return Ok((agent, false));
+        }
+        let (multiplex, master, direct) = {
+            let st = self.state();
+            (self.target.multiplex, st.master, st.direct)
+        };
+        if multiplex && !master && !direct {
             match self.open_master(started) {
                 Some(Ok(c)) if c.code == Some(0) => {}
-                Some(out) => {
-                    let mut st = self.state();
-                    if st.slots.is_empty() {
-                        return Some(Err(failed_login(out)));
-                    }
-                    // More connections are refused: run with those we have.
-                    if !cancelled() {
-                        st.learned.connections_capped = true;
-                    }
-                    return None;
-                }
-                // No masters at all: agents log in on their own.
                 None => {}
+                Some(out) => return Err(failed_login(out)),
             }
         }
-    }
-
-    /// Starts an agent on `slot` (`None`: a connection of its own); with `check`, runs an
-    /// empty request on it first and books what that showed.
-    fn start_agent(
-        &self,
-        slot: Option<usize>,
-        check: bool,
-        started: &dyn Fn(String),
-    ) -> Result<Agent, Captured> {
-        let mut agent = match Agent::start(&self.target, slot.unwrap_or(0), started) {
-            Ok(mut a) => {
-                a.own = slot.is_none();
-                a
-            }
-            Err(e) => {
-                self.forget_slot(slot, false);
-                return Err(failed_login(Err(e)));
-            }
-        };
-        if !check {
-            return Ok(agent);
-        }
-        let opts = RunOptions {
-            deadline: Some(self.login_deadline),
-            ..RunOptions::default()
-        };
-        let out = agent.run(":", &opts);
-        self.settle(&mut agent);
-        if agent.alive() && matches!(&out, Ok(c) if c.code == Some(0)) {
-            return Ok(agent);
-        }
-        self.forget(agent);
-        Err(failed_login(out))
-    }
-
-    /// Books what the agent's use showed, once it started or died: whether it runs over its
-    /// master or over a connection of its own, and the limits its ssh met. Returns those.
-    fn settle(&self, agent: &mut Agent) -> Vec<Refusal> {
-        let refusals = agent.refusals();
-        if agent.booked || (agent.alive() && !agent.started()) {
-            return refusals;
-        }
-        agent.booked = true;
+        self.wait_backoff();
+        let agent =
+            Arc::new(Agent::start(&self.target, started).map_err(|e| failed_login(Err(e)))?);
         let mut st = self.state();
-        if refusals.contains(&Refusal::Session) {
-            st.careful = true;
-        }
-        if refusals.contains(&Refusal::Startup) {
-            st.dropped();
-        }
-        if agent.started() {
-            if !refusals.contains(&Refusal::Startup) {
+        st.agent = Some(agent.clone());
+        st.agents += 1;
+        Ok((agent, true))
+    }
+
+    /// Books what an agent showed, once it started or died: the limits its ssh met (once),
+    /// and a gone agent (once): the master is checked before the next one starts.
+    fn settle(&self, agent: &Arc<Agent>) {
+        let dead = !agent.alive();
+        if (dead || agent.started()) && !agent.booked.swap(true, Ordering::SeqCst) {
+            let refusals = agent.refusals();
+            let mut st = self.state();
+            if refusals.contains(&Refusal::Session) {
+                st.learned.refused_sessions += 1;
+            }
+            if refusals.contains(&Refusal::Startup) {
+                st.dropped();
+            } else if agent.started() {
                 st.drops_in_row = 0;
             }
-            if agent.own {
-                // Over a connection of its own from the start: nothing to move.
-            } else if refusals.contains(&Refusal::Session) {
-                // The master refused it and ssh went on over a connection of its own.
-                st.slots[agent.slot].agents -= 1;
-                st.own += 1;
-                agent.own = true;
-                st.connections();
-            } else {
-                st.slots[agent.slot].running += 1;
-                agent.running = true;
-                st.most_on_one = st.most_on_one.max(st.slots[agent.slot].running);
-            }
         }
-        // The most seen working on one master is what one may carry (it only grows as more
-        // are seen working).
-        let most = st.most_on_one.max(1);
-        if refusals.contains(&Refusal::Session) || st.learned.sessions_per_connection.is_some() {
-            st.learned.sessions_per_connection = Some(most);
-        }
-        refusals
-    }
-
-    /// Takes a gone agent off the books.
-    fn forget(&self, agent: Agent) {
-        self.forget_slot((!agent.own).then_some(agent.slot), agent.running);
-    }
-
-    fn forget_slot(&self, slot: Option<usize>, running: bool) {
-        let mut st = self.state();
-        match slot {
-            None => st.own = st.own.saturating_sub(1),
-            Some(s) => {
-                if let Some(slot) = st.slots.get_mut(s) {
-                    slot.agents = slot.agents.saturating_sub(1);
-                    if running {
-                        slot.running = slot.running.saturating_sub(1);
-                    }
-                }
-            }
-        }
-        drop(st);
-        self.freed.notify_all();
-    }
-
-    /// An idle agent, else a new one, else waits for one to come free. `Ok(Err(..))`: no
-    /// agent could start, and what its ssh left. The `bool` says whether the agent is new.
-    fn take(
-        &self,
-        opts: &RunOptions,
-        started: &dyn Fn(String),
-    ) -> Result<Result<(Agent, bool), Captured>, ProcessError> {
-        let mut logins = 0;
-        loop {
-            if let Some(agent) = self.state().idle.pop() {
-                return Ok(Ok((agent, false)));
-            }
-            match self.spawn(started) {
-                Some(Ok(agent)) => return Ok(Ok((agent, true))),
-                // A checked agent whose login sshd dropped: try another (after the backoff).
-                Some(Err(out))
-                    if Refusal::read(&out.stderr).contains(&Refusal::Startup)
-                        && logins + 1 < LOGIN_TRIES
-                        && !cancelled() =>
-                {
-                    logins += 1;
-                    continue;
-                }
-                Some(Err(out)) => return Ok(Err(out)),
-                None => {}
-            }
-            if !opts.uncancellable && cancelled() {
-                return Err(ProcessError::Cancelled {
-                    program: "ssh".into(),
-                    stdout: String::new(),
-                    stderr: String::new(),
-                });
-            }
-            let st = self.state();
-            if st.idle.is_empty() {
-                // Every agent the server allows is busy: wait for one (a busy agent always
-                // ends, at its request's deadline at the latest).
-                let _ = self
-                    .freed
-                    .wait_timeout(st, Duration::from_millis(100))
-                    .expect("agent pool");
+        if dead && !agent.retired.swap(true, Ordering::SeqCst) {
+            let mut st = self.state();
+            st.master = false;
+            if st.agent.as_ref().is_some_and(|a| Arc::ptr_eq(a, agent)) {
+                st.agent = None;
             }
         }
     }
 
-    /// Runs a command string built by [`super::quote_command`] on an idle agent (a new one
-    /// when none is idle; `started` gets its ssh command line); see [`Agent::run`].
+    /// Runs a command string built by [`super::quote_command`] on the agent (started when
+    /// there is none; `started` gets its ssh command line); see [`Agent::run`].
     pub fn run_raw(
         &self,
         command: &str,
@@ -728,9 +789,9 @@ impl AgentPool {
         self.run_feeding(command, &[], opts, started)
     }
 
-    /// [`AgentPool::run_raw`] with `input` for the command's stdin; see [`Agent::run_feeding`].
-    /// A request whose agent never ran because sshd dropped its login before authentication
-    /// is sent again on another agent.
+    /// [`AgentPool::run_raw`] with `input` for the command's stdin. A request whose agent
+    /// never ran because sshd dropped its login before authentication is sent again on the
+    /// next agent.
     pub fn run_feeding(
         &self,
         command: &str,
@@ -738,9 +799,16 @@ impl AgentPool {
         opts: &RunOptions,
         started: &dyn Fn(String),
     ) -> Result<Captured, ProcessError> {
-        let mut fresh_tries = 0;
+        let mut tries = 0;
         loop {
-            let (mut agent, fresh) = match self.take(opts, started)? {
+            if !opts.uncancellable && cancelled() {
+                return Err(ProcessError::Cancelled {
+                    program: "ssh".into(),
+                    stdout: String::new(),
+                    stderr: String::new(),
+                });
+            }
+            let (agent, fresh) = match self.take(started) {
                 Ok(taken) => taken,
                 Err(out) => return Ok(out),
             };
@@ -751,22 +819,16 @@ impl AgentPool {
             }
             let result = agent.run_feeding(command, input, opts);
             self.state().busy -= 1;
-            let refusals = self.settle(&mut agent);
+            self.settle(&agent);
             // Dropped before authentication: no shell ran, so neither did the command.
             let never_ran = !agent.alive()
                 && !agent.started()
-                && refusals.contains(&Refusal::Startup)
+                && agent.refusals().contains(&Refusal::Startup)
                 && result.is_ok();
-            if agent.alive() {
-                self.state().idle.push(agent);
-                self.freed.notify_all();
-            } else {
-                self.forget(agent);
-            }
             if never_ran && !cancelled() {
-                // Agents started before the limit was known cost no try.
-                fresh_tries += u32::from(fresh);
-                if fresh_tries < LOGIN_TRIES {
+                // An agent started before this request costs no try.
+                tries += u32::from(fresh);
+                if tries < LOGIN_TRIES {
                     continue;
                 }
             }
@@ -774,24 +836,40 @@ impl AgentPool {
         }
     }
 
-    /// The `-v 1` note about the server's limits, when it had any: what it refused, and the
-    /// parallelism the run reached.
-    pub fn limits_note(&self) -> Option<String> {
-        let st = self.state();
-        st.learned
-            .note(st.peak_busy, st.peak_connections.max(1), st.wanted.max(1))
+    /// Has `command` run on the server when the run's agent ends (see [`Agent::at_end`]);
+    /// false when no agent runs to carry it.
+    pub fn at_end(&self, command: &str) -> bool {
+        let Some(agent) = self.state().live() else {
+            return false;
+        };
+        if agent.at_end(command).is_err() {
+            return false;
+        }
+        self.state().at_end = Some(agent);
+        true
     }
 
-    /// Ends every idle agent: all their stdins are closed first, so they end at once (one
-    /// round trip for all, not one each).
-    pub fn close(&self) {
-        let mut agents = std::mem::take(&mut self.state().idle);
-        for a in &mut agents {
-            a.duplex.eof();
-        }
-        for a in agents {
-            self.forget_slot((!a.own).then_some(a.slot), a.running);
-            a.close();
+    /// The `-v 1` note about the server's limits, when it had any.
+    pub fn limits_note(&self) -> Option<String> {
+        let st = self.state();
+        st.learned.note(st.peak_busy, st.agents.max(1))
+    }
+
+    /// Ends the agent: its stdin closes, the server ends what still runs there and runs what
+    /// [`AgentPool::at_end`] asked. Whether those commands ran and succeeded (false when
+    /// none were asked, or their agent died before).
+    pub fn close(&self) -> bool {
+        let (agent, at_end) = {
+            let mut st = self.state();
+            (st.agent.take(), st.at_end.take())
+        };
+        let carried = matches!((&agent, &at_end), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
+        match agent {
+            Some(agent) => {
+                agent.eof();
+                agent.close(Duration::from_secs(10)) == Some(0) && carried
+            }
+            None => false,
         }
     }
 }
@@ -824,7 +902,6 @@ impl Drop for AgentPool {
 mod tests {
     use super::*;
     use std::process::Command;
-    use std::sync::Arc;
 
     /// An agent run by a local shell instead of over ssh (that shell as the login shell and
     /// `/bin/sh`), after `greeting` (shell code, as a `.bashrc`): the same framing, loop and
@@ -837,45 +914,55 @@ mod tests {
             "{greeting}\n{}",
             super::super::frame::wrap(&super::super::quote_command(&argv).unwrap())
         ));
-        Agent {
-            duplex: start_duplex(&mut cmd).unwrap(),
-            end,
-            gates: Default::default(),
-            slot: 0,
-            dead: false,
-            own: true,
-            running: false,
-            booked: false,
-        }
+        Agent::over(start_duplex(&mut cmd).unwrap(), end)
     }
 
     fn local_agent() -> Agent {
         agent_under("dash", ":")
     }
 
+    fn run(agent: &Agent, argv: &[&str]) -> Captured {
+        let cmd = super::super::quote_command(argv).unwrap();
+        agent.run(&cmd, &RunOptions::default()).unwrap()
+    }
+
+    fn sh(script: &str) -> String {
+        super::super::quote_command(&["sh", "-c", script]).unwrap()
+    }
+
+    /// Waits up to 10 s for `path` to exist; its text.
+    fn wait_for(path: &std::path::Path) -> String {
+        let t = Instant::now();
+        while !path.exists() && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
     #[test]
     fn a_login_shell_greeting_never_reaches_a_request() {
         for shell in super::super::test_shells() {
-            let mut a = agent_under(
+            let a = agent_under(
                 shell,
                 "echo 'Welcome to pi1'; printf 'half'; echo 'motd' >&2",
             );
-            let c = run(&mut a, &["sh", "-c", "echo out; echo err >&2"]);
+            let c = run(&a, &["sh", "-c", "echo out; echo err >&2"]);
             assert_eq!(
                 (c.stdout.as_str(), c.stderr.as_str(), c.code),
                 ("out\n", "err\n", Some(0)),
                 "{shell}"
             );
-            assert_eq!(a.gates[0].held(), "Welcome to pi1\nhalf");
-            assert_eq!(a.gates[1].held(), "motd\n");
-            assert_eq!(run(&mut a, &["echo", "next"]).stdout, "next\n");
+            assert_eq!(a.books().gates[0].held(), "Welcome to pi1\nhalf");
+            assert_eq!(a.books().gates[1].held(), "motd\n");
+            assert_eq!(run(&a, &["echo", "next"]).stdout, "next\n");
         }
         // A login shell that refuses to run the command: its words are the answer.
-        let mut a = agent_under(
+        let a = agent_under(
             "dash",
             "echo 'This account is currently not available.' >&2; exit 1",
         );
-        let c = run(&mut a, &["true"]);
+        let c = run(&a, &["true"]);
         assert_eq!(c.code, Some(SSH_EXIT_CONNECTION));
         assert!(
             c.stderr
@@ -885,65 +972,156 @@ mod tests {
         );
     }
 
-    fn run(agent: &mut Agent, argv: &[&str]) -> Captured {
-        let cmd = super::super::quote_command(argv).unwrap();
-        agent.run(&cmd, &RunOptions::default()).unwrap()
-    }
-
     #[test]
     fn output_and_exit_codes_come_back_byte_for_byte() {
-        let mut a = local_agent();
-        for (script, out, err, code) in [
-            ("echo out; echo err >&2; exit 3", "out\n", "err\n", 3),
-            ("printf 'no newline'", "no newline", "", 0),
-            (
-                "printf 'two\\n\\n'; printf 'e\\n\\n' >&2",
-                "two\n\n",
-                "e\n\n",
-                0,
-            ),
-            ("printf '\\n'", "\n", "", 0),
-            ("printf 'a\\r\\nb\\r\\n'; exit 255", "a\r\nb\r\n", "", 255),
-            ("", "", "", 0),
-        ] {
-            let c = run(&mut a, &["sh", "-c", script]);
-            assert_eq!(
-                (c.stdout.as_str(), c.stderr.as_str(), c.code),
-                (out, err, Some(code)),
-                "{script:?}"
-            );
-            assert!(a.alive());
+        for shell in super::super::test_shells() {
+            let a = agent_under(shell, ":");
+            let long = "x".repeat(2500);
+            for (script, out, err, code) in [
+                ("echo out; echo err >&2; exit 3", "out\n", "err\n", 3),
+                ("printf 'no newline'", "no newline", "", 0),
+                (
+                    "printf 'two\\n\\n'; printf 'e\\n\\n' >&2",
+                    "two\n\n",
+                    "e\n\n",
+                    0,
+                ),
+                ("printf '\\n'", "\n", "", 0),
+                ("printf 'a\\r\\nb\\r\\n'; exit 255", "a\r\nb\r\n", "", 255),
+                ("printf '  lead\\\\ \\t\\n'", "  lead\\ \t\n", "", 0),
+                ("", "", "", 0),
+                (
+                    &format!("echo {long}; printf '%s' {long} >&2"),
+                    &format!("{long}\n"),
+                    &long,
+                    0,
+                ),
+            ] {
+                let c = run(&a, &["sh", "-c", script]);
+                assert_eq!(
+                    (c.stdout.as_str(), c.stderr.as_str(), c.code),
+                    (out, err, Some(code)),
+                    "{shell}: {script:?}"
+                );
+                assert!(a.alive());
+            }
         }
     }
 
     #[test]
     fn hostile_arguments_and_multi_line_scripts_reach_the_command_intact() {
-        let mut a = local_agent();
+        let a = local_agent();
         let hostile = "a'b\"c $(touch /tmp/x) `id` ;|&\n\\ * ~ 1 n\ni";
-        let c = run(&mut a, &["printf", "%s", hostile]);
+        let c = run(&a, &["printf", "%s", hostile]);
         assert_eq!(c.stdout, hostile);
         let c = run(
-            &mut a,
+            &a,
             &["sh", "-c", "x=1\nif [ $x = 1 ]; then\n  echo yes\nfi"],
         );
         assert_eq!(c.stdout, "yes\n");
     }
 
     #[test]
-    fn stdin_mode_n_is_null_and_mode_i_is_the_agents_open_stdin() {
-        let mut a = local_agent();
-        let cmd = super::super::quote_command(&["sh", "-c", "read x; echo eof:$?"]).unwrap();
-        let c = a.run(&cmd, &RunOptions::default()).unwrap();
-        assert_eq!(c.stdout, "eof:1\n");
-        // With the agent's stdin, `read` waits: the deadline ends it, and the agent with it.
-        let opts = RunOptions {
-            deadline: Some(Duration::from_millis(400)),
-            keep_stdin_open: true,
-            ..RunOptions::default()
-        };
-        let e = a.run(&cmd, &opts).unwrap_err();
-        assert!(matches!(e, ProcessError::Timeout { .. }), "{e}");
-        assert!(!a.alive());
+    fn requests_run_at_once_and_their_lines_never_mix() {
+        for shell in super::super::test_shells() {
+            let a = Arc::new(agent_under(shell, ":"));
+            let dir = tempfile::tempdir().unwrap();
+            let flag = dir.path().join("flag");
+            // The first waits for a file that only the second makes: run one after the
+            // other, the first would meet its deadline.
+            let waiter = sh(&format!(
+                "i=0; while [ ! -e {0} ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; \
+                 cat {0}",
+                flag.display()
+            ));
+            let maker = sh(&format!("echo made > {}; echo done", flag.display()));
+            // Two chatty requests at the same time: long lines, both streams.
+            let chatty = |c: char| {
+                sh(&format!(
+                    "i=0; while [ $i -lt 50 ]; do printf '%05d{0}%s\\n' $i $(printf '%3000s' | \
+                     tr ' ' {0}); echo e$i >&2; i=$((i+1)); done",
+                    c
+                ))
+            };
+            let opts = RunOptions {
+                deadline: Some(Duration::from_secs(20)),
+                ..RunOptions::default()
+            };
+            let handles: Vec<_> = [waiter, maker, chatty('a'), chatty('b')]
+                .into_iter()
+                .map(|cmd| {
+                    let (a, opts) = (a.clone(), opts.clone());
+                    std::thread::spawn(move || a.run(&cmd, &opts).unwrap())
+                })
+                .collect();
+            let got: Vec<Captured> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            assert_eq!(got[0].stdout, "made\n", "{shell}");
+            assert_eq!(got[1].stdout, "done\n", "{shell}");
+            for (c, out) in [('a', &got[2]), ('b', &got[3])] {
+                let lines: Vec<&str> = out.stdout.lines().collect();
+                assert_eq!(lines.len(), 50, "{shell}");
+                for (i, l) in lines.iter().enumerate() {
+                    assert_eq!(*l, format!("{i:05}{c}{}", c.to_string().repeat(3000)));
+                }
+                let want: String = (0..50).map(|i| format!("e{i}\n")).collect();
+                assert_eq!(out.stderr, want, "{shell}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_held_stdin_closes_on_the_deadline_and_the_agent_goes_on() {
+        for shell in super::super::test_shells() {
+            let a = agent_under(shell, ":");
+            let dir = tempfile::tempdir().unwrap();
+            let seen = dir.path().join("seen");
+            // Mode n: stdin is /dev/null.
+            let c = run(&a, &["sh", "-c", "read x; echo eof:$?"]);
+            assert_eq!(c.stdout, "eof:1\n");
+            // Held: `read` waits until the deadline cancels the request, then sees EOF.
+            let cmd = sh(&format!("read x; echo eof:$? > {}", seen.display()));
+            let opts = RunOptions {
+                deadline: Some(Duration::from_millis(400)),
+                keep_stdin_open: true,
+                ..RunOptions::default()
+            };
+            let e = a.run(&cmd, &opts).unwrap_err();
+            assert!(matches!(e, ProcessError::Timeout { .. }), "{e}");
+            assert_eq!(wait_for(&seen), "eof:1\n", "{shell}");
+            assert!(a.alive());
+            assert_eq!(run(&a, &["echo", "next"]).stdout, "next\n");
+        }
+    }
+
+    #[test]
+    fn the_agents_end_closes_held_stdins_and_runs_what_was_asked_at_the_end() {
+        for shell in super::super::test_shells() {
+            let a = Arc::new(agent_under(shell, ":"));
+            let dir = tempfile::tempdir().unwrap();
+            let (seen, removed) = (dir.path().join("seen"), dir.path().join("work"));
+            std::fs::create_dir(&removed).unwrap();
+            let cmd = sh(&format!("read x; echo eof:$? > {}", seen.display()));
+            let a2 = a.clone();
+            let held = std::thread::spawn(move || {
+                let opts = RunOptions {
+                    keep_stdin_open: true,
+                    ..RunOptions::default()
+                };
+                a2.run(&cmd, &opts)
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            let rm = super::super::quote_command(&["rm", "-rf", "--", &removed.to_string_lossy()])
+                .unwrap();
+            a.at_end(&rm).unwrap();
+            assert!(!seen.exists() && removed.exists());
+            a.eof();
+            assert_eq!(wait_for(&seen), "eof:1\n", "{shell}");
+            assert_eq!(a.close(Duration::from_secs(10)), Some(0), "{shell}");
+            assert!(!removed.exists(), "{shell}");
+            // The request that ran to the end answers; none is left hanging.
+            let out = held.join().unwrap().unwrap();
+            assert_eq!(out.code, Some(0), "{shell}: {out:?}");
+        }
     }
 
     #[test]
@@ -951,14 +1129,13 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();
         let sink: LineSink = Arc::new(move |l, e| s2.lock().unwrap().push((l.to_string(), e)));
-        let mut a = local_agent();
-        let cmd = super::super::quote_command(&["sh", "-c", "printf 'a\\r\\n\\nb\\n'; echo c >&2"])
-            .unwrap();
+        let a = local_agent();
         let opts = RunOptions {
             sink: Some(sink),
             ..RunOptions::default()
         };
-        a.run(&cmd, &opts).unwrap();
+        a.run(&sh("printf 'a\\r\\n\\nb\\n'; echo c >&2"), &opts)
+            .unwrap();
         let mut got = seen.lock().unwrap().clone();
         got.sort();
         let want: Vec<(String, bool)> = vec![
@@ -972,11 +1149,15 @@ mod tests {
 
     #[test]
     fn a_dying_agent_answers_255_with_a_dropped_connection_message() {
-        let mut a = local_agent();
-        // The command kills the agent's shell itself (`$$` in its subshell): the request
-        // never ends normally.
+        let a = Arc::new(local_agent());
+        // Another request runs at the same time: it is answered the same way.
+        let a2 = a.clone();
+        let other = std::thread::spawn(move || run(&a2, &["sleep", "30"]));
+        std::thread::sleep(Duration::from_millis(200));
+        // The command kills the agent's whole process group, as a dropped connection ends
+        // every process of the session.
         let c = a
-            .run("echo partial; kill -9 $$", &RunOptions::default())
+            .run("echo partial; sleep 0.2; kill -9 0", &RunOptions::default())
             .unwrap();
         assert_eq!(c.code, Some(SSH_EXIT_CONNECTION));
         assert_eq!(c.stdout, "partial\n");
@@ -986,13 +1167,15 @@ mod tests {
             "{}",
             c.stderr
         );
+        assert_eq!(other.join().unwrap().code, Some(SSH_EXIT_CONNECTION));
         assert!(!a.alive());
+        assert_eq!(run(&a, &["true"]).code, Some(SSH_EXIT_CONNECTION));
     }
 
     #[test]
     fn a_bad_request_ends_the_agent() {
-        let mut a = local_agent();
-        a.duplex.send(b"garbage\n").unwrap();
+        let a = local_agent();
+        a.send(b"garbage\n").unwrap();
         let c = a.run("true", &RunOptions::default()).unwrap();
         assert_eq!(c.code, Some(SSH_EXIT_CONNECTION));
         assert!(c.stderr.contains("bad request"), "{}", c.stderr);
@@ -1000,38 +1183,54 @@ mod tests {
 
     #[test]
     fn input_reaches_the_command_and_the_agent_goes_on() {
-        let mut a = local_agent();
-        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        let cmd = super::super::quote_command(&["sh", "-c", "head -c 200000 | cksum"]).unwrap();
-        let c = a.run_feeding(&cmd, &data, &RunOptions::default()).unwrap();
-        let want = Command::new("sh")
-            .args(["-c", "head -c 200000 /dev/stdin | cksum"])
-            .stdin(
-                std::fs::File::open({
-                    let dir = tempfile::tempdir().unwrap().keep();
-                    let p = dir.join("data");
-                    std::fs::write(&p, &data).unwrap();
-                    p
-                })
-                .unwrap(),
-            )
-            .output()
-            .unwrap();
-        assert_eq!(c.stdout.as_bytes(), want.stdout.as_slice());
-        assert!(a.alive());
-        assert_eq!(run(&mut a, &["echo", "next"]).stdout, "next\n");
-        // A command that fails with its input unread ends the agent.
-        let c = a
-            .run_feeding("exit 3", &data, &RunOptions::default())
-            .unwrap();
-        assert_eq!(c.code, Some(3));
-        assert!(!a.alive());
+        for shell in super::super::test_shells() {
+            let a = agent_under(shell, ":");
+            let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+            let c = a
+                .run_feeding(&sh("head -c 200000 | cksum"), &data, &RunOptions::default())
+                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("data");
+            std::fs::write(&p, &data).unwrap();
+            let want = Command::new("sh")
+                .arg("-c")
+                .arg(format!("cksum < {}", p.display()))
+                .output()
+                .unwrap();
+            assert_eq!(c.stdout.as_bytes(), want.stdout.as_slice(), "{shell}");
+            assert!(a.alive());
+            // A command that leaves its input unread: the next request is not confused.
+            let c = a
+                .run_feeding("exit 3", &data, &RunOptions::default())
+                .unwrap();
+            assert_eq!(c.code, Some(3));
+            assert!(a.alive());
+            assert_eq!(run(&a, &["echo", "next"]).stdout, "next\n", "{shell}");
+        }
     }
 
     #[test]
-    fn requests_carry_their_length() {
-        assert_eq!(request("echo 'a b'", false), b"10 n\necho 'a b'".to_vec());
-        assert_eq!(request("", true), b"0 i\n".to_vec());
+    fn requests_carry_their_id_length_mode_and_input() {
+        assert_eq!(
+            request(7, "echo 'a b'", Mode::Null, &[]),
+            b"7 10 n 0\necho 'a b'".to_vec()
+        );
+        assert_eq!(request(1, "", Mode::Held, &[]), b"1 0 i 0\n".to_vec());
+        assert_eq!(
+            request(2, "cat", Mode::Fed, b"xy"),
+            b"2 3 f 2\ncatxy".to_vec()
+        );
+        assert_eq!(request(2, "", Mode::Cancel, &[]), b"2 0 k 0\n".to_vec());
         assert_ne!(token(), token());
+    }
+
+    #[test]
+    fn tagged_lines_are_read_back() {
+        assert_eq!(untag("12 o hello\n"), Some((12, false, true, "hello\n")));
+        assert_eq!(untag("3 e \n"), Some((3, true, true, "\n")));
+        assert_eq!(untag("3 o+part\n"), Some((3, false, false, "part")));
+        assert_eq!(untag("stm-remote: agent: bad request\n"), None);
+        assert_eq!(untag("3 x hello\n"), None);
+        assert_eq!(untag("3 o"), None);
     }
 }

@@ -1,6 +1,7 @@
 //! sshd's limits as a client sees them, and what one run's [`super::AgentPool`] learned about
-//! them: the sessions one connection may carry (`MaxSessions`) and whether sshd drops
-//! connections that are set up at the same time (`MaxStartups`).
+//! them: whether sshd drops connections that are set up at the same time (`MaxStartups`), and
+//! whether a connection refused a session (`MaxSessions`; a run uses one session, so only
+//! when other clients share its connection).
 //!
 //! Pure: reads ssh's messages, keeps the counts and words the note; the pool acts on them.
 //!
@@ -47,58 +48,47 @@ impl Refusal {
 /// What the server taught one run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Learned {
-    /// Sessions one connection carried at most when a session was refused (then raised as
-    /// more are seen working): `None` while no session was refused.
-    pub sessions_per_connection: Option<usize>,
-    /// Connections sshd dropped before authentication.
+    /// Logins sshd dropped before authentication (each tried again after a pause).
     pub dropped: usize,
-    /// A new connection master could not be opened (after retries): no more are tried.
-    pub connections_capped: bool,
+    /// Sessions a connection master refused (ssh then logged in on its own).
+    pub refused_sessions: usize,
 }
 
 impl Learned {
     /// Whether the server limited the run at all.
     pub fn any(&self) -> bool {
-        self.sessions_per_connection.is_some() || self.dropped > 0 || self.connections_capped
+        self.dropped > 0 || self.refused_sessions > 0
     }
 
-    /// The `-v 1` note about the limits met, with the parallelism the run reached: `boards`
-    /// at a time at most, over `connections` connections, out of `wanted` (`max_parallel`).
-    pub fn note(&self, boards: usize, connections: usize, wanted: usize) -> Option<String> {
+    /// The `-v 1` note about the limits met, with the run's figures: `boards` at a time at
+    /// most, over `agents` agent sessions one after another (more than one when a connection
+    /// ended).
+    pub fn note(&self, boards: usize, agents: usize) -> Option<String> {
         if !self.any() {
             return None;
         }
         let mut what = Vec::new();
-        if let Some(n) = self.sessions_per_connection {
-            what.push(format!(
-                "allows {n} session{} per connection (sshd MaxSessions)",
-                plural(n)
-            ));
-        }
         if self.dropped > 0 {
             what.push(format!(
-                "dropped {} login{} started at the same time as another (sshd MaxStartups)",
+                "dropped {} login{} started at the same time as another (sshd MaxStartups); \
+                 each was tried again after a pause",
                 self.dropped,
                 plural(self.dropped)
             ));
         }
-        if self.connections_capped {
+        if self.refused_sessions > 0 {
             what.push(format!(
-                "accepted no more than {connections} connection{}",
-                plural(connections)
+                "refused {} session{} on an open connection (sshd MaxSessions); ssh logged in \
+                 again instead",
+                self.refused_sessions,
+                plural(self.refused_sessions)
             ));
         }
-        let reached = if boards < wanted {
-            format!(" (not {wanted})")
-        } else {
-            String::new()
-        };
         Some(format!(
-            "the server {}; ran up to {boards} board{} at a time{reached} over {connections} \
-             connection{}, opened one at a time",
+            "the server {}; ran up to {boards} board{} at a time over {agents} session{}",
             what.join(" and "),
             plural(boards),
-            plural(connections)
+            plural(agents)
         ))
     }
 }
@@ -169,28 +159,27 @@ mod tests {
 
     #[test]
     fn the_note_names_each_limit_and_the_numbers_reached() {
-        assert_eq!(Learned::default().note(8, 2, 8), None);
-        let both = Learned {
-            sessions_per_connection: Some(2),
+        assert_eq!(Learned::default().note(8, 1), None);
+        let dropped = Learned {
             dropped: 3,
-            connections_capped: false,
+            refused_sessions: 0,
         };
         assert_eq!(
-            both.note(40, 21, 40).unwrap(),
-            "the server allows 2 sessions per connection (sshd MaxSessions) and dropped 3 \
-             logins started at the same time as another (sshd MaxStartups); ran up to 40 \
-             boards at a time over 21 connections, opened one at a time"
+            dropped.note(40, 1).unwrap(),
+            "the server dropped 3 logins started at the same time as another (sshd \
+             MaxStartups); each was tried again after a pause; ran up to 40 boards at a time \
+             over 1 session"
         );
-        let one = Learned {
-            sessions_per_connection: Some(1),
-            dropped: 0,
-            connections_capped: true,
+        let both = Learned {
+            dropped: 1,
+            refused_sessions: 1,
         };
         assert_eq!(
-            one.note(1, 1, 4).unwrap(),
-            "the server allows 1 session per connection (sshd MaxSessions) and accepted no \
-             more than 1 connection; ran up to 1 board at a time (not 4) over 1 connection, \
-             opened one at a time"
+            both.note(1, 2).unwrap(),
+            "the server dropped 1 login started at the same time as another (sshd \
+             MaxStartups); each was tried again after a pause and refused 1 session on an open \
+             connection (sshd MaxSessions); ssh logged in again instead; ran up to 1 board at \
+             a time over 2 sessions"
         );
     }
 

@@ -33,10 +33,10 @@ use std::time::Duration;
 use super::process::{Captured, ProcessError, RunOptions, run_with};
 use super::ssh::SshTarget;
 
-/// Parallel jobs (and agents, [`super::agent`]) one master carries at most: sshd's default
-/// `MaxSessions` is 10, and the run's work-dir keeper, its upload and a hub call may need
-/// sessions of their own on the same master. Fewer on a server that refused a session: the
-/// agent pool learns how many.
+/// Parallel ssh commands one master carries at most outside a run's agent (whose one session
+/// carries all of a run's jobs, [`super::agent`]): sshd's default `MaxSessions` is 10, so the
+/// one-shot commands of `list --live`, `doctor` and `discover` on a pool thread past this many
+/// use a second master.
 pub const JOBS_PER_MASTER: usize = 7;
 
 /// The longest socket path that works everywhere: `sun_path` holds 104 bytes on the BSDs and

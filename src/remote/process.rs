@@ -299,7 +299,7 @@ pub struct Duplex {
     program: String,
     child: std::process::Child,
     stdin: Option<std::process::ChildStdin>,
-    lines: std::sync::mpsc::Receiver<StreamLine>,
+    lines: Option<std::sync::mpsc::Receiver<StreamLine>>,
 }
 
 /// Starts `cmd` as a [`Duplex`] (own process group, as every child).
@@ -320,16 +320,11 @@ pub fn start_duplex(cmd: &mut Command) -> Result<Duplex, ProcessError> {
         program,
         stdin: child.stdin.take(),
         child,
-        lines,
+        lines: Some(lines),
     })
 }
 
 impl Duplex {
-    /// The program's name, for messages.
-    pub fn program(&self) -> &str {
-        &self.program
-    }
-
     /// Writes `bytes` to the child's stdin.
     pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         use std::io::Write;
@@ -341,9 +336,9 @@ impl Duplex {
         stdin.flush()
     }
 
-    /// The next output line, waiting at most `timeout`.
-    pub fn recv(&self, timeout: Duration) -> Result<StreamLine, std::sync::mpsc::RecvTimeoutError> {
-        self.lines.recv_timeout(timeout)
+    /// The output lines, for a reader of their own (taken once).
+    pub fn take_lines(&mut self) -> Option<std::sync::mpsc::Receiver<StreamLine>> {
+        self.lines.take()
     }
 
     /// Closes the child's stdin without waiting (several children can then end at once).
