@@ -30,6 +30,11 @@ use crate::report::print_stdout;
 
 /// Entry point of the binary.
 pub fn main_impl() -> ExitCode {
+    // A keeper of a kept agent, started by an earlier run (not a user command).
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == remote::keeper::ARG) {
+        return remote::keeper::main(&args[2..]);
+    }
     cli::complete_if_asked();
     let cli = Cli::parse_args();
     install_interrupt_handler();

@@ -48,7 +48,10 @@ fn sockets(dir: &Path) -> Vec<PathBuf> {
         .map(|r| {
             r.flatten()
                 .map(|e| e.path())
-                .filter(|p| !p.to_string_lossy().ends_with(".lock"))
+                .filter(|p| {
+                    let p = p.to_string_lossy();
+                    !p.ends_with(".lock") && !p.ends_with(".agent")
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -406,4 +409,96 @@ fn a_run_over_a_kept_master_starts_no_key_check_process() {
         "the warm run checked the key with ssh-keygen"
     );
     assert_eq!(env.flashed(SERIAL), Some(env.sha256(&fw)));
+}
+
+/// The sessions this server's sshd started so far (each agent is one; a one-shot ssh too).
+fn sessions(env: &TestEnv) -> usize {
+    env.sshd.log_text().matches("Starting session:").count()
+}
+
+#[test]
+fn the_next_run_and_a_hub_call_use_the_kept_agent_and_disconnect_ends_it() {
+    let env = one_board();
+    let runtime = runtime_dir(&env);
+    let lab = &env.labs()[0];
+    flash(&env, &runtime);
+    assert_eq!((lab.logins(), sessions(&env)), (1, 1));
+    let dir = runtime.join("stm-remote");
+    let keeper = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".agent"))
+        .expect("the agent's keeper socket");
+    // Within persist_seconds: no new login and no new session; the run says it.
+    let fw = env.firmware("app.hex");
+    let again = run_in(
+        &env,
+        &runtime,
+        &["-v", "2", "flash-auto", "lab", &format!("b0={fw}")],
+    );
+    again
+        .code(0)
+        .stderr_has("# kept from an earlier command: no new session");
+    assert_eq!(
+        (lab.logins(), sessions(&env)),
+        (1, 1),
+        "{}",
+        env.sshd.log_text()
+    );
+    // The work dirs of both runs are gone (removed at the end of each run, the agent stays).
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+    // A hub call runs on it too, and really reaches the hub.
+    let calls = env.hub_calls().len();
+    run_in(
+        &env,
+        &runtime,
+        &["-v", "2", "hub", "lab", "get_power_state"],
+    )
+    .code(0)
+    .stderr_has("# on the kept agent")
+    .stderr_has("# kept from an earlier command: no new session");
+    assert!(env.hub_calls().len() > calls, "{:?}", env.hub_calls());
+    assert_eq!(sessions(&env), 1, "{}", env.sshd.log_text());
+    // `disconnect` ends the master, and with it the agent and its keeper.
+    run_in(&env, &runtime, &["disconnect"]).code(0);
+    let t = std::time::Instant::now();
+    while keeper.exists() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!keeper.exists(), "the keeper is still there");
+    flash(&env, &runtime);
+    assert_eq!((lab.logins(), sessions(&env)), (2, 2));
+}
+
+#[test]
+fn a_run_killed_on_a_kept_agent_stops_its_programmer_and_the_agent_serves_the_next_run() {
+    let env = one_board();
+    let runtime = runtime_dir(&env);
+    flash(&env, &runtime);
+    env.edit_state(|s| s["flash_seconds"] = json!(30));
+    let fw = env.firmware("app.hex");
+    let arg = format!("b0={fw}");
+    let child = env.spawn_with(
+        &["flash-auto", "lab", &arg],
+        &[("XDG_RUNTIME_DIR", &runtime.to_string_lossy())],
+    );
+    env.wait_for_programmer_starts(2, 20);
+    assert_eq!(env.leftovers().len(), 1, "the run's work dir");
+    std::process::Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+    finish(&env, child, &["flash-auto"]);
+    // The keeper saw its client go: the agent ended the job (the wrapper stopped the
+    // programmer) and removed the work dir, and stayed up.
+    assert!(env.programmers_end_within(15), "programmer left running");
+    let t = std::time::Instant::now();
+    while !env.leftovers().is_empty() && t.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+    env.edit_state(|s| s["flash_seconds"] = json!(0.1));
+    flash(&env, &runtime);
+    assert_eq!(sessions(&env), 1, "{}", env.sshd.log_text());
 }

@@ -590,11 +590,12 @@ def cmd_report(results, meta_path):
          hs["par_n"]))
     if hs.get("mux_median") is not None:
         w("- One more session over an open connection (ControlMaster started by the script, "
-          "`ssh -S … true`, %d runs; what each of stm-remote's agents costs to start): "
+          "`ssh -S … true`, %d runs; what stm-remote's agent costs to start on a cold run): "
           "median %.3f s\n" % (hs["mux_n"], hs["mux_median"]))
     if meta.get("shell"):
-        w("- Login shell start-up of the ssh user, paid once per ssh session (each agent and "
-          "the keeper), not per board (`%s -c true` with SSH_CLIENT set, as sshd starts it, so "
+        w("- Login shell start-up of the ssh user, paid once per ssh session (the run's agent; "
+          "none when the agent was kept from an earlier run), not per board (`%s -c true` with "
+          "SSH_CLIENT set, as sshd starts it, so "
           "bash reads ~/.bashrc; %d runs): median %.3f s\n"
           % (meta["shell"]["path"], meta["shell"]["n"], meta["shell"]["median"]))
     if fake:
@@ -637,10 +638,10 @@ def cmd_report(results, meta_path):
         "VERBOSE) during the run = the ssh connections (TCP + key exchange + auth) stm-remote "
         "opened: its ControlMaster (`ssh -f -N`), one per server and per 7 parallel slots, so "
         "1 for P ≤ 7 (with `multiplex: false` one per session); in brackets the `Starting "
-        "session:` lines = the sessions they carried: one agent per parallel slot (a "
-        "long-lived `sh` loop on the server that runs each command it is sent: work dir, "
-        "firmware, every board's programmer run) and the keeper that removes the work dir at "
-        "the end, so P + 1 when N ≥ P",
+        "session:` lines = the sessions they carried: the run's one agent (a long-lived `sh` "
+        "loop on the server that runs every command it is sent, P boards at once: work dir, "
+        "firmware, every board's programmer run, and the work dir's removal at the end), so 1 "
+        "per server, 0 when the agent was kept from an earlier run (`persist_seconds`)",
         "**uploaded**: the firmware bytes stm-remote sent, from its own stderr log: the sum of "
         "its `[INFO] uploaded <k> file(s), <bytes> bytes` lines, 0 if there is none (a fully "
         "warm cache uploads nothing). The bytes go on an agent's stdin over the ssh "
@@ -648,14 +649,14 @@ def cmd_report(results, meta_path):
         "**from cache**: the bytes of its `[INFO] <k> file(s), <bytes> bytes, taken from the "
         "server's firmware cache` lines",
         "**setup**: stm-remote start → first programmer start (calls.log of the fake "
-        "programmer): the master's login, the agents' sessions, the work dir, the firmware "
+        "programmer): the master's login, the agent's session, the work dir, the firmware "
         "(cache lookup, upload), the first board's request, its lock wrapper and the fake's "
         "Python start-up before its first log record",
         "**gap**: mean time from a programmer run ending to the next one starting in the "
         "freed slot (k-th start − (k−P)-th end, over the starts and ends of calls.log sorted): "
         "the per-board hand-over: the fake's exit after its end record, the agent's answer, "
-        "the next board's request to an agent that is already running (no new ssh connection "
-        "or session, no login shell per board, only a fork of the agent's `sh`), the lock "
+        "the next board's request to the agent that is already running (no new ssh connection "
+        "or session, no login shell per board, only a few forks of the agent's `sh`), the lock "
         "wrapper and `timeout`, and the fake's Python start-up before its first log record "
         "(≈ %.3f s with its exit, above). That start-up is inside T "
         "(`flash_seconds_from_exec`), so it is counted in both the gap and T" % startup,
@@ -668,8 +669,8 @@ def cmd_report(results, meta_path):
         "state.json update and exit), which a real programmer's T would include: roughly "
         "what stm-remote and ssh add" % tail,
         "**teardown**: last programmer end → stm-remote exit (the fake's exit, the last "
-        "request's answer, closing the agents, the keeper removing the work dir, the "
-        "master's exit, the summary)",
+        "request's answer, the end of the run on the agent (it removes the work dir), the "
+        "summary)",
         "**check**: stm-remote exited 0, its `--json` lists N results all ok, in state.json "
         "every board's `firmware` is the sha256 of the file assigned to it; **uploaded** = "
         "the bytes of the distinct files the run uses on a cold run, 0 on a warm one (all of "

@@ -107,7 +107,8 @@ pub fn first_answer<S: AsRef<str>>(
 
 /// [`first_answer`] with the run's options, for a command that must not run twice: once its
 /// output holds `started`, the command began on that hostname, and an ssh failure after it is
-/// its answer (the next hostname is not tried).
+/// its answer (the next hostname is not tried). Such a command (a hub batch) runs on the agent
+/// an earlier run left with its keeper when there is one ([`remote::Agent::warm`]).
 pub fn first_answer_with<S: AsRef<str>>(
     server_name: &str,
     server: &Server,
@@ -119,6 +120,7 @@ pub fn first_answer_with<S: AsRef<str>>(
     let command = remote::quote_command(remote_argv).map_err(|e| Error::usage(e.to_string()))?;
     let deadline = opts.deadline.unwrap_or_else(|| server.connect_deadline());
     let ran = |out: &remote::Captured| started.is_some_and(|m| out.stdout.contains(m));
+    let plain = opts.clone();
     // Live lines pass only from the frame's marker on (a greeting is no output of ours).
     let opts = remote::RunOptions {
         sink: opts.sink.map(remote::gated_sink),
@@ -126,6 +128,33 @@ pub fn first_answer_with<S: AsRef<str>>(
     };
     let (mut answer, greeting) =
         first_answer_by(server_name, server, deadline, &ran, emit, |target, emit| {
+            // A batch (it has a start marker: the hub's) runs on the kept agent (one an
+            // earlier command left, else a new one that the next command finds): no new
+            // session and no login shell once it is there. If that agent is gone before the
+            // batch began, a session of its own runs it. Other commands get a session of
+            // their own: doctor reads the login shell's greeting from it.
+            let lines = std::cell::RefCell::new(Vec::new());
+            let kept =
+                started.and_then(|_| remote::Agent::kept(target, &|c| lines.borrow_mut().push(c)));
+            for c in lines.into_inner() {
+                emit(agent_event(None, c));
+            }
+            if let Some(agent) = kept {
+                emit(Event::Command {
+                    device: None,
+                    command: format!(
+                        "{}  # on the kept agent",
+                        remote::display(&target.ssh_raw(&command))
+                    ),
+                });
+                let out = agent.run(&command, &plain);
+                // Nothing to clean up after a batch: the keeper ends the run when we go.
+                agent.leave();
+                match out {
+                    Ok(out) if out.code == Some(SSH_EXIT_CONNECTION) && !ran(&out) => {}
+                    other => return other.map(|out| (out, remote::Greeting::default())),
+                }
+            }
             let mut cmd = target.ssh_framed(&command);
             emit(Event::Command {
                 device: None,

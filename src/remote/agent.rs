@@ -24,7 +24,10 @@
 //!   stores it first, so a command that leaves it unread cannot confuse the next request);
 //! - `k`: cancel request `<id>`: its stdin (mode `i`) closes now;
 //! - `x`: a command to run when the agent's stdin closes (no answer): the run's work dir is
-//!   removed this way when the run ends, crashes or loses its connection.
+//!   removed this way when the run ends, crashes or loses its connection;
+//! - `z`: the end of a run on a kept agent ([`super::keeper`]): what still runs is ended as
+//!   at the agent's EOF, the commands of `x` run (and are forgotten), and the answer carries
+//!   their exit code; the agent then waits for the next run.
 //!
 //! The agent is started framed ([`super::frame`]): what the login shell prints before it runs
 //! (a greeting in `.bashrc`) is dropped, so the first request's output is the command's alone.
@@ -91,6 +94,14 @@ while IFS= read -r h; do
     x) x="$x
 $c"
        continue ;;
+    z) for s in $p; do
+         ! o "$s" || kill "$s" 2>/dev/null
+       done
+       p= r=0
+       [ -z "$x" ] || { (eval "$x") </dev/null >/dev/null 2>&1; r=$?; }
+       x=
+       printf '%s o \n%s o %s %s\n%s e \n%s e %s\n' "$i" "$i" "$e" "$r" "$i" "$i" "$e"
+       continue ;;
     f) head -c "$z" | { cat >"$d/$i" || cat >/dev/null; } ;;
     i|n) ;;
     *) b=1; break ;;
@@ -155,6 +166,8 @@ enum Mode {
     Cancel,
     /// Run at the agent's end.
     AtEnd,
+    /// The end of a run on a kept agent.
+    EndRun,
 }
 
 impl Mode {
@@ -165,6 +178,7 @@ impl Mode {
             Mode::Fed => 'f',
             Mode::Cancel => 'k',
             Mode::AtEnd => 'x',
+            Mode::EndRun => 'z',
         }
     }
 }
@@ -351,9 +365,60 @@ fn read(lines: Receiver<StreamLine>, books: Arc<Mutex<Books>>) {
     }
 }
 
+/// How the client reaches the agent: its own ssh, or a keeper's socket.
+enum Link {
+    Ssh(Duplex),
+    Kept(std::os::unix::net::UnixStream),
+}
+
+impl Link {
+    fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        match self {
+            Link::Ssh(d) => d.send(bytes),
+            Link::Kept(s) => s.write_all(bytes).and_then(|()| s.flush()),
+        }
+    }
+}
+
+/// Reads a keeper's lines (`1<stdout line>`, `2<stderr line>`) into the channel an ssh's
+/// output would fill.
+fn read_kept(stream: std::os::unix::net::UnixStream) -> Receiver<StreamLine> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::new(stream);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match std::io::BufRead::read_until(&mut reader, b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let Some((&tag, line)) = buf.split_first() else {
+                        continue;
+                    };
+                    let line = Some(String::from_utf8_lossy(line).into_owned());
+                    if tx
+                        .send(StreamLine {
+                            is_err: tag == b'2',
+                            line,
+                        })
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+        for is_err in [false, true] {
+            let _ = tx.send(StreamLine { is_err, line: None });
+        }
+    });
+    rx
+}
+
 /// The agent on a server: many requests at once, from any thread.
 pub struct Agent {
-    duplex: Mutex<Duplex>,
+    link: Mutex<Link>,
     books: Arc<Mutex<Books>>,
     end: String,
     next: AtomicU64,
@@ -378,21 +443,84 @@ impl Agent {
         Ok(Agent::over(start_duplex(&mut cmd)?, end))
     }
 
+    /// The kept agent of `target` (see [`super::keeper`]): the one a keeper holds from an
+    /// earlier run, else a new one under a new keeper; `None` when agents are not kept
+    /// (`persist_seconds` 0, no multiplexing, no private socket dir) or no keeper could be
+    /// had (another run of this user holds it): the caller starts an agent of its own.
+    pub fn kept(target: &SshTarget, started: &dyn Fn(String)) -> Option<Agent> {
+        if !target.multiplex || target.persist_seconds == 0 {
+            return None;
+        }
+        let socket = super::mux::with_slot(0, || super::mux::agent_socket(target))?;
+        let (stream, end, warm) = match super::keeper::connect(&socket) {
+            Some((stream, end, warm)) => {
+                let cmd = super::mux::with_slot(0, || command(target, &end));
+                started(format!(
+                    "{}  # kept from an earlier command: no new session",
+                    super::display(&cmd)
+                ));
+                (stream, end, warm)
+            }
+            None => {
+                let end = token();
+                let cmd = super::mux::with_slot(0, || command(target, &end));
+                started(format!("{}  # kept", super::display(&cmd)));
+                super::keeper::start(&socket, target.persist_seconds.into(), &end, &cmd)?
+            }
+        };
+        let reader = stream.try_clone().ok()?;
+        let agent = Agent::with_link(Link::Kept(stream), read_kept(reader), end);
+        if warm {
+            // Its login shell's greeting and the frame's marker went to the run that started it.
+            agent.books().gates = [Gate::opened(), Gate::opened()];
+        }
+        Some(agent)
+    }
+
     /// An agent on a started child.
     fn over(mut duplex: Duplex, end: String) -> Agent {
+        let lines = duplex
+            .take_lines()
+            .unwrap_or_else(|| std::sync::mpsc::channel().1);
+        Agent::with_link(Link::Ssh(duplex), lines, end)
+    }
+
+    fn with_link(link: Link, lines: Receiver<StreamLine>, end: String) -> Agent {
         let books = Arc::new(Mutex::new(Books::default()));
-        if let Some(lines) = duplex.take_lines() {
-            let b = books.clone();
-            std::thread::spawn(move || read(lines, b));
-        }
+        let b = books.clone();
+        std::thread::spawn(move || read(lines, b));
+        // Ids never repeat across the runs of a kept agent: lines of an earlier run's request
+        // that was given up must not reach a request of this run.
+        let first = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_micros() as u64)
+            .max(1);
         Agent {
-            duplex: Mutex::new(duplex),
+            link: Mutex::new(link),
             books,
             end,
-            next: AtomicU64::new(1),
+            next: AtomicU64::new(first),
             booked: AtomicBool::new(false),
             retired: AtomicBool::new(false),
         }
+    }
+
+    /// Goes away from a kept agent without waiting for the end of the run (its keeper sends
+    /// it); an agent of its own is closed.
+    pub fn leave(&self) {
+        match &mut *self.link.lock().expect("agent") {
+            Link::Kept(s) => {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            Link::Ssh(d) => {
+                d.close(Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// Whether the agent is held by a keeper (and outlives the run).
+    pub fn is_kept(&self) -> bool {
+        matches!(*self.link.lock().expect("agent"), Link::Kept(_))
     }
 
     fn books(&self) -> std::sync::MutexGuard<'_, Books> {
@@ -415,7 +543,7 @@ impl Agent {
     }
 
     fn send(&self, bytes: &[u8]) -> std::io::Result<()> {
-        self.duplex.lock().expect("agent").send(bytes)
+        self.link.lock().expect("agent").send(bytes)
     }
 
     /// Runs one command string (built by [`super::quote_command`]) on the agent, as
@@ -432,6 +560,23 @@ impl Agent {
         &self,
         command: &str,
         input: &[u8],
+        opts: &RunOptions,
+    ) -> Result<Captured, ProcessError> {
+        let mode = if !input.is_empty() {
+            Mode::Fed
+        } else if opts.keep_stdin_open {
+            Mode::Held
+        } else {
+            Mode::Null
+        };
+        self.request(command, input, mode, opts)
+    }
+
+    fn request(
+        &self,
+        command: &str,
+        input: &[u8],
+        mode: Mode,
         opts: &RunOptions,
     ) -> Result<Captured, ProcessError> {
         let start = Instant::now();
@@ -453,13 +598,6 @@ impl Agent {
             }
             b.waiting.insert(id, tx);
         }
-        let mode = if !input.is_empty() {
-            Mode::Fed
-        } else if opts.keep_stdin_open {
-            Mode::Held
-        } else {
-            Mode::Null
-        };
         // A failed write means the agent is gone: its reader says so.
         let _ = self.send(&request(id, command, mode, input));
         let (mut out, mut err) = (Stream::default(), Stream::default());
@@ -557,12 +695,11 @@ impl Agent {
         if let Some(code) = self.books().ssh_code {
             return code;
         }
-        // Every stream closed, so ssh is ending: reap it.
-        let code = self
-            .duplex
-            .lock()
-            .expect("agent")
-            .close(Duration::from_secs(2));
+        // Every stream closed, so ssh is ending: reap it (a kept agent's is the keeper's).
+        let code = match &mut *self.link.lock().expect("agent") {
+            Link::Ssh(d) => d.close(Duration::from_secs(2)),
+            Link::Kept(_) => None,
+        };
         self.books().ssh_code = Some(code);
         code
     }
@@ -573,16 +710,38 @@ impl Agent {
         self.send(&request(0, command, Mode::AtEnd, &[]))
     }
 
-    /// Closes the agent's stdin without waiting (several agents can then end at once).
+    /// Closes the agent's stdin without waiting (several agents can then end at once); a kept
+    /// agent is ended by [`Agent::close`].
     fn eof(&self) {
-        self.duplex.lock().expect("agent").eof();
+        if let Link::Ssh(d) = &mut *self.link.lock().expect("agent") {
+            d.eof();
+        }
     }
 
-    /// Ends the agent: closes its stdin (the agent ends the commands still running, runs what
-    /// [`Agent::at_end`] asked, and exits) and waits up to `grace` for it. Its exit code: that
-    /// of the commands run at the end (0 when none).
+    /// Ends the agent's run: closes its stdin (the agent ends the commands still running, runs
+    /// what [`Agent::at_end`] asked, and exits) and waits up to `grace` for it; a kept agent
+    /// is sent the end of the run instead and stays with its keeper. The exit code of the
+    /// commands run at the end (0 when none).
     pub fn close(&self, grace: Duration) -> Option<i32> {
-        let code = self.duplex.lock().expect("agent").close(grace);
+        if self.is_kept() {
+            let opts = RunOptions {
+                deadline: Some(grace),
+                uncancellable: true,
+                ..RunOptions::default()
+            };
+            let code = match self.request("", &[], Mode::EndRun, &opts) {
+                Ok(c) if !self.books().dead => c.code,
+                _ => None,
+            };
+            if let Link::Kept(s) = &*self.link.lock().expect("agent") {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            return code;
+        }
+        let code = match &mut *self.link.lock().expect("agent") {
+            Link::Ssh(d) => d.close(grace),
+            Link::Kept(_) => None,
+        };
         let mut b = self.books();
         b.ssh_code = Some(code);
         code
@@ -745,8 +904,11 @@ impl AgentPool {
             }
         }
         self.wait_backoff();
-        let agent =
-            Arc::new(Agent::start(&self.target, started).map_err(|e| failed_login(Err(e)))?);
+        let agent = match Agent::kept(&self.target, started) {
+            Some(kept) => kept,
+            None => Agent::start(&self.target, started).map_err(|e| failed_login(Err(e)))?,
+        };
+        let agent = Arc::new(agent);
         let mut st = self.state();
         st.agent = Some(agent.clone());
         st.agents += 1;

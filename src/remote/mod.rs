@@ -3,6 +3,7 @@
 
 pub mod agent;
 mod frame;
+pub mod keeper;
 mod key;
 mod limits;
 pub mod mux;
@@ -11,7 +12,7 @@ mod quote;
 mod ssh;
 mod target;
 
-pub use agent::AgentPool;
+pub use agent::{Agent, AgentPool};
 pub use frame::{Greeting, gated_sink, unframe};
 pub use key::{KeyProblem, check_key, check_key_file};
 pub use process::{

@@ -320,16 +320,32 @@ pub fn kept(target: &SshTarget) -> bool {
 }
 
 /// Ends the masters that `threads` parallel jobs of `target` use (`ssh -O exit`) and removes
-/// their sockets: for a master whose connection no longer answers.
+/// their sockets, and the kept agent's: for a master whose connection no longer answers.
 pub fn forget(target: &SshTarget, threads: usize) {
     let Ok(dir) = control_dir() else { return };
     for s in 0..threads.max(1).div_ceil(JOBS_PER_MASTER) {
         let socket = with_slot(s, || socket_path(dir, target));
+        // The keeper of an agent on that master ends with it; the next run starts another.
+        let _ = std::fs::remove_file(agent_path(&socket));
         if socket.exists() {
             exit_master(target, &socket);
             let _ = std::fs::remove_file(&socket);
         }
     }
+}
+
+/// The socket of the keeper of the agent kept on the calling thread's master of `target`
+/// ([`super::keeper`]); `None` when the connection directory cannot be used.
+pub fn agent_socket(target: &SshTarget) -> Option<PathBuf> {
+    let dir = control_dir().ok()?;
+    Some(agent_path(&socket_path(dir, target)))
+}
+
+/// `<master socket>.agent` (the master's path leaves room for ssh's 17 longer temporary name).
+fn agent_path(master: &Path) -> PathBuf {
+    let mut path = master.as_os_str().to_owned();
+    path.push(".agent");
+    PathBuf::from(path)
 }
 
 /// The `-o` options that make a command use (or start) the master of `target`. Empty when
