@@ -42,6 +42,37 @@ fn flash(env: &TestEnv, runtime: &Path) -> Run {
     run
 }
 
+/// Starts a flash of b0 (runtime dir `runtime`), waits until the lab has seen `starts`
+/// programmer runs in all, and kills the run with SIGKILL: no clean-up code of stm-remote
+/// runs.
+fn kill_a_flash_once_programming(env: &TestEnv, runtime: &Path, starts: usize) {
+    let fw = env.firmware("app.hex");
+    let arg = format!("b0={fw}");
+    let child = env.spawn_with(
+        &["flash-auto", "lab", &arg],
+        &[("XDG_RUNTIME_DIR", &runtime.to_string_lossy())],
+    );
+    env.wait_for_programmer_starts(starts, 20);
+    assert_eq!(env.leftovers().len(), 1, "the run's work dir");
+    std::process::Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let killed = finish(env, child, &["flash-auto"]);
+    assert_eq!(killed.output.status.code(), None, "killed by a signal");
+}
+
+/// The server stopped every programmer and removed the work dir (within 15 s each).
+#[track_caller]
+fn assert_cleaned_up(env: &TestEnv) {
+    assert!(env.programmers_end_within(15), "programmer left running");
+    let t = std::time::Instant::now();
+    while !env.leftovers().is_empty() && t.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+}
+
 /// The master sockets in `dir` (not their slot locks).
 fn sockets(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -311,27 +342,9 @@ fn a_killed_run_leaves_nothing_that_stays_and_the_next_run_sweeps_stale_entries(
     let env = one_board();
     let runtime = runtime_dir(&env);
     env.edit_state(|s| s["flash_seconds"] = json!(30));
-    let fw = env.firmware("app.hex");
-    let arg = format!("b0={fw}");
-    let child = env.spawn_with(
-        &["flash-auto", "lab", &arg],
-        &[("XDG_RUNTIME_DIR", &runtime.to_string_lossy())],
-    );
-    env.wait_for_programmer_starts(1, 20);
-    let pid = child.id();
-    std::process::Command::new("kill")
-        .args(["-KILL", &pid.to_string()])
-        .status()
-        .unwrap();
-    let killed = finish(&env, child, &["flash-auto"]);
-    assert_eq!(killed.output.status.code(), None, "killed by a signal");
+    kill_a_flash_once_programming(&env, &runtime, 1);
     // The server stops the programmer and removes the work dir.
-    assert!(env.programmers_end_within(15), "programmer left running");
-    let t = std::time::Instant::now();
-    while !env.leftovers().is_empty() && t.elapsed() < Duration::from_secs(15) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+    assert_cleaned_up(&env);
     // Locally: the master (up for persist_seconds) and its socket, in the one dir.
     let dir = runtime.join("stm-remote");
     assert_eq!(sockets(&dir).len(), 1, "{:?}", sockets(&dir));
@@ -477,27 +490,10 @@ fn a_run_killed_on_a_kept_agent_stops_its_programmer_and_the_agent_serves_the_ne
     let runtime = runtime_dir(&env);
     flash(&env, &runtime);
     env.edit_state(|s| s["flash_seconds"] = json!(30));
-    let fw = env.firmware("app.hex");
-    let arg = format!("b0={fw}");
-    let child = env.spawn_with(
-        &["flash-auto", "lab", &arg],
-        &[("XDG_RUNTIME_DIR", &runtime.to_string_lossy())],
-    );
-    env.wait_for_programmer_starts(2, 20);
-    assert_eq!(env.leftovers().len(), 1, "the run's work dir");
-    std::process::Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status()
-        .unwrap();
-    finish(&env, child, &["flash-auto"]);
+    kill_a_flash_once_programming(&env, &runtime, 2);
     // The keeper saw its client go: the agent ended the job (the wrapper stopped the
     // programmer) and removed the work dir, and stayed up.
-    assert!(env.programmers_end_within(15), "programmer left running");
-    let t = std::time::Instant::now();
-    while !env.leftovers().is_empty() && t.elapsed() < Duration::from_secs(15) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(env.leftovers().is_empty(), "{:?}", env.leftovers());
+    assert_cleaned_up(&env);
     env.edit_state(|s| s["flash_seconds"] = json!(0.1));
     flash(&env, &runtime);
     assert_eq!(sessions(&env), 1, "{}", env.sshd.log_text());

@@ -108,7 +108,7 @@ pub fn first_answer<S: AsRef<str>>(
 /// [`first_answer`] with the run's options, for a command that must not run twice: once its
 /// output holds `started`, the command began on that hostname, and an ssh failure after it is
 /// its answer (the next hostname is not tried). Such a command (a hub batch) runs on the agent
-/// an earlier run left with its keeper when there is one ([`remote::Agent::warm`]).
+/// an earlier run left with its keeper when there is one ([`remote::Agent::kept`]).
 pub fn first_answer_with<S: AsRef<str>>(
     server_name: &str,
     server: &Server,

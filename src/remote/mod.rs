@@ -7,14 +7,16 @@ pub mod keeper;
 mod key;
 mod limits;
 pub mod mux;
+pub mod pool;
 mod process;
 mod quote;
 mod ssh;
 mod target;
 
-pub use agent::{Agent, AgentPool};
+pub use agent::Agent;
 pub use frame::{Greeting, gated_sink, unframe};
 pub use key::{KeyProblem, check_key, check_key_file};
+pub use pool::AgentPool;
 pub use process::{
     Background, Captured, LineSink, ProcessError, RunOptions, cancel, cancelled, run, run_with,
     start_background, tail,

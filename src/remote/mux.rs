@@ -282,7 +282,7 @@ fn socket_path(dir: &Path, target: &SshTarget) -> PathBuf {
 /// is used as it is (no login, and no `ssh -O check` process either); else an `ssh -f -N`
 /// logs in and returns. Returns what ssh left (exit 255 and ssh's message if it could not
 /// connect), or `None` when the target does not multiplex or the connection directory cannot
-/// be used. Tried once: the agent pool ([`super::agent::AgentPool`]) decides about retries
+/// be used. Tried once: the agent pool ([`super::pool::AgentPool`]) decides about retries
 /// and about how many masters a run opens. `emit` gets the command line, for `-v 2`.
 pub fn start(
     target: &SshTarget,
