@@ -140,6 +140,14 @@ exit $r"#;
 pub(super) const DIED: &str =
     "stm-remote: the connection closed while the command ran on the server";
 
+/// The agent's protocol: a hash of its loop (16 hex digits). A keeper tells it, so that an
+/// agent kept by another version of stm-remote is never used.
+pub fn protocol() -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(AGENT.as_bytes());
+    hash.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 /// The remote argv of an agent whose end token is `end`.
 pub fn agent_argv(end: &str) -> Vec<String> {
     ["sh", "-c", AGENT, "stm-remote-agent", end]
@@ -453,8 +461,9 @@ impl Agent {
             return None;
         }
         let socket = super::mux::with_slot(0, || super::mux::agent_socket(target))?;
-        let (stream, end, warm) = match super::keeper::connect(&socket) {
-            Some((stream, end, warm)) => {
+        let protocol = protocol();
+        let (stream, end, warm) = match super::keeper::connect(&socket, &protocol) {
+            super::keeper::Found::Agent(stream, end, warm) => {
                 let cmd = super::mux::with_slot(0, || command(target, &end));
                 started(format!(
                     "{}  # kept from an earlier command: no new session",
@@ -462,11 +471,19 @@ impl Agent {
                 ));
                 (stream, end, warm)
             }
-            None => {
+            // Another command of this user holds it now: an agent of our own.
+            super::keeper::Found::Busy => return None,
+            super::keeper::Found::Nothing => {
                 let end = token();
                 let cmd = super::mux::with_slot(0, || command(target, &end));
                 started(format!("{}  # kept", super::display(&cmd)));
-                super::keeper::start(&socket, target.persist_seconds.into(), &end, &cmd)?
+                super::keeper::start(
+                    &socket,
+                    target.persist_seconds.into(),
+                    &protocol,
+                    &end,
+                    &cmd,
+                )?
             }
         };
         let reader = stream.try_clone().ok()?;

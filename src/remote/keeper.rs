@@ -6,10 +6,12 @@
 //!
 //! The keeper owns the agent's ssh and listens on a unix socket next to the master's, in the
 //! same private directory ([`super::mux`]): `<master socket>.agent`. One client at a time:
-//! - a client that connects reads one line: `stm-remote-keeper <end token> new|warm` (`new`:
-//!   the agent's output from its start follows, the login shell's greeting and the frame's
-//!   marker included; `warm`: an agent that served a run before), or `busy` when another
-//!   client is connected (that client then starts an agent of its own);
+//! - a client that connects reads one line: `stm-remote-keeper <protocol> <end token>
+//!   new|warm` (`<protocol>`: a hash of the agent's loop, so that a client of another version
+//!   of stm-remote never talks to this agent; `new`: the agent's output from its start
+//!   follows, the login shell's greeting and the frame's marker included; `warm`: an agent
+//!   that served a run before), or `busy` when another client is connected (that client then
+//!   starts an agent of its own);
 //! - from the client: requests, passed on whole to the agent's stdin (the keeper reads each
 //!   header, so it knows where a request ends); from the agent: each stdout line as `1<line>`
 //!   and each stderr line as `2<line>`;
@@ -77,30 +79,33 @@ impl Out {
     }
 }
 
-/// `stm-remote __agent-keeper <socket> <persist seconds> <end token> -- <ssh argv>...`.
+/// `stm-remote __agent-keeper <socket> <persist seconds> <protocol> <end token> -- <ssh
+/// argv>...`.
 pub fn main(args: &[OsString]) -> ExitCode {
-    let [socket, persist, end, dashes, argv @ ..] = args else {
+    let [socket, persist, protocol, end, dashes, argv @ ..] = args else {
         return ExitCode::from(2);
     };
     let persist = persist
         .to_str()
         .and_then(|p| p.parse::<u64>().ok())
         .map(Duration::from_secs);
-    let (Some(persist), Some(end)) = (persist, end.to_str()) else {
+    let (Some(persist), Some(protocol), Some(end)) = (persist, protocol.to_str(), end.to_str())
+    else {
         return ExitCode::from(2);
     };
     if dashes != "--" || argv.is_empty() {
         return ExitCode::from(2);
     }
-    match serve(Path::new(socket), persist, end, argv) {
+    let hello = format!("{HELLO} {protocol} {end}");
+    match serve(Path::new(socket), persist, &hello, argv) {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) => ExitCode::FAILURE,
     }
 }
 
-/// Binds `socket`, starts the agent (`argv`), and serves clients until the agent ends or
-/// no client came for `persist`.
-fn serve(socket: &Path, persist: Duration, end: &str, argv: &[OsString]) -> std::io::Result<()> {
+/// Binds `socket`, starts the agent (`argv`), and serves clients (greeting each with
+/// `hello` and the agent's state) until the agent ends or no client came for `persist`.
+fn serve(socket: &Path, persist: Duration, hello: &str, argv: &[OsString]) -> std::io::Result<()> {
     let listener = UnixListener::bind(socket)?;
     let ours = std::fs::metadata(socket)?.ino();
     let _unlink = Unlink(socket.to_path_buf(), ours);
@@ -142,7 +147,7 @@ fn serve(socket: &Path, persist: Duration, end: &str, argv: &[OsString]) -> std:
                 }
                 let state = if warm { "warm" } else { "new" };
                 if stream
-                    .write_all(format!("{HELLO} {end} {state}\n").as_bytes())
+                    .write_all(format!("{hello} {state}\n").as_bytes())
                     .is_err()
                 {
                     continue;
@@ -294,16 +299,39 @@ fn body_length(header: &[u8]) -> Option<u64> {
     number(n)?.checked_add(number(z)?)
 }
 
-/// Connects to the keeper at `socket`: the stream and its greeting's end token and whether
-/// the agent served a run before; `None` when no keeper listens there or it is busy.
-pub fn connect(socket: &Path) -> Option<(UnixStream, String, bool)> {
-    let stream = UnixStream::connect(socket).ok()?;
+/// What a client found at a keeper's socket.
+pub enum Found {
+    /// The keeper's agent: the stream, its end token, whether it served a run before.
+    Agent(UnixStream, String, bool),
+    /// A keeper that serves another client now.
+    Busy,
+    /// No keeper (nothing listens, or a keeper of another protocol, whose socket may be
+    /// taken over).
+    Nothing,
+}
+
+/// Connects to the keeper at `socket` for an agent of `protocol`.
+pub fn connect(socket: &Path, protocol: &str) -> Found {
+    let Ok(stream) = UnixStream::connect(socket) else {
+        return Found::Nothing;
+    };
+    match greeting(&stream, protocol) {
+        Some(Some((end, warm))) => Found::Agent(stream, end, warm),
+        Some(None) => Found::Busy,
+        None => Found::Nothing,
+    }
+}
+
+/// The keeper's greeting: `Some(Some(end, warm))` for an agent of `protocol`, `Some(None)`
+/// for `busy`, `None` for anything else.
+fn greeting(stream: &UnixStream, protocol: &str) -> Option<Option<(String, bool)>> {
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     // The greeting byte by byte: nothing after it may be taken from the stream.
+    let mut reader = stream;
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
     while line.len() < 200 {
-        match (&stream).read(&mut byte) {
+        match reader.read(&mut byte) {
             Ok(1) if byte[0] == b'\n' => break,
             Ok(1) => line.push(byte[0]),
             _ => return None,
@@ -311,8 +339,11 @@ pub fn connect(socket: &Path) -> Option<(UnixStream, String, bool)> {
     }
     stream.set_read_timeout(None).ok()?;
     let line = String::from_utf8(line).ok()?;
+    if line == "busy" {
+        return Some(None);
+    }
     let mut words = line.split(' ');
-    if words.next() != Some(HELLO) {
+    if words.next() != Some(HELLO) || words.next() != Some(protocol) {
         return None;
     }
     let end = words.next()?.to_string();
@@ -321,14 +352,15 @@ pub fn connect(socket: &Path) -> Option<(UnixStream, String, bool)> {
         "new" => false,
         _ => return None,
     };
-    Some((stream, end, warm))
+    Some(Some((end, warm)))
 }
 
-/// Starts a keeper for `socket` that runs `agent` (the agent's ssh command, end token `end`)
-/// and connects to it; `None` when it could not be started.
+/// Starts a keeper for `socket` that runs `agent` (the agent's ssh command, of `protocol`,
+/// end token `end`) and connects to it; `None` when it could not be started.
 pub fn start(
     socket: &Path,
     persist_seconds: u64,
+    protocol: &str,
     end: &str,
     agent: &Command,
 ) -> Option<(UnixStream, String, bool)> {
@@ -339,6 +371,7 @@ pub fn start(
     cmd.arg(ARG)
         .arg(socket)
         .arg(persist_seconds.to_string())
+        .arg(protocol)
         .arg(end)
         .arg("--")
         .arg(agent.get_program())
@@ -350,10 +383,10 @@ pub fn start(
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let mut keeper = cmd.spawn().ok()?;
     for _ in 0..400 {
-        if let Some(connected) = connect(socket) {
+        if let Found::Agent(stream, end, warm) = connect(socket, protocol) {
             // Reaped by a thread, so that it leaves no zombie while this process runs.
             std::thread::spawn(move || keeper.wait());
-            return Some(connected);
+            return Some((stream, end, warm));
         }
         if matches!(keeper.try_wait(), Ok(Some(_))) {
             return None;
@@ -368,6 +401,86 @@ pub fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Connects once the keeper listens.
+    fn connect_soon(socket: &Path, protocol: &str) -> Found {
+        for _ in 0..200 {
+            if socket.exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        connect(socket, protocol)
+    }
+
+    #[test]
+    fn one_client_at_a_time_of_the_same_protocol_and_the_run_ends_when_it_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("k.agent");
+        let seen = dir.path().join("seen");
+        // A stand-in agent that keeps what it is sent.
+        let argv: Vec<OsString> = vec![
+            "sh".into(),
+            "-c".into(),
+            format!("cat > {}", seen.display()).into(),
+        ];
+        let s2 = socket.clone();
+        let keeper = std::thread::spawn(move || {
+            serve(
+                &s2,
+                Duration::from_secs(1),
+                "stm-remote-keeper p1 END",
+                &argv,
+            )
+        });
+        let Found::Agent(mut first, end, warm) = connect_soon(&socket, "p1") else {
+            panic!("no agent");
+        };
+        assert_eq!((end.as_str(), warm), ("END", false));
+        assert!(matches!(connect(&socket, "p1"), Found::Busy));
+        // A request passes whole; the client goes away between requests: the end of its run.
+        first.write_all(b"5 4 n 0\ntrue").unwrap();
+        drop(first);
+        std::thread::sleep(Duration::from_millis(200));
+        // Another version's client does not take it (and its visit ends a run too).
+        assert!(matches!(connect(&socket, "p2"), Found::Nothing));
+        std::thread::sleep(Duration::from_millis(200));
+        let Found::Agent(second, _, warm) = connect(&socket, "p1") else {
+            panic!("no agent");
+        };
+        assert!(warm);
+        drop(second);
+        // No client for its persist time: it ends, with its agent, and removes its socket.
+        keeper.join().unwrap().unwrap();
+        assert!(!socket.exists());
+        assert_eq!(
+            std::fs::read_to_string(&seen).unwrap(),
+            "5 4 n 0\ntrue0 0 z 0\n0 0 z 0\n0 0 z 0\n"
+        );
+    }
+
+    #[test]
+    fn a_client_gone_in_the_middle_of_a_request_ends_the_agent_and_the_keeper() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("k.agent");
+        let argv: Vec<OsString> = vec!["sh".into(), "-c".into(), "cat >/dev/null".into()];
+        let s2 = socket.clone();
+        let keeper = std::thread::spawn(move || {
+            serve(
+                &s2,
+                Duration::from_secs(60),
+                "stm-remote-keeper p1 END",
+                &argv,
+            )
+        });
+        let Found::Agent(mut client, _, _) = connect_soon(&socket, "p1") else {
+            panic!("no agent");
+        };
+        client.write_all(b"5 100 n 0\nonly part").unwrap();
+        drop(client);
+        keeper.join().unwrap().unwrap();
+        assert!(!socket.exists());
+    }
 
     #[test]
     fn request_bodies_are_read_from_their_header() {

@@ -363,14 +363,18 @@ impl Reporter {
         self.progress = Some(progress);
     }
 
-    /// Removes the live lines (the summary says how each board ended).
+    /// Removes the live lines (the summary says how each board ended). Holds [`LIVE`] while
+    /// it clears them, so that a second Ctrl-C, which exits at once, waits for the screen to
+    /// be clean rather than cutting the clearing short.
     pub fn end_progress(&mut self) {
-        if let Ok(mut live) = LIVE.lock() {
-            live.take();
+        let mut live = LIVE.lock().ok();
+        if let Some(l) = live.as_mut() {
+            l.take();
         }
         if let Some(p) = self.progress.take() {
             clear_live(&p.multi, &p.bars());
         }
+        drop(live);
     }
 
     fn bar_prefix(&self, alias: &str) -> String {

@@ -42,10 +42,21 @@ def main():
     step_timeout = float(script.get("step_timeout", 60))
     rows, cols = int(script.get("rows", 50)), int(script.get("cols", 160))
 
-    pid, fd = pty.fork()
+    # As pty.fork(), but the driver keeps a slave fd of its own: the pty is then never hung
+    # up, so what the program wrote just before it exited is still read (once every slave fd
+    # is closed, Linux may answer a read of the master with EIO while output is still queued).
+    fd, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    pid = os.fork()
     if pid == 0:
-        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         try:
+            os.close(fd)
+            os.setsid()
+            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+            for n in (0, 1, 2):
+                os.dup2(slave, n)
+            if slave > 2:
+                os.close(slave)
             os.execvp(argv[0], argv)
         finally:
             os._exit(127)
@@ -83,13 +94,26 @@ def main():
                           "transcript": clean(), "raw": raw.decode("utf-8", "replace")}))
         sys.exit(0)
 
+    ended = []
+
     def child_status(block):
-        wpid, st = os.waitpid(pid, 0 if block else os.WNOHANG)
-        if wpid == 0:
-            return None
-        if os.WIFSIGNALED(st):
-            return ("signalled", os.WTERMSIG(st))
-        return ("exited", os.WEXITSTATUS(st))
+        if not ended:
+            wpid, st = os.waitpid(pid, 0 if block else os.WNOHANG)
+            if wpid == 0:
+                return None
+            if os.WIFSIGNALED(st):
+                ended.append(("signalled", os.WTERMSIG(st)))
+            else:
+                ended.append(("exited", os.WEXITSTATUS(st)))
+        return ended[0]
+
+    def drain():
+        """Reads what the program left in the pty until it is quiet for 0.2 s."""
+        while True:
+            before = len(raw)
+            pump(0.2)
+            if len(raw) == before:
+                return
 
     pos = 0
     for i, step in enumerate(script["steps"]):
@@ -100,14 +124,25 @@ def main():
             if at >= 0:
                 pos = at + len(step["expect"])
                 break
-            if time.monotonic() > deadline or eof:
-                os.kill(pid, signal.SIGKILL)
-                child_status(True)
+            if time.monotonic() > deadline or eof or child_status(False) is not None:
+                if child_status(False) is None:
+                    os.kill(pid, signal.SIGKILL)
+                    child_status(True)
+                else:
+                    drain()
+                    text = clean()
+                    if text.find(step["expect"], pos) >= 0:
+                        continue
                 finish("timeout", None, i)
             pump(0.1)
         if step.get("delay"):
-            time.sleep(float(step["delay"]))
+            # Reading on meanwhile, as a terminal does: a key that makes the tty send SIGINT
+            # also discards the output still queued, which a terminal would have shown.
+            until = time.monotonic() + float(step["delay"])
+            while time.monotonic() < until:
+                pump(max(0.0, min(0.005, until - time.monotonic())))
         if step.get("send"):
+            pump(0)
             try:
                 os.write(fd, step["send"].encode())
             except OSError:  # the program is gone already
@@ -127,10 +162,7 @@ def main():
         status = child_status(False)
         if status is not None:
             # Collect what is still buffered in the pty.
-            for _ in range(20):
-                pump(0.05)
-                if eof:
-                    break
+            drain()
             break
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
