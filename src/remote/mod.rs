@@ -17,9 +17,10 @@ pub use agent::Agent;
 pub use frame::{Greeting, gated_sink, unframe};
 pub use key::{KeyProblem, check_key, check_key_file};
 pub use pool::AgentPool;
+#[cfg(test)]
+pub use process::start_background;
 pub use process::{
-    Background, Captured, LineSink, ProcessError, RunOptions, cancel, cancelled, run, run_with,
-    start_background, tail,
+    Captured, LineSink, ProcessError, RunOptions, cancel, cancelled, run, run_with, tail,
 };
 pub use quote::{QuoteError, quote, quote_command, quote_remote_path};
 #[cfg(test)]

@@ -165,7 +165,9 @@ pub struct Background {
     start: Instant,
 }
 
-/// Starts `cmd` in the background (own process group, stdin kept open, output drained).
+/// Starts `cmd` in the background (own process group, stdin kept open, output drained): how
+/// the tests stand in for a one-shot ssh whose client is still there.
+#[cfg(test)]
 pub fn start_background(cmd: &mut Command) -> Result<Background, ProcessError> {
     spawn(cmd, true, None)
 }
@@ -215,13 +217,8 @@ impl std::fmt::Debug for Background {
 }
 
 impl Background {
-    /// Closes the child's stdin without waiting: its signal to finish, while other work
-    /// goes on; [`Background::finish`] then waits.
-    pub fn eof(&mut self) {
-        drop(self.stdin.take());
-    }
-
     /// Closes the child's stdin and waits for it (killing it after `deadline`).
+    #[cfg(test)]
     pub fn finish(mut self, deadline: Duration) -> Result<Captured, ProcessError> {
         drop(self.stdin.take());
         self.wait(Some(deadline), false)
