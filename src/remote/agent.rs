@@ -775,6 +775,11 @@ mod tests {
     /// `/bin/sh`), after `greeting` (shell code, as a `.bashrc`): the same framing, loop and
     /// protocol.
     fn agent_under(shell: &str, greeting: &str) -> Agent {
+        agent_with(shell, greeting, |_| {})
+    }
+
+    /// [`agent_under`] with `f` setting up its command (its environment).
+    fn agent_with(shell: &str, greeting: &str, f: impl FnOnce(&mut Command)) -> Agent {
         let end = token();
         let argv = super::super::under(shell, &agent_argv(&end));
         let mut cmd = Command::new(shell);
@@ -782,6 +787,7 @@ mod tests {
             "{greeting}\n{}",
             super::super::frame::wrap(&super::super::quote_command(&argv).unwrap())
         ));
+        f(&mut cmd);
         Agent::over(start_duplex(&mut cmd).unwrap(), end)
     }
 
@@ -1017,7 +1023,11 @@ mod tests {
 
     #[test]
     fn a_dying_agent_answers_255_with_a_dropped_connection_message() {
-        let a = Arc::new(local_agent());
+        // Its temporary dir (killed, it cannot remove it) in one of the test's own.
+        let tmp = tempfile::tempdir().unwrap();
+        let a = Arc::new(agent_with("dash", ":", |c| {
+            c.env("TMPDIR", tmp.path());
+        }));
         // Another request runs at the same time: it is answered the same way.
         let a2 = a.clone();
         let other = std::thread::spawn(move || run(&a2, &["sleep", "30"]));
