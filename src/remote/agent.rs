@@ -49,7 +49,8 @@ use std::process::Command;
 use super::frame::Gate;
 use super::limits::Refusal;
 use super::process::{
-    Captured, Duplex, LineSink, ProcessError, RunOptions, StreamLine, cancelled, start_duplex, tail,
+    Captured, Duplex, LineSink, ProcessError, RunOptions, StreamLine, cancelled, read_lines,
+    start_duplex, tail,
 };
 use super::ssh::{SSH_EXIT_CONNECTION, SshTarget};
 
@@ -395,29 +396,14 @@ impl Link {
 fn read_kept(stream: std::os::unix::net::UnixStream) -> Receiver<StreamLine> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut reader = std::io::BufReader::new(stream);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match std::io::BufRead::read_until(&mut reader, b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let Some((&tag, line)) = buf.split_first() else {
-                        continue;
-                    };
-                    let line = Some(String::from_utf8_lossy(line).into_owned());
-                    if tx
-                        .send(StreamLine {
-                            is_err: tag == b'2',
-                            line,
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            }
-        }
+        read_lines(stream, |tagged| {
+            let Some(line) = tagged.get(1..) else {
+                return true;
+            };
+            let is_err = tagged.starts_with('2');
+            let line = Some(line.to_string());
+            tx.send(StreamLine { is_err, line }).is_ok()
+        });
         for is_err in [false, true] {
             let _ = tx.send(StreamLine { is_err, line: None });
         }
@@ -537,7 +523,7 @@ impl Agent {
     }
 
     /// Whether the agent is held by a keeper (and outlives the run).
-    pub fn is_kept(&self) -> bool {
+    fn is_kept(&self) -> bool {
         matches!(*self.link.lock().expect("agent"), Link::Kept(_))
     }
 
@@ -726,14 +712,6 @@ impl Agent {
     /// stdin closes: at the end of the run, or when the client dies or its connection drops.
     pub fn at_end(&self, command: &str) -> std::io::Result<()> {
         self.send(&request(0, command, Mode::AtEnd, &[]))
-    }
-
-    /// Closes the agent's stdin without waiting (several agents can then end at once); a kept
-    /// agent is ended by [`Agent::close`].
-    pub(super) fn eof(&self) {
-        if let Link::Ssh(d) = &mut *self.link.lock().expect("agent") {
-            d.eof();
-        }
     }
 
     /// Ends the agent's run: closes its stdin (the agent ends the commands still running, runs
@@ -988,10 +966,9 @@ mod tests {
                 .unwrap();
             a.at_end(&rm).unwrap();
             assert!(!seen.exists() && removed.exists());
-            a.eof();
-            assert_eq!(wait_for(&seen), "eof:1\n", "{shell}");
             assert_eq!(a.close(Duration::from_secs(10)), Some(0), "{shell}");
             assert!(!removed.exists(), "{shell}");
+            assert_eq!(wait_for(&seen), "eof:1\n", "{shell}");
             // The request that ran to the end answers; none is left hanging.
             let out = held.join().unwrap().unwrap();
             assert_eq!(out.code, Some(0), "{shell}: {out:?}");

@@ -222,15 +222,10 @@ fn forward<R: Read + Send + 'static>(
     let (out, ended, tx) = (out.clone(), ended.clone(), tx.clone());
     std::thread::spawn(move || {
         if let Some(pipe) = pipe {
-            let mut reader = BufReader::new(pipe);
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                match reader.read_until(b'\n', &mut line) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => out.lock().expect("keeper").put(tag, &line),
-                }
-            }
+            super::process::read_lines(pipe, |line| {
+                out.lock().expect("keeper").put(tag, line.as_bytes());
+                true
+            });
         }
         let mut n = ended.lock().expect("keeper");
         *n += 1;

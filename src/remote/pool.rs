@@ -291,10 +291,7 @@ impl AgentPool {
         };
         let carried = matches!((&agent, &at_end), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
         match agent {
-            Some(agent) => {
-                agent.eof();
-                agent.close(Duration::from_secs(10)) == Some(0) && carried
-            }
+            Some(agent) => agent.close(Duration::from_secs(10)) == Some(0) && carried,
             None => false,
         }
     }

@@ -338,11 +338,6 @@ impl Duplex {
         self.lines.take()
     }
 
-    /// Closes the child's stdin without waiting (several children can then end at once).
-    pub fn eof(&mut self) {
-        drop(self.stdin.take());
-    }
-
     /// Kills the child (if it still runs) and reaps it.
     pub fn kill(&mut self) {
         drop(self.stdin.take());
@@ -402,7 +397,7 @@ fn forward<R: Read + Send + 'static>(
 
 /// Reads `pipe` line by line (each with its `\n`, lossily decoded) until EOF, a read error,
 /// or `f` returns false.
-fn read_lines<R: Read>(pipe: R, mut f: impl FnMut(&str) -> bool) {
+pub(super) fn read_lines<R: Read>(pipe: R, mut f: impl FnMut(&str) -> bool) {
     let mut reader = BufReader::new(pipe);
     let mut buf = Vec::new();
     loop {
