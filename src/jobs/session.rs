@@ -133,12 +133,12 @@ pub fn first_answer_with<S: AsRef<str>>(
             // session and no login shell once it is there. If that agent is gone before the
             // batch began, a session of its own runs it. Other commands get a session of
             // their own: doctor reads the login shell's greeting from it.
-            let lines = std::cell::RefCell::new(Vec::new());
-            let kept =
-                started.and_then(|_| remote::Agent::kept(target, &|c| lines.borrow_mut().push(c)));
-            for c in lines.into_inner() {
-                emit(agent_event(None, c));
-            }
+            let kept = match started {
+                Some(_) => {
+                    with_agent_events(&mut *emit, |on_start| remote::Agent::kept(target, on_start))
+                }
+                None => None,
+            };
             if let Some(agent) = kept {
                 emit(Event::Command {
                     device: None,
